@@ -1,0 +1,39 @@
+/* engine/auth.h — the in-memory token table.
+ *
+ * An immutable open-addressing hash table (XXH3 over the SHA-256 digest) from
+ * token digest to {device, org, state}. It is built off the data path from the
+ * store, published by one atomic pointer swap, and read without locks; the engine
+ * frees a retired table once every worker has passed a loop turn (epochs).
+ */
+#ifndef SLUICE_ENGINE_AUTH_H
+#define SLUICE_ENGINE_AUTH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "storage/store.h"
+
+struct auth_entry {
+    uint8_t digest[STORE_DIGEST_LEN];
+    uint32_t device;
+    uint32_t org;
+    uint32_t state; /* enum store_device_state */
+};
+
+struct auth_table;
+
+/* Builds a table from n entries (copied). Returns NULL on allocation failure. */
+struct auth_table *auth_table_build(const struct auth_entry *entries, size_t n);
+
+/* Builds a table from every token in the store. Returns 0 or a store error. */
+int auth_table_load(struct store *s, struct auth_table **out);
+
+/* Looks a digest up; the comparison of the stored digest is constant time.
+ * Returns the entry (valid while the table is) or NULL. */
+const struct auth_entry *auth_table_lookup(const struct auth_table *t,
+                                           const uint8_t digest[STORE_DIGEST_LEN]);
+
+size_t auth_table_size(const struct auth_table *t);
+void auth_table_free(struct auth_table *t);
+
+#endif

@@ -1,0 +1,62 @@
+/* storage/store.h — the credential and account store, on LMDB.
+ *
+ * Environment: DATA/sluice.mdb (a single file, MDB_NOSUBDIR) with named DBs
+ * `orgs`, `devices`, `tokens`, `meta` (and later users, members, usage). Tokens
+ * are never stored: only their SHA-256 digest (wolfCrypt). Every write bumps
+ * meta.generation so a running daemon notices and reloads its token table.
+ * The CLI writes while sluiced runs; LMDB's locking makes that safe.
+ *
+ * Returns: 0 on success, -EEXIST (name taken), -ENOENT (no such org/device),
+ * -EINVAL (bad name), -EIO (LMDB error; store_last_error() says which), -errno.
+ */
+#ifndef SLUICE_STORAGE_STORE_H
+#define SLUICE_STORAGE_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define STORE_NAME_MAX 64   /* org and device names: [A-Za-z0-9][A-Za-z0-9._-]{0,63} */
+#define STORE_TOKEN_MAX 64  /* printable token length incl. NUL */
+#define STORE_DIGEST_LEN 32 /* SHA-256 */
+
+enum store_device_state { STORE_DEVICE_ACTIVE = 0, STORE_DEVICE_REVOKED = 1 };
+
+struct store;
+
+/* Opens (creating DATA and the environment when create is set) the store. */
+int store_open(struct store **out, const char *data_dir, int create);
+void store_close(struct store *s);
+const char *store_last_error(const struct store *s);
+
+/* Orgs: ids are assigned sequentially from 1. */
+int store_org_add(struct store *s, const char *name, uint32_t *id);
+/* Finds an org by name or decimal id; name_out (STORE_NAME_MAX+1 bytes) may be NULL. */
+int store_org_find(struct store *s, const char *name_or_id, uint32_t *id, char *name_out);
+int store_org_name(struct store *s, uint32_t id, char *name_out);
+typedef int (*store_org_fn)(void *ctx, uint32_t id, const char *name, uint64_t created_ns);
+int store_org_list(struct store *s, store_org_fn fn, void *ctx);
+
+/* Devices: ids are global, sequential from 1; names unique within an org.
+ * store_device_add generates a token of >= 128 random bits (wolfCrypt RNG),
+ * writes it NUL-terminated to token_out (STORE_TOKEN_MAX bytes) and stores only
+ * its digest. */
+int store_device_add(struct store *s, uint32_t org, const char *name, char *token_out,
+                     uint32_t *device_id);
+int store_device_find(struct store *s, uint32_t org, const char *name, uint32_t *device_id);
+int store_device_name(struct store *s, uint32_t device_id, char *name_out, uint32_t *org);
+typedef int (*store_device_fn)(void *ctx, uint32_t id, const char *name, uint32_t state,
+                               uint64_t created_ns);
+int store_device_list(struct store *s, uint32_t org, store_device_fn fn, void *ctx);
+
+/* Tokens: every stored digest with its device, org and state. */
+typedef int (*store_token_fn)(void *ctx, const uint8_t digest[STORE_DIGEST_LEN],
+                              uint32_t device, uint32_t org, uint32_t state);
+int store_token_foreach(struct store *s, store_token_fn fn, void *ctx);
+
+/* SHA-256 of a token as presented on the wire. */
+void store_token_digest(const char *token, size_t len, uint8_t out[STORE_DIGEST_LEN]);
+
+/* meta.generation: bumped by every write. A cheap read-only transaction. */
+int store_generation(struct store *s, uint64_t *gen);
+
+#endif
