@@ -1,0 +1,267 @@
+/* engine/config.c — sluice_config defaults and the one parser for every option,
+ * shared by sluiced's flags and its INI config file. */
+#include "sluice.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void sluice_config_init(sluice_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->data_dir, sizeof cfg->data_dir, "./data");
+    snprintf(cfg->http, sizeof cfg->http, "0.0.0.0:8080");
+    snprintf(cfg->https, sizeof cfg->https, "0.0.0.0:8443");
+    snprintf(cfg->mqtt, sizeof cfg->mqtt, "0.0.0.0:1883");
+    snprintf(cfg->mqtts, sizeof cfg->mqtts, "0.0.0.0:8883");
+    snprintf(cfg->frame, sizeof cfg->frame, "0.0.0.0:7000");
+    snprintf(cfg->admin, sizeof cfg->admin, "127.0.0.1:9090");
+    cfg->fsync = SLUICE_FSYNC_BATCH;
+    cfg->fsync_interval_ms = 100;
+    cfg->max_body = 1u << 20;
+    cfg->header_timeout_ms = 10000;
+    cfg->body_timeout_ms = 30000;
+    cfg->idle_timeout_ms = 75000;
+    cfg->drain_timeout_ms = 10000;
+    cfg->max_connections = 65536;
+}
+
+static const char help_text[] =
+    "  --config FILE          INI file with any of these keys (flags win)\n"
+    "  --data-dir DIR         LMDB environment, logs, TLS material (default ./data)\n"
+    "  --threads N            worker threads, one io_uring each, pinned (default: online CPUs)\n"
+    "  --http ADDR:PORT       HTTP/1.1 device API, 'off' disables (default 0.0.0.0:8080)\n"
+    "  --https ADDR:PORT      same over TLS (default 0.0.0.0:8443; not served yet)\n"
+    "  --mqtt ADDR:PORT       MQTT 3.1.1/5.0 (default 0.0.0.0:1883; not served yet)\n"
+    "  --mqtts ADDR:PORT      MQTT over TLS (default 0.0.0.0:8883; not served yet)\n"
+    "  --frame ADDR:PORT      compact TCP frame protocol (default 0.0.0.0:7000; not served yet)\n"
+    "  --udp ADDR:PORT        compact frames over UDP (default off)\n"
+    "  --admin ADDR:PORT      /healthz, /readyz, /metrics (default 127.0.0.1:9090)\n"
+    "  --tls-cert FILE        (default DATA/tls/server.crt)\n"
+    "  --tls-key FILE         (default DATA/tls/server.key)\n"
+    "  --fsync MODE           batch | always | interval:MS | never (default batch)\n"
+    "  --ports-file FILE      write the bound ports as JSON after binding (default none)\n"
+    "  --max-body SIZE        largest request body, also after gunzip (default 1MiB)\n"
+    "  --header-timeout DUR   absolute deadline for a request's headers (default 10s)\n"
+    "  --body-timeout DUR     absolute deadline for a request's body (default 30s)\n"
+    "  --idle-timeout DUR     keep-alive connection idle limit (default 75s)\n"
+    "  --drain-timeout DUR    on SIGTERM, time allowed to requests in progress (default 10s)\n"
+    "  --max-connections N    per worker (default 65536)\n";
+
+const char *sluice_config_help(void)
+{
+    return help_text;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    if (!isdigit((unsigned char)*s))
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    *out = v;
+    return (int)(end - s);
+}
+
+/* "1048576", "512k", "512KiB", "1M", "1MiB" */
+static int parse_size(const char *s, uint64_t *out)
+{
+    uint64_t v;
+    int n = parse_u64(s, &v);
+    if (n < 0)
+        return -1;
+    const char *u = s + n;
+    uint64_t mul = 1;
+    if (!strcasecmp(u, "") || !strcasecmp(u, "b"))
+        mul = 1;
+    else if (!strcasecmp(u, "k") || !strcasecmp(u, "kb") || !strcasecmp(u, "kib"))
+        mul = 1024;
+    else if (!strcasecmp(u, "m") || !strcasecmp(u, "mb") || !strcasecmp(u, "mib"))
+        mul = 1024 * 1024;
+    else
+        return -1;
+    if (v > UINT64_MAX / mul)
+        return -1;
+    *out = v * mul;
+    return 0;
+}
+
+/* "10" (seconds), "10s", "500ms", "2m" → milliseconds */
+static int parse_duration(const char *s, unsigned *out_ms)
+{
+    uint64_t v;
+    int n = parse_u64(s, &v);
+    if (n < 0)
+        return -1;
+    const char *u = s + n;
+    uint64_t ms;
+    if (!strcmp(u, "") || !strcmp(u, "s"))
+        ms = v * 1000;
+    else if (!strcmp(u, "ms"))
+        ms = v;
+    else if (!strcmp(u, "m"))
+        ms = v * 60000;
+    else
+        return -1;
+    if (ms == 0 || ms > 86400000u)
+        return -1;
+    *out_ms = (unsigned)ms;
+    return 0;
+}
+
+/* HOST:PORT or [V6]:PORT; port 0..65535. */
+static int check_addr(const char *s)
+{
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s)
+        return -1;
+    if (s[0] == '[' && colon[-1] != ']')
+        return -1;
+    uint64_t port;
+    int n = parse_u64(colon + 1, &port);
+    if (n < 0 || colon[1 + n] != '\0' || port > 65535)
+        return -1;
+    return 0;
+}
+
+static int set_str(char *dst, size_t cap, const char *v)
+{
+    if (strlen(v) >= cap)
+        return -1;
+    memcpy(dst, v, strlen(v) + 1);
+    return 0;
+}
+
+int sluice_config_set(sluice_config *cfg, const char *key, const char *value, char *err,
+                      size_t errcap)
+{
+    char k[32];
+    size_t i;
+    const char *why = NULL;
+    for (i = 0; key[i] && i + 1 < sizeof k; i++)
+        k[i] = key[i] == '_' ? '-' : (char)tolower((unsigned char)key[i]);
+    k[i] = '\0';
+
+    struct {
+        const char *name;
+        char *dst;
+    } addrs[] = {{"http", cfg->http},   {"https", cfg->https}, {"mqtt", cfg->mqtt},
+                 {"mqtts", cfg->mqtts}, {"frame", cfg->frame}, {"udp", cfg->udp},
+                 {"admin", cfg->admin}};
+    for (i = 0; i < sizeof addrs / sizeof addrs[0]; i++) {
+        if (strcmp(k, addrs[i].name))
+            continue;
+        if (!strcmp(value, "off")) {
+            addrs[i].dst[0] = '\0';
+            return SLUICE_OK;
+        }
+        if (check_addr(value) || set_str(addrs[i].dst, SLUICE_ADDR_MAX, value)) {
+            why = "expected ADDR:PORT, [V6]:PORT or off";
+            goto fail;
+        }
+        return SLUICE_OK;
+    }
+
+    if (!strcmp(k, "data-dir") || !strcmp(k, "tls-cert") || !strcmp(k, "tls-key") ||
+        !strcmp(k, "ports-file")) {
+        char *dst = !strcmp(k, "data-dir")   ? cfg->data_dir
+                    : !strcmp(k, "tls-cert") ? cfg->tls_cert
+                    : !strcmp(k, "tls-key")  ? cfg->tls_key
+                                             : cfg->ports_file;
+        if (!*value || set_str(dst, SLUICE_PATH_MAX, value)) {
+            why = "expected a non-empty path shorter than 1024 bytes";
+            goto fail;
+        }
+        return SLUICE_OK;
+    }
+    if (!strcmp(k, "threads") || !strcmp(k, "max-connections")) {
+        uint64_t v;
+        int n = parse_u64(value, &v);
+        if (n < 0 || value[n] || v < 1 || v > (k[0] == 't' ? 1024 : 1000000)) {
+            why = k[0] == 't' ? "expected a thread count from 1 to 1024"
+                              : "expected a count from 1 to 1000000";
+            goto fail;
+        }
+        if (k[0] == 't')
+            cfg->threads = (int)v;
+        else
+            cfg->max_connections = (unsigned)v;
+        return SLUICE_OK;
+    }
+    if (!strcmp(k, "fsync")) {
+        unsigned ms;
+        if (!strcmp(value, "batch"))
+            cfg->fsync = SLUICE_FSYNC_BATCH;
+        else if (!strcmp(value, "always"))
+            cfg->fsync = SLUICE_FSYNC_ALWAYS;
+        else if (!strcmp(value, "never"))
+            cfg->fsync = SLUICE_FSYNC_NEVER;
+        else if (!strncmp(value, "interval:", 9) && parse_duration(value + 9, &ms) == 0) {
+            /* a bare number after "interval:" means milliseconds, as in INTERFACE.md */
+            uint64_t raw;
+            int n = parse_u64(value + 9, &raw);
+            cfg->fsync = SLUICE_FSYNC_INTERVAL;
+            cfg->fsync_interval_ms = value[9 + n] == '\0' ? (unsigned)raw : ms;
+        } else {
+            why = "expected batch, always, interval:MS or never";
+            goto fail;
+        }
+        return SLUICE_OK;
+    }
+    if (!strcmp(k, "max-body")) {
+        uint64_t v;
+        if (parse_size(value, &v) || v < 1 || v > (64u << 20)) {
+            why = "expected a size from 1 byte to 64MiB (e.g. 1048576, 512KiB, 1MiB)";
+            goto fail;
+        }
+        cfg->max_body = v;
+        return SLUICE_OK;
+    }
+    {
+        unsigned *dst = !strcmp(k, "header-timeout")  ? &cfg->header_timeout_ms
+                        : !strcmp(k, "body-timeout")  ? &cfg->body_timeout_ms
+                        : !strcmp(k, "idle-timeout")  ? &cfg->idle_timeout_ms
+                        : !strcmp(k, "drain-timeout") ? &cfg->drain_timeout_ms
+                                                      : NULL;
+        if (dst) {
+            if (parse_duration(value, dst)) {
+                why = "expected a duration such as 10s, 500ms or 2m";
+                goto fail;
+            }
+            return SLUICE_OK;
+        }
+    }
+    snprintf(err, errcap, "unknown option '%s'", key);
+    return SLUICE_EINVAL;
+fail:
+    snprintf(err, errcap, "bad value '%s' for %s: %s", value, k, why);
+    return SLUICE_EINVAL;
+}
+
+const char *sluice_strerror(int code)
+{
+    switch (code) {
+    case SLUICE_OK:
+        return "success";
+    case SLUICE_EINVAL:
+        return "invalid configuration";
+    case SLUICE_ENOMEM:
+        return "out of memory";
+    case SLUICE_EIO:
+        return "I/O error on the data directory";
+    case SLUICE_EADDRINUSE:
+        return "address in use";
+    case SLUICE_ENOURING:
+        return "io_uring is not available";
+    case SLUICE_ESTORE:
+        return "credential store failed";
+    case SLUICE_ELISTEN:
+        return "cannot listen";
+    }
+    return "unknown error";
+}
