@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Initialises a new data dir for `make run`: org "demo" with device "demo-1",
+# whose token is printed once with ready-to-paste client lines. An existing data
+# dir is left alone (tokens are never stored, so they cannot be shown again).
+set -euo pipefail
+build=${1:-build}
+data=${2:-./data}
+cli="$build/tools/sluice"
+
+if [ -e "$data/sluice.mdb" ]; then
+    echo "sluice: using existing data dir $data (tokens are shown only when created;" \
+         "make a new one with: $cli --data-dir $data device add --org demo NAME)" >&2
+    exit 0
+fi
+"$cli" --data-dir "$data" org add demo >/dev/null
+token=$("$cli" --data-dir "$data" device add --org demo demo-1 2>/dev/null)
+cat <<MSG
+
+  sluice demo: org 'demo', device 'demo-1'. Its token (shown only this once):
+
+    $token
+
+  Send a reading (HTTP):
+    curl -i -H 'X-Auth-Token: $token' -H 'Content-Type: application/json' \\
+         -d '{"temp":21.5}' http://127.0.0.1:8080/v1/readings
+
+  MQTT is not served yet; once it is:
+    mosquitto_pub -h 127.0.0.1 -p 1883 -u demo-1 -P '$token' -t readings -m '{"temp":21.5}'
+
+  Read it back:
+    $cli --data-dir $data log cat --org demo
+
+MSG
