@@ -240,8 +240,8 @@ static void handle_readings(struct worker *w, struct conn *c, const struct http_
         ct = CT_OCTET;
     else {
         queue_error(w, c, 415, close,
-                    "unsupported Content-Type (use application/json, application/x-ndjson "
-                    "or application/octet-stream)");
+                    "unsupported Content-Type: send 'Content-Type: application/json', "
+                    "application/x-ndjson or application/octet-stream");
         return;
     }
     if (ct == CT_OCTET && blen == 0) {

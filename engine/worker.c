@@ -655,6 +655,9 @@ void *worker_main(void *arg)
     }
     /* drained: everything acknowledged; tear down */
     commit_close_all(w);
+    io_uring_unregister_buf_ring(&w->ring, BUF_GROUP);
     io_uring_queue_exit(&w->ring);
+    munmap(w->br, w->nbufs * sizeof(struct io_uring_buf));
+    free(w->bufs);
     return NULL;
 }
