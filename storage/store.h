@@ -7,7 +7,14 @@
  * The CLI writes while sluiced runs; LMDB's locking makes that safe.
  *
  * Returns: 0 on success, -EEXIST (name taken), -ENOENT (no such org/device),
- * -EINVAL (bad name), -EIO (LMDB error; store_last_error() says which), -errno.
+ * -EINVAL (bad name), -EIO (LMDB error; store_last_error() says which), -errno
+ * (among them -ENOSPC: map full or ids exhausted; -EPROTO: unknown schema).
+ *
+ * Threads: a struct store may be used from several threads at once (the env is
+ * opened MDB_NOTLS; every call runs its own transaction). Open it once per
+ * process: LMDB forbids two handles on one environment in the same process.
+ * Callbacks of the *_list/_foreach functions run inside a read transaction: keep
+ * them short; a non-zero return stops the walk and is returned to the caller.
  */
 #ifndef SLUICE_STORAGE_STORE_H
 #define SLUICE_STORAGE_STORE_H
@@ -23,14 +30,19 @@ enum store_device_state { STORE_DEVICE_ACTIVE = 0, STORE_DEVICE_REVOKED = 1 };
 
 struct store;
 
-/* Opens (creating DATA and the environment when create is set) the store. */
+/* Opens (creating DATA, mode 0700 with missing parents, and the environment
+ * when create is set) the store. Without create a missing DATA/sluice.mdb is
+ * -ENOENT and nothing is created; -ENOTDIR when DATA is not a directory. */
 int store_open(struct store **out, const char *data_dir, int create);
 void store_close(struct store *s);
+/* Text of the last failure of a store call in the calling thread (per thread,
+ * like errno; s may be NULL, e.g. after store_open failed). Never NULL. */
 const char *store_last_error(const struct store *s);
 
 /* Orgs: ids are assigned sequentially from 1. */
 int store_org_add(struct store *s, const char *name, uint32_t *id);
-/* Finds an org by name or decimal id; name_out (STORE_NAME_MAX+1 bytes) may be NULL. */
+/* Finds an org by name or decimal id; name_out (STORE_NAME_MAX+1 bytes) may be NULL.
+ * -ENOENT when absent, -EINVAL when name_or_id is neither a name nor an id. */
 int store_org_find(struct store *s, const char *name_or_id, uint32_t *id, char *name_out);
 int store_org_name(struct store *s, uint32_t id, char *name_out);
 typedef int (*store_org_fn)(void *ctx, uint32_t id, const char *name, uint64_t created_ns);

@@ -1,0 +1,142 @@
+/* engine/auth.c — the immutable token table; see auth.h.
+ *
+ * Entries live densely in one array; an open-addressing index of power-of-two
+ * capacity (at least twice the entry count, so probe runs stay short) maps
+ * XXH3-64(digest) to an entry index with linear probing. Everything is one allocation,
+ * written once by auth_table_build() and only read afterwards, so any number of
+ * threads may look up concurrently without synchronisation once the pointer to
+ * the table has been published (the engine does that with a release store).
+ */
+#include "engine/auth.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#define AUTH_MIN_CAPACITY 16u
+
+struct auth_table {
+    size_t n;
+    size_t mask;     /* capacity - 1 */
+    uint32_t *slots; /* entry index + 1; 0 marks an empty slot */
+    struct auth_entry *entries;
+};
+
+static uint64_t digest_hash(const uint8_t digest[STORE_DIGEST_LEN])
+{
+    return XXH3_64bits(digest, STORE_DIGEST_LEN);
+}
+
+/* Constant time: every byte is compared whatever the first difference, so the
+ * time taken says nothing about how much of a stored digest was matched. */
+static int digest_equal(const uint8_t *a, const uint8_t *b)
+{
+    uint8_t acc = 0;
+    for (size_t i = 0; i < STORE_DIGEST_LEN; i++)
+        acc |= (uint8_t)(a[i] ^ b[i]);
+    return acc == 0;
+}
+
+static size_t capacity_for(size_t n)
+{
+    size_t cap = AUTH_MIN_CAPACITY;
+    while (cap < 2 * n)
+        cap <<= 1;
+    return cap;
+}
+
+/* Probes from the digest's home slot; returns the matching slot or the first
+ * empty one. The table is never full (capacity >= 2n), so this terminates.
+ * Every occupied slot on the way gets the full constant-time comparison: no
+ * cheaper pre-filter decides a match, so the comparison is what is tested. */
+static uint32_t *probe(const struct auth_table *t, const uint8_t *digest)
+{
+    for (size_t i = (size_t)digest_hash(digest) & t->mask;; i = (i + 1) & t->mask) {
+        uint32_t *slot = &t->slots[i];
+        if (*slot == 0 || digest_equal(t->entries[*slot - 1].digest, digest)) return slot;
+    }
+}
+
+struct auth_table *auth_table_build(const struct auth_entry *entries, size_t n)
+{
+    struct auth_table *t = NULL;
+    size_t cap;
+
+    /* Entry indexes are stored as uint32_t + 1, and the byte count (< 128 per
+     * entry with the slots) must not overflow. */
+    if (n >= UINT32_MAX || n > SIZE_MAX / 128) return NULL;
+    cap = capacity_for(n);
+    size_t bytes = sizeof(*t) + n * sizeof(struct auth_entry) + cap * sizeof(uint32_t);
+    t = calloc(1, bytes);
+    if (!t) return NULL;
+    /* Both arrays need 4-byte alignment only, which the header (pointers and
+     * sizes) and a capacity in whole uint32_t preserve. */
+    t->slots = (uint32_t *)(t + 1);
+    t->entries = (struct auth_entry *)(t->slots + cap);
+    t->mask = cap - 1;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t *slot = probe(t, entries[i].digest);
+        if (*slot != 0) continue; /* duplicate digest: the first one wins */
+        t->entries[t->n] = entries[i];
+        *slot = (uint32_t)(++t->n);
+    }
+    return t;
+}
+
+struct load_ctx {
+    struct auth_entry *v;
+    size_t n, cap;
+};
+
+static int load_one(void *ctx, const uint8_t digest[STORE_DIGEST_LEN], uint32_t device,
+                    uint32_t org, uint32_t state)
+{
+    struct load_ctx *c = ctx;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 1024;
+        struct auth_entry *v = realloc(c->v, cap * sizeof(*v));
+        if (!v) return -ENOMEM;
+        c->v = v;
+        c->cap = cap;
+    }
+    struct auth_entry *e = &c->v[c->n++];
+    memcpy(e->digest, digest, STORE_DIGEST_LEN);
+    e->device = device;
+    e->org = org;
+    e->state = state;
+    return 0;
+}
+
+int auth_table_load(struct store *s, struct auth_table **out)
+{
+    struct load_ctx c = {0};
+    int rc;
+
+    *out = NULL;
+    rc = store_token_foreach(s, load_one, &c);
+    if (rc != 0) goto done;
+    *out = auth_table_build(c.v, c.n);
+    if (!*out) rc = -ENOMEM;
+done:
+    free(c.v);
+    return rc;
+}
+
+const struct auth_entry *auth_table_lookup(const struct auth_table *t,
+                                           const uint8_t digest[STORE_DIGEST_LEN])
+{
+    if (!t) return NULL;
+    const uint32_t *slot = probe(t, digest);
+    return *slot ? &t->entries[*slot - 1] : NULL;
+}
+
+size_t auth_table_size(const struct auth_table *t)
+{
+    return t ? t->n : 0;
+}
+
+void auth_table_free(struct auth_table *t)
+{
+    free(t);
+}
