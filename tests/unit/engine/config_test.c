@@ -1,0 +1,113 @@
+/* Unit tests for sluice_config_set: the one parser behind sluiced's flags and
+ * its INI file. Bad values must be refused with a reason naming the key. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "sluice.h"
+
+static sluice_config cfg;
+static char err[256];
+
+static void setup(void)
+{
+    sluice_config_init(&cfg);
+    err[0] = '\0';
+}
+
+TestSuite(config, .init = setup);
+
+Test(config, defaults_match_interface_md)
+{
+    cr_assert_str_eq(cfg.data_dir, "./data");
+    cr_assert_str_eq(cfg.http, "0.0.0.0:8080");
+    cr_assert_str_eq(cfg.https, "0.0.0.0:8443");
+    cr_assert_str_eq(cfg.mqtt, "0.0.0.0:1883");
+    cr_assert_str_eq(cfg.mqtts, "0.0.0.0:8883");
+    cr_assert_str_eq(cfg.frame, "0.0.0.0:7000");
+    cr_assert_str_eq(cfg.udp, "");
+    cr_assert_str_eq(cfg.admin, "127.0.0.1:9090");
+    cr_assert_eq(cfg.fsync, SLUICE_FSYNC_BATCH);
+    cr_assert_eq(cfg.max_body, 1u << 20);
+    cr_assert_eq(cfg.threads, 0);
+}
+
+Test(config, addresses_v4_v6_and_off)
+{
+    cr_assert_eq(sluice_config_set(&cfg, "http", "127.0.0.1:0", err, sizeof err), 0);
+    cr_assert_str_eq(cfg.http, "127.0.0.1:0");
+    cr_assert_eq(sluice_config_set(&cfg, "mqtt", "[::1]:1883", err, sizeof err), 0);
+    cr_assert_eq(sluice_config_set(&cfg, "frame", "off", err, sizeof err), 0);
+    cr_assert_str_eq(cfg.frame, "");
+}
+
+Test(config, bad_addresses_name_the_key)
+{
+    const char *bad[] = {"nonsense", "127.0.0.1", "127.0.0.1:65536", "127.0.0.1:-1", ":80x",
+                         "[::1:80", "127.0.0.1:"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(sluice_config_set(&cfg, "http", bad[i], err, sizeof err), SLUICE_EINVAL,
+                     "%s accepted", bad[i]);
+        cr_assert(strstr(err, "http"), "reason does not name the key: %s", err);
+    }
+}
+
+Test(config, fsync_modes)
+{
+    cr_assert_eq(sluice_config_set(&cfg, "fsync", "never", err, sizeof err), 0);
+    cr_assert_eq(cfg.fsync, SLUICE_FSYNC_NEVER);
+    cr_assert_eq(sluice_config_set(&cfg, "fsync", "always", err, sizeof err), 0);
+    cr_assert_eq(cfg.fsync, SLUICE_FSYNC_ALWAYS);
+    cr_assert_eq(sluice_config_set(&cfg, "fsync", "interval:250", err, sizeof err), 0);
+    cr_assert_eq(cfg.fsync, SLUICE_FSYNC_INTERVAL);
+    cr_assert_eq(cfg.fsync_interval_ms, 250);
+    cr_assert_eq(sluice_config_set(&cfg, "fsync", "interval:2s", err, sizeof err), 0);
+    cr_assert_eq(cfg.fsync_interval_ms, 2000);
+    cr_assert_eq(sluice_config_set(&cfg, "fsync", "batch", err, sizeof err), 0);
+    cr_assert_eq(cfg.fsync, SLUICE_FSYNC_BATCH);
+    cr_assert_eq(sluice_config_set(&cfg, "fsync", "sometimes", err, sizeof err), SLUICE_EINVAL);
+    cr_assert_eq(sluice_config_set(&cfg, "fsync", "interval:", err, sizeof err), SLUICE_EINVAL);
+    cr_assert_eq(sluice_config_set(&cfg, "fsync", "interval:0", err, sizeof err), SLUICE_EINVAL);
+}
+
+Test(config, sizes_and_durations)
+{
+    cr_assert_eq(sluice_config_set(&cfg, "max-body", "512KiB", err, sizeof err), 0);
+    cr_assert_eq(cfg.max_body, 512u * 1024);
+    cr_assert_eq(sluice_config_set(&cfg, "max_body", "2M", err, sizeof err), 0);
+    cr_assert_eq(cfg.max_body, 2u << 20);
+    cr_assert_eq(sluice_config_set(&cfg, "max-body", "0", err, sizeof err), SLUICE_EINVAL);
+    cr_assert_eq(sluice_config_set(&cfg, "max-body", "1G", err, sizeof err), SLUICE_EINVAL);
+    cr_assert_eq(sluice_config_set(&cfg, "max-body", "-5", err, sizeof err), SLUICE_EINVAL);
+    cr_assert_eq(sluice_config_set(&cfg, "header-timeout", "500ms", err, sizeof err), 0);
+    cr_assert_eq(cfg.header_timeout_ms, 500);
+    cr_assert_eq(sluice_config_set(&cfg, "header-timeout", "3", err, sizeof err), 0);
+    cr_assert_eq(cfg.header_timeout_ms, 3000);
+    cr_assert_eq(sluice_config_set(&cfg, "idle-timeout", "2m", err, sizeof err), 0);
+    cr_assert_eq(cfg.idle_timeout_ms, 120000);
+    cr_assert_eq(sluice_config_set(&cfg, "body-timeout", "0s", err, sizeof err), SLUICE_EINVAL);
+    cr_assert_eq(sluice_config_set(&cfg, "body-timeout", "5h", err, sizeof err), SLUICE_EINVAL);
+}
+
+Test(config, threads_bounds)
+{
+    cr_assert_eq(sluice_config_set(&cfg, "threads", "2", err, sizeof err), 0);
+    cr_assert_eq(cfg.threads, 2);
+    cr_assert_eq(sluice_config_set(&cfg, "threads", "0", err, sizeof err), SLUICE_EINVAL);
+    cr_assert_eq(sluice_config_set(&cfg, "threads", "2x", err, sizeof err), SLUICE_EINVAL);
+    cr_assert_eq(sluice_config_set(&cfg, "threads", "", err, sizeof err), SLUICE_EINVAL);
+}
+
+Test(config, unknown_key_is_refused)
+{
+    cr_assert_eq(sluice_config_set(&cfg, "colour", "blue", err, sizeof err), SLUICE_EINVAL);
+    cr_assert(strstr(err, "colour"));
+}
+
+Test(config, overlong_path_is_refused)
+{
+    char path[SLUICE_PATH_MAX + 10];
+    memset(path, 'a', sizeof path - 1);
+    path[sizeof path - 1] = '\0';
+    cr_assert_eq(sluice_config_set(&cfg, "data-dir", path, err, sizeof err), SLUICE_EINVAL);
+    cr_assert_str_eq(cfg.data_dir, "./data");
+}
