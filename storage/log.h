@@ -54,6 +54,12 @@ struct log_scan {
  * -errno on a read error. */
 int log_scan_segment(int fd, struct log_scan *out);
 
+/* After a scan stopped at `from`, looks for a verifying record further on whose
+ * seq is at least next_seq. Returns 1 with its offset in *found (the damage is in
+ * the middle of the file: do not truncate), 0 when nothing good follows (a torn
+ * tail), or -errno. A heuristic: a crafted payload could imitate a record. */
+int log_scan_resync(int fd, uint64_t from, uint64_t next_seq, uint64_t *found);
+
 struct log_cursor;
 
 /* Opens a cursor over every segment of every worker of org, yielding records in
@@ -63,8 +69,12 @@ int log_cursor_open(const char *data_dir, uint32_t org, struct log_cursor **out)
 
 /* Next record. Returns 1 with *r filled and *body pointing at r->length bytes
  * (topic then payload), valid until the next call; 0 at the end; -EBADMSG when a
- * record fails its checksum (the cursor then stops for that file), -errno. */
+ * record fails verification anywhere but a torn tail of a worker's newest
+ * segment (that worker's stream then ends; the others go on), -errno. */
 int log_cursor_next(struct log_cursor *c, struct record *r, const uint8_t **body);
+
+/* After log_cursor_next failed: the reason, and the file and offset at fault. */
+const char *log_cursor_error(const struct log_cursor *c, const char **path, uint64_t *offset);
 void log_cursor_close(struct log_cursor *c);
 
 #endif
