@@ -1,0 +1,308 @@
+#!/usr/bin/env python3
+"""sluiced as an operator runs it (INTERFACE.md, "sluiced"): --help, bad flags
+(exit 2, one line naming the flag), a port in use (exit 1), the INI config file
+and flags winning over it, the admin endpoints, and SIGTERM under load: exit 0
+and every acknowledged reading stored exactly once.
+
+Exits 77 when $SLUICED / $SLUICE_CLI or curl are missing.
+"""
+import collections
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sluicetest import (  # noqa: E402
+    CaseFailed, Cli, Conn, Daemon, Suite, binaries, check, check_eq, metrics, post, post_bytes,
+    request, tmpdir, wait_token_live)
+
+SLUICED, SLUICE_CLI = binaries()
+suite = Suite(limit=58)
+WORK = tmpdir("sluice-daemon-")
+OFF = ["--https", "off", "--mqtt", "off", "--mqtts", "off", "--frame", "off"]
+
+
+def run_sluiced(*args, timeout=10):
+    """Runs sluiced to completion in a scratch directory (a daemon that starts
+    when it should not is killed by the timeout and reported)."""
+    cwd = tmpdir("sluice-run-")
+    try:
+        p = subprocess.run([SLUICED] + list(args), capture_output=True, timeout=timeout, cwd=cwd)
+    except subprocess.TimeoutExpired:
+        raise CaseFailed("sluiced %s was still running after %ds" % (" ".join(args), timeout))
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+def fresh(name, extra=()):
+    """A started daemon on its own data dir with org acme / device pump-7."""
+    data = os.path.join(tmpdir("sluice-%s-" % name), "data")
+    cli = Cli(SLUICE_CLI, data)
+    cli.add_org("acme")
+    tok = cli.add_device("acme", "pump-7")
+    d = Daemon(SLUICED, data, list(extra), name=name).start()
+    wait_token_live(d.http, tok)
+    return d, cli, tok
+
+
+@suite.case("--help exits 0 and lists the flags")
+def _():
+    rc, out, err = run_sluiced("--help")
+    check_eq(rc, 0, "exit status (stderr %r)" % err)
+    for flag in ["--data-dir", "--fsync", "--ports-file", "--threads", "--http", "--https",
+                 "--mqtt", "--mqtts", "--frame", "--udp", "--admin", "--tls-cert", "--tls-key",
+                 "--config"]:
+        check(flag in out, "--help does not list %s" % flag)
+    check("./data" in out and "batch" in out and "127.0.0.1:9090" in out,
+          "--help does not show the defaults")
+
+
+@suite.case("bad flag values exit 2 with one stderr line naming the flag")
+def _():
+    data = os.path.join(WORK, "bad-flags")
+    for args, name in [(["--threads", "0"], "threads"), (["--threads", "many"], "threads"),
+                       (["--fsync", "sometimes"], "fsync"), (["--http", "nonsense"], "http"),
+                       (["--http", "127.0.0.1:70000"], "http"),
+                       (["--admin", "127.0.0.1"], "admin"),
+                       (["--header-timeout", "0s"], "header-timeout"),
+                       (["--max-body", "lots"], "max-body"), (["--bogus"], "bogus"),
+                       (["--threads"], "threads")]:
+        rc, out, err = run_sluiced("--data-dir", data, *(OFF + args))
+        what = "sluiced %s" % " ".join(args)
+        check_eq(rc, 2, what + ": exit status (stderr %r)" % err)
+        lines = err.splitlines()
+        check_eq(len(lines), 1, what + ": stderr lines")
+        check(name in lines[0], what + ": stderr does not name %r: %r" % (name, lines[0]))
+        check_eq(out, "", what + ": stdout")
+    check(not os.path.exists(data), "a refused configuration created the data dir")
+
+
+@suite.case("port in use: exit 1 with a clear message")
+def _():
+    hold = socket.socket()
+    try:
+        hold.bind(("127.0.0.1", 0))
+        hold.listen(1)
+        port = hold.getsockname()[1]
+        data = os.path.join(WORK, "port-in-use")
+        rc, out, err = run_sluiced("--data-dir", data, "--threads", "2", "--http",
+                                   "127.0.0.1:%d" % port, "--admin", "127.0.0.1:0", *OFF)
+    finally:
+        hold.close()
+    check_eq(rc, 1, "exit status (stderr %r)" % err)
+    check("in use" in err.lower(), "stderr does not say the address is in use: %r" % err)
+    check(str(port) in err, "stderr does not name the port %d: %r" % (port, err))
+    check("ready" not in out, "printed ready: %r" % out)
+
+
+def config_daemon(name, conf_lines, flags=()):
+    base = tmpdir("sluice-conf-")
+    data = os.path.join(base, "data")
+    Cli(SLUICE_CLI, data).add_org("acme")
+    conf = os.path.join(base, "sluiced.ini")
+    with open(conf, "w") as f:
+        f.write("\n".join(l.replace("BASE", base) for l in conf_lines) + "\n")
+    d = Daemon(SLUICED, data, name=name)
+    d.argv = [SLUICED, "--config", conf] + list(flags)
+    return d, base, conf
+
+
+CONF = ["; written by test_daemon.py", "[sluiced]", "data-dir = BASE/data", "threads = 2",
+        "http = 127.0.0.1:0", "admin = 127.0.0.1:0", "https = off", "mqtt = off",
+        "mqtts = off", "frame = off"]
+
+
+@suite.case("--config INI file sets values")
+def _():
+    d, base, _ = config_daemon("conf-only", CONF + ["ports-file = BASE/from-config.json"])
+    d.ports_file = os.path.join(base, "from-config.json")
+    d.start()
+    try:
+        check_eq(request(d.admin, "GET", "/healthz").status, 200, "healthz")
+        check(os.path.isdir(os.path.join(base, "data")), "data-dir from the config unused")
+    finally:
+        check_eq(d.terminate(), 0, "exit status after SIGTERM")
+
+
+@suite.case("flags win over the config file, wherever they appear")
+def _():
+    for before in (False, True):
+        d, base, conf = config_daemon("conf-flag", CONF + ["ports-file = BASE/from-config.json"])
+        flag = ["--ports-file", os.path.join(base, "from-flag.json")]
+        d.argv = [SLUICED] + (flag + ["--config", conf] if before else ["--config", conf] + flag)
+        d.ports_file = os.path.join(base, "from-flag.json")
+        d.start()
+        try:
+            check(not os.path.exists(os.path.join(base, "from-config.json")),
+                  "the config's ports-file was written although a flag overrides it")
+        finally:
+            check_eq(d.terminate(), 0, "exit status after SIGTERM")
+    # the config's http address is in use: only the flag lets the daemon start
+    hold = socket.socket()
+    try:
+        hold.bind(("127.0.0.1", 0))
+        hold.listen(1)
+        busy = ["http = 127.0.0.1:%d" % hold.getsockname()[1]]
+        conf_busy = [l for l in CONF if not l.startswith("http ")] + busy
+        d, base, conf = config_daemon("conf-busy", conf_busy)
+        rc, out, err = run_sluiced("--config", conf)
+        check_eq(rc, 1, "config http on a busy port: exit status (stderr %r)" % err)
+        d.argv = [SLUICED, "--config", conf, "--http", "127.0.0.1:0", "--ports-file",
+                  os.path.join(base, "p.json")]
+        d.ports_file = os.path.join(base, "p.json")
+        d.start()
+        check(d.http != hold.getsockname()[1], "flag --http ignored")
+        check_eq(d.terminate(), 0, "exit status after SIGTERM")
+    finally:
+        hold.close()
+
+
+@suite.case("a bad config value exits 2 with one line naming the key")
+def _():
+    d, base, conf = config_daemon("conf-bad", CONF + ["threads = 0"])
+    rc, out, err = run_sluiced("--config", conf)
+    check_eq(rc, 2, "exit status (stderr %r)" % err)
+    lines = err.splitlines()
+    check_eq(len(lines), 1, "stderr lines")
+    check("threads" in lines[0] and "sluiced.ini" in lines[0],
+          "stderr does not name the file and key: %r" % lines[0])
+    d, base, conf = config_daemon("conf-unknown", CONF + ["colour = blue"])
+    rc, out, err = run_sluiced("--config", conf)
+    check_eq(rc, 2, "unknown key: exit status (stderr %r)" % err)
+    check("colour" in err and len(err.splitlines()) == 1, "unknown key: stderr %r" % err)
+    rc, out, err = run_sluiced("--config", os.path.join(base, "missing.ini"))
+    check_eq(rc, 2, "missing config file: exit status (stderr %r)" % err)
+    check("missing.ini" in err, "missing config file: stderr %r" % err)
+
+
+@suite.case("start-up output: 'listening' lines matching the ports file, then ready")
+def _():
+    d, cli, tok = fresh("startup")
+    try:
+        lines = d.stdout().splitlines()
+        check_eq(lines[-1], "ready", "last start-up line")
+        want = {"listening http 127.0.0.1:%d" % d.http, "listening admin 127.0.0.1:%d" % d.admin}
+        check_eq(set(lines[:-1]), want, "listening lines")
+        with open(d.ports_file) as f:
+            check_eq(json.load(f), {"http": d.http, "admin": d.admin}, "ports file")
+    finally:
+        check_eq(d.terminate(), 0, "exit status after SIGTERM")
+
+
+@suite.case("admin: /healthz and /readyz 200, /metrics counts readings")
+def _():
+    d, cli, tok = fresh("admin")
+    try:
+        check_eq(request(d.admin, "GET", "/healthz").status, 200, "/healthz")
+        check_eq(request(d.admin, "GET", "/readyz").status, 200, "/readyz")
+        r = request(d.admin, "GET", "/metrics")
+        check_eq(r.status, 200, "/metrics")
+        check(r.headers.get("content-type", "").startswith("text/plain"),
+              "/metrics content type %r" % r.headers.get("content-type"))
+        text = r.body.decode()
+        for name in ["sluice_readings_total", "sluice_connections_accepted_total"]:
+            check("\n# TYPE %s " % name in "\n" + text and "\n%s " % name in "\n" + text,
+                  "/metrics lacks %s: %r" % (name, text[:300]))
+        before = metrics(d.admin)["sluice_readings_total"]
+        check_eq(post(d.http, tok, '[{"m":1},{"m":2},{"m":3}]').status, 202, "POST")
+        check_eq(metrics(d.admin)["sluice_readings_total"] - before, 3,
+                 "sluice_readings_total delta after 3 readings")
+        check_eq(request(d.admin, "GET", "/nope").status, 404, "unknown admin path")
+    finally:
+        check_eq(d.terminate(), 0, "exit status after SIGTERM")
+
+
+@suite.case("SIGTERM with an idle keep-alive connection: exit 0 within 2 s")
+def _():
+    d, cli, tok = fresh("idle")
+    with Conn(d.http) as c:
+        c.send(post_bytes("/v1/readings", tok, '{"idle":1}'))
+        check_eq(c.read_response().status, 202, "POST before SIGTERM")
+        t0 = time.monotonic()
+        rc = d.terminate(timeout=5)
+        took = time.monotonic() - t0
+        check_eq(rc, 0, "exit status")
+        check(took < 2.0, "exit took %.2fs with an idle connection open" % took)
+        check(c.wait_eof(1.0), "the idle connection was not closed")
+
+
+@suite.case("SIGTERM under load: exit 0 within 5 s, every acknowledged reading stored once")
+def _():
+    d, cli, tok = fresh("load")
+    stop = threading.Event()
+    acked = [[] for _ in range(4)]
+    odd = collections.Counter()  # unexpected statuses / errors, by kind
+    sent = [0] * 4
+
+    def client(tid):
+        seq = 0
+        conn = None
+        deadline = time.monotonic() + 4.0
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                if conn is None:
+                    conn = Conn(d.http, timeout=5)
+                payload = json.dumps({"case": "load", "t": tid, "seq": seq})
+                seq += 1
+                conn.send(post_bytes("/v1/readings", tok, payload))
+                sent[tid] += 1
+                r = conn.read_response()
+                if r.status == 202 and r.body == b'{"accepted":1}':
+                    acked[tid].append(seq - 1)
+                elif r.status != 503:
+                    odd["status %d %r" % (r.status, r.body[:80])] += 1
+                if r.headers.get("connection", "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except ConnectionRefusedError:
+                break  # listener closed: the daemon is draining or gone
+            except Exception as e:
+                # a connection cut while draining is allowed; the reading is then unacked
+                if conn is not None:
+                    conn.close()
+                conn = None
+                if not isinstance(e, (ConnectionResetError, BrokenPipeError)) and \
+                        "closed by the server" not in str(e):
+                    odd[type(e).__name__ + ": " + str(e)[:80]] += 1
+                if d.proc.poll() is not None:
+                    break
+        if conn is not None:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    before_term = sum(len(a) for a in acked)
+    t0 = time.monotonic()
+    rc = d.terminate(timeout=5)
+    took = time.monotonic() - t0
+    stop.set()
+    for t in threads:
+        t.join(6)
+    check(all(not t.is_alive() for t in threads), "client threads did not finish")
+    check_eq(rc, 0, "exit status after SIGTERM under load (took %.2fs; stderr %r)" %
+             (took, d.stderr()[-300:]))
+    total = sum(len(a) for a in acked)
+    check(before_term >= 20, "too little load before SIGTERM: %d acknowledged" % before_term)
+    check_eq(dict(odd), {}, "unexpected responses or errors during the load")
+    rows = cli.log_cat("acme")
+    seen = collections.Counter((r["payload"]["t"], r["payload"]["seq"]) for r in rows
+                               if isinstance(r.get("payload"), dict) and
+                               r["payload"].get("case") == "load")
+    dup = [k for k, v in seen.items() if v > 1]
+    check_eq(dup[:5], [], "readings stored more than once (of %d stored)" % len(seen))
+    missing = [(t, s) for t in range(4) for s in acked[t] if (t, s) not in seen]
+    check_eq(missing[:5], [], "acknowledged readings missing from the log (%d of %d)" %
+             (len(missing), total))
+    for r in rows:
+        check_eq((r["org"], r["device"]), ("acme", "pump-7"), "envelope")
+    print("# load: %d sent, %d acknowledged (%d before SIGTERM), %d stored, exit in %.2fs" %
+          (sum(sent), total, before_term, len(seen), took))
+
+
+if __name__ == "__main__":
+    suite.run()
