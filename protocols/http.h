@@ -12,9 +12,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HTTP_INCOMPLETE (-1)
-#define HTTP_MAX_HEADER_BYTES 8192 /* request line + headers + blank line */
-#define HTTP_MAX_HEADERS 64
+#define HTTP_INCOMPLETE         (-1)
+#define HTTP_MAX_HEADER_BYTES   8192 /* request line + headers + blank line */
+#define HTTP_MAX_HEADERS        64
+#define HTTP_MAX_CONTENT_LENGTH ((int64_t)1 << 53) /* larger Content-Length values are -400 */
+#define HTTP_MAX_CHUNK_LINE     1024 /* chunk-size line incl. extensions, excluding CRLF */
+#define HTTP_MAX_TRAILER_BYTES  8192 /* trailer section after the last chunk, incl. CRLFs */
 
 struct http_slice {
     const char *p;
@@ -43,8 +46,8 @@ struct http_request {
     struct http_slice query;  /* after '?', empty if none */
     int minor_version;        /* HTTP/1.x */
 
-    int64_t content_length; /* -1 when absent */
-    unsigned chunked : 1;   /* Transfer-Encoding: chunked (the only accepted coding) */
+    int64_t content_length;  /* -1 when absent */
+    unsigned chunked : 1;    /* Transfer-Encoding: chunked (the only accepted coding) */
     unsigned keep_alive : 1; /* after Connection header and version defaults */
     unsigned has_host : 1;
     unsigned expect_continue : 1;
@@ -67,13 +70,20 @@ struct http_request {
  *   -400 malformed, or a request-smuggling shape: Content-Length together with
  *        Transfer-Encoding, two Content-Length headers (even equal), a
  *        Transfer-Encoding other than exactly "chunked", obs-fold, bare CR or LF,
- *        whitespace before the colon, a bad length ("+5", "5 5", overflow),
- *        no Host on HTTP/1.1, control characters, too many headers;
+ *        whitespace before the colon, a bad length ("+5", "5 5", > 2^53),
+ *        no Host on HTTP/1.1, control characters, a duplicate Host, X-Auth-Token,
+ *        Content-Type, Content-Encoding or Authorization, Transfer-Encoding on
+ *        HTTP/1.0, a request-target that is not origin-form ('*' only for OPTIONS);
  *   -431 no complete header block within max_header bytes (also when len
- *        reaches max_header while still incomplete);
+ *        reaches max_header while still incomplete), more than HTTP_MAX_HEADERS;
  *   -501 unknown Transfer-Encoding is reported as -400 (smuggling), never 501;
- *   -505 HTTP version other than 1.0 / 1.1.
- * req->error points to a short static reason on error. */
+ *   -505 HTTP version other than 1.0 / 1.1 (well-formed "HTTP/d.d" only).
+ * max_header 0 means HTTP_MAX_HEADER_BYTES (values above INT_MAX are clamped).
+ * Only CRLF line endings are accepted; empty lines before the request line are
+ * skipped and counted in the result.
+ * Errors are decided at the first offending byte, so a prefix of the input gives
+ * either HTTP_INCOMPLETE or the same verdict as the whole input.
+ * req->error points to a short static reason on error (NULL otherwise). */
 int http_parse_request(const char *buf, size_t len, size_t max_header, struct http_request *req);
 
 /* Resumable in-place decoder for a chunked body. Starts zeroed. */
@@ -82,15 +92,19 @@ struct http_chunked {
     uint64_t chunk_left; /* bytes of chunk data still to copy */
     size_t in;           /* raw bytes consumed so far */
     size_t out;          /* decoded bytes written to the buffer's start so far */
-    size_t line;         /* bytes of the current size / extension / trailer line */
+    size_t line;         /* bytes of the current size line, or of the trailer section */
 };
 
 /* Decodes the chunked body at buf[0..len), moving chunk data down to buf[0..st->out).
  * Call again with the same buf start (it may have been reallocated; offsets are
- * relative) and a larger len when more bytes arrived.
+ * relative) and a larger len when more bytes arrived. Bytes at buf[st->in..) are
+ * never written, so whatever follows the body (a pipelined request) is intact.
  * Returns the raw bytes consumed including the last-chunk and trailers (>= 0) when
  * the body is complete (decoded length in st->out), HTTP_INCOMPLETE, -400 on a
- * malformed chunk, -413 when the decoded size would exceed max_body. */
+ * malformed chunk (bad hex, > 16 hex digits, size line over HTTP_MAX_CHUNK_LINE,
+ * missing CRLF after data, control characters), -413 as soon as a chunk size makes
+ * the decoded size exceed max_body, -431 when the trailers exceed
+ * HTTP_MAX_TRAILER_BYTES. Once complete or failed, further calls return the same. */
 long http_chunked_decode(struct http_chunked *st, char *buf, size_t len, size_t max_body);
 
 /* Case-insensitive header lookup; returns 1 and sets *value when present. */
@@ -102,7 +116,10 @@ const char *http_status_text(int status);
 /* Writes a complete response (status line, Content-Type: application/json when
  * body_len > 0, Content-Length, Connection: keep-alive|close, any extra header
  * lines given in extra — each ending with CRLF, may be NULL) followed by body.
- * Returns bytes written, or -1 if cap is too small. */
+ * RFC 9110 8.6 forbids Content-Length on 1xx and 204: a 1xx is written as an
+ * interim response (status line, extra, blank line) and a 204 without
+ * Content-Type / Content-Length; both require body_len == 0.
+ * Returns bytes written, or -1 if cap is too small or status is not 100..999. */
 int http_write_response(char *out, size_t cap, int status, int keep_alive, const char *extra,
                         const char *body, size_t body_len);
 
