@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 int log_dir_path(char *buf, size_t cap, const char *data_dir, uint32_t org, int worker)
 {
@@ -24,8 +25,7 @@ int log_dir_path(char *buf, size_t cap, const char *data_dir, uint32_t org, int 
 static int fsync_path(const char *path)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) return -errno;
     int rc = fsync(fd) ? -errno : 0;
     close(fd);
     return rc;
@@ -51,20 +51,20 @@ static int mkdir_durable(const char *path)
 static int newest_segment(const char *dir, uint64_t *base)
 {
     DIR *d = opendir(dir);
-    if (!d)
-        return -errno;
+    if (!d) return -errno;
     int rc = -ENOENT;
     struct dirent *de;
     while ((de = readdir(d))) {
         size_t n = strlen(de->d_name);
-        if (n != 24 || strcmp(de->d_name + 20, ".seg"))
-            continue;
+        if (n != 24 || strcmp(de->d_name + 20, ".seg")) continue;
         char *end;
+        errno = 0;
         uint64_t v = strtoull(de->d_name, &end, 10);
-        if (end != de->d_name + 20)
+        /* 20 digits can exceed 2^64: such a name is not one of ours */
+        if (end != de->d_name + 20 || errno == ERANGE || de->d_name[0] == '-' ||
+            de->d_name[0] == '+')
             continue;
-        if (rc == -ENOENT || v > *base)
-            *base = v;
+        if (rc == -ENOENT || v > *base) *base = v;
         rc = 0;
     }
     closedir(d);
@@ -78,23 +78,24 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static int create_segment(struct log_writer *w, const char *dir, uint64_t base)
+/* Creates segment <dir>/<base>.seg with its header, durably (file and name).
+ * replace: an existing file of that name is overwritten (a newest segment that
+ * a crash left shorter than its header). */
+static int create_segment(struct log_writer *w, const char *dir, uint64_t base, bool replace)
 {
     int n = snprintf(w->path, sizeof w->path, "%s/%020" PRIu64 ".seg", dir, base);
-    if (n < 0 || (size_t)n >= sizeof w->path)
-        return -ENAMETOOLONG;
-    int fd = open(w->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-    if (fd < 0)
-        return -errno;
+    if (n < 0 || (size_t)n >= sizeof w->path) return -ENAMETOOLONG;
+    int fd = open(w->path, O_RDWR | O_CREAT | O_CLOEXEC | (replace ? O_TRUNC : O_EXCL), 0640);
+    if (fd < 0) return -errno;
     uint8_t hdr[SEGMENT_HEADER_SIZE];
     struct segment_header h = {
         .worker = w->worker, .org = w->org, .base_seq = base, .created_ns = now_ns()};
     segment_header_encode(hdr, &h);
     int rc = 0;
+    errno = 0;
     if (pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || fdatasync(fd))
         rc = errno ? -errno : -EIO;
-    if (!rc)
-        rc = fsync_path(dir); /* the new name must survive a crash too */
+    if (!rc) rc = fsync_path(dir); /* the new name must survive a crash too */
     if (rc) {
         close(fd);
         unlink(w->path);
@@ -103,6 +104,12 @@ static int create_segment(struct log_writer *w, const char *dir, uint64_t base)
     w->fd = fd;
     w->end = SEGMENT_HEADER_SIZE;
     w->next_seq = base;
+    w->created_ns = h.created_ns;
+    w->idx.n = 0;
+    w->idx.base_seq = base;
+    w->idx.min_ns = UINT64_MAX;
+    w->idx.max_ns = 0;
+    w->index_complete = true;
     return 0;
 }
 
@@ -118,8 +125,7 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
     report[0] = '\0';
 
     snprintf(dir, sizeof dir, "%s/logs", data_dir);
-    if ((rc = mkdir_durable(dir)))
-        return rc;
+    if ((rc = mkdir_durable(dir))) return rc;
     if ((rc = log_dir_path(dir, sizeof dir, data_dir, org, -1)) || (rc = mkdir_durable(dir)))
         return rc;
     if ((rc = log_dir_path(dir, sizeof dir, data_dir, org, (int)worker)) ||
@@ -128,22 +134,59 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
 
     uint64_t base = 0;
     rc = newest_segment(dir, &base);
-    if (rc == -ENOENT)
-        return create_segment(w, dir, 0);
-    if (rc)
-        return rc;
+    if (rc == -ENOENT) return create_segment(w, dir, 0, false);
+    if (rc) return rc;
 
     snprintf(w->path, sizeof w->path, "%s/%020" PRIu64 ".seg", dir, base);
     int fd = open(w->path, O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
+    if (fd < 0) return -errno;
+    struct stat st;
+    if (fstat(fd, &st) == 0 && st.st_size < (off_t)SEGMENT_HEADER_SIZE) {
+        /* died between creating the segment and making its header durable:
+         * nothing was ever written after it, so start it again */
+        close(fd);
+        snprintf(report, report_cap, "%s: segment shorter than its header, recreated", w->path);
+        return create_segment(w, dir, base, true);
+    }
     struct log_scan scan;
     rc = log_scan_segment(fd, &scan);
+    if (rc == 0 && (scan.hdr.org != org || scan.hdr.worker != worker || scan.hdr.base_seq != base))
+        rc = -EBADMSG; /* a file copied or renamed into the wrong place */
+    if (rc == -EBADMSG) {
+        /* not a segment of ours at this place: keep it for the operator and
+         * `sluice log verify`, and write on in a new segment numbered past
+         * anything it could hold */
+        uint64_t size = fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0;
+        close(fd);
+        snprintf(report, report_cap,
+                 "%s: bad segment header; left untouched, continuing in a new segment", w->path);
+        return create_segment(w, dir, base + size / RECORD_HEADER_SIZE + 1, false);
+    }
     if (rc) {
         close(fd);
         return rc;
     }
+    w->created_ns = scan.hdr.created_ns;
     if (scan.valid_end < scan.file_size) {
+        uint64_t found = 0;
+        rc = log_scan_resync(fd, scan.valid_end, scan.next_seq, &found);
+        if (rc < 0) {
+            close(fd);
+            return rc;
+        }
+        if (rc == 1) {
+            /* damage in the middle: verified records follow, so this is not a
+             * torn tail. Keep the file as it is for `sluice log verify` and the
+             * operator; continue in a new segment numbered past anything the
+             * damaged one can hold. */
+            uint64_t bound = scan.next_seq + (scan.file_size - scan.valid_end) / RECORD_HEADER_SIZE;
+            close(fd);
+            snprintf(report, report_cap,
+                     "%s: corrupt record at offset %" PRIu64 " (%s) with valid records after it "
+                     "(at %" PRIu64 "); left untouched, continuing in a new segment",
+                     w->path, scan.valid_end, scan.why ? scan.why : "bad record", found);
+            return create_segment(w, dir, bound + 1, false);
+        }
         /* a torn tail: a batch that was being written when the process died;
          * none of it was acknowledged (acks follow the fdatasync) */
         if (ftruncate(fd, (off_t)scan.valid_end) || fdatasync(fd)) {
@@ -158,12 +201,114 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
     w->fd = fd;
     w->end = scan.valid_end;
     w->next_seq = scan.next_seq;
+    w->idx.n = 0;
+    w->idx.base_seq = base;
+    w->idx.min_ns = UINT64_MAX;
+    w->idx.max_ns = 0;
+    /* records written before this open are not in the in-memory index; the
+     * roll rebuilds the index by scanning instead */
+    w->index_complete = scan.records == 0;
     return 0;
+}
+
+void log_writer_note(struct log_writer *w, uint64_t offset, uint64_t seq, uint64_t recv_ns)
+{
+    struct log_index *x = &w->idx;
+    uint64_t last = x->n ? x->e[x->n - 1].offset : 0;
+    if (x->n == 0 || offset - last >= LOG_INDEX_INTERVAL) {
+        if (x->n == x->cap) {
+            size_t cap = x->cap ? x->cap * 2 : 64;
+            struct log_index_entry *e = realloc(x->e, cap * sizeof *e);
+            if (e) {
+                x->e = e;
+                x->cap = cap;
+            }
+        }
+        if (x->n < x->cap)
+            x->e[x->n++] =
+                (struct log_index_entry){.offset = offset, .seq = seq, .max_ns_before = x->max_ns};
+    }
+    if (recv_ns < x->min_ns) x->min_ns = recv_ns;
+    if (recv_ns > x->max_ns) x->max_ns = recv_ns;
+}
+
+void log_writer_unnote(struct log_writer *w)
+{
+    /* min/max may stay a little wide: they are bounds readers use to skip, and
+     * a wider bound only skips less */
+    while (w->idx.n && w->idx.e[w->idx.n - 1].offset >= w->end)
+        w->idx.n--;
+}
+
+int log_writer_roll(struct log_writer *w)
+{
+    char dir[LOG_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", w->path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) return -EINVAL;
+    *slash = '\0';
+    /* the index is a hint: failing to write it must not stop the log */
+    if (w->index_complete)
+        log_index_write(w->path, &w->idx);
+    else
+        log_index_build(w->path);
+    int old = w->fd;
+    struct log_writer next = *w;
+    int rc = create_segment(&next, dir, w->next_seq, false);
+    if (rc) return rc; /* w is untouched: the old segment stays current */
+    close(old);
+    *w = next;
+    return 0;
+}
+
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+
+int log_index_write(const char *seg_path, const struct log_index *idx)
+{
+    char path[LOG_PATH_MAX], tmp[LOG_PATH_MAX + 8];
+    size_t pl = strlen(seg_path);
+    if (pl < 4 || pl >= sizeof path || strcmp(seg_path + pl - 4, ".seg")) return -EINVAL;
+    memcpy(path, seg_path, pl - 4);
+    memcpy(path + pl - 4, ".idx", 5);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+
+    size_t len = LOG_INDEX_HEADER_SIZE + idx->n * LOG_INDEX_ENTRY_SIZE + 8;
+    uint8_t *buf = malloc(len);
+    if (!buf) return -ENOMEM;
+    put_le(buf, LOG_INDEX_MAGIC, 4);
+    put_le(buf + 4, LOG_INDEX_VERSION, 2);
+    put_le(buf + 6, LOG_INDEX_ENTRY_SIZE, 2);
+    put_le(buf + 8, idx->base_seq, 8);
+    put_le(buf + 16, idx->min_ns, 8);
+    put_le(buf + 24, idx->max_ns, 8);
+    for (size_t i = 0; i < idx->n; i++) {
+        uint8_t *e = buf + LOG_INDEX_HEADER_SIZE + i * LOG_INDEX_ENTRY_SIZE;
+        put_le(e, idx->e[i].offset, 8);
+        put_le(e + 8, idx->e[i].seq, 8);
+        put_le(e + 16, idx->e[i].max_ns_before, 8);
+    }
+    put_le(buf + len - 8, XXH3_64bits(buf, len - 8), 8);
+
+    int rc = 0;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    errno = 0;
+    if (fd < 0 || write(fd, buf, len) != (ssize_t)len || fdatasync(fd)) rc = errno ? -errno : -EIO;
+    if (fd >= 0) close(fd);
+    if (!rc && rename(tmp, path)) rc = -errno;
+    if (rc) unlink(tmp);
+    free(buf);
+    return rc;
 }
 
 void log_writer_close(struct log_writer *w)
 {
-    if (w->fd >= 0)
-        close(w->fd);
+    if (w->fd >= 0) close(w->fd);
     w->fd = -1;
+    free(w->idx.e);
+    w->idx.e = NULL;
+    w->idx.n = w->idx.cap = 0;
 }

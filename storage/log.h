@@ -8,6 +8,7 @@
 #ifndef SLUICE_STORAGE_LOG_H
 #define SLUICE_STORAGE_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,13 +20,61 @@
  * Returns 0 or -ENAMETOOLONG. */
 int log_dir_path(char *buf, size_t cap, const char *data_dir, uint32_t org, int worker);
 
+/* ---- sparse time index ----
+ * Each sealed segment <base>.seg gets <base>.idx, written once when the writer
+ * rolls to a new segment (fdatasync'ed, then renamed into place). It is a hint:
+ * readers verify its checksum and fall back to scanning when it is absent or bad.
+ * Layout (little-endian): header {u32 magic "SLIX", u16 version 1, u16 entry size
+ * 24, u64 base_seq, u64 min_ns, u64 max_ns} (32 bytes); entries; u64 XXH3-64 of
+ * everything before it. An entry {offset, seq, max_ns_before} says record `seq`
+ * starts at byte `offset` and every record before it was received at or before
+ * max_ns_before, so a reader looking for recv_ns >= T may start at the last entry
+ * whose max_ns_before < T even when the clock stepped back. Entries are at least
+ * LOG_INDEX_INTERVAL bytes apart; the first is at offset SEGMENT_HEADER_SIZE. */
+#define LOG_INDEX_MAGIC       0x58494c53u /* "SLIX" */
+#define LOG_INDEX_VERSION     1u
+#define LOG_INDEX_HEADER_SIZE 32u
+#define LOG_INDEX_ENTRY_SIZE  24u
+#define LOG_INDEX_INTERVAL    (1u << 20)
+
+struct log_index_entry {
+    uint64_t offset;
+    uint64_t seq;
+    uint64_t max_ns_before;
+};
+
+struct log_index {
+    uint64_t base_seq;
+    uint64_t min_ns, max_ns; /* min_ns > max_ns when the segment has no record */
+    size_t n, cap;
+    struct log_index_entry *e;
+};
+
+/* Writes idx next to the segment at seg_path (".seg" → ".idx") durably.
+ * Returns 0 or -errno. (storage/log.c) */
+int log_index_write(const char *seg_path, const struct log_index *idx);
+
+/* Reads and verifies the index of the segment at seg_path. Returns 0 (free
+ * idx->e with free()), -ENOENT when there is none, -EBADMSG when it fails
+ * verification, -errno. (storage/logread.c) */
+int log_index_read(const char *seg_path, struct log_index *idx);
+
+/* Builds the index of a segment by scanning it (records up to the first that
+ * fails verification) and writes it with log_index_write. Used when a writer
+ * rolls a segment it did not see from its start (after a restart).
+ * Returns 0 or -errno. (storage/logread.c) */
+int log_index_build(const char *seg_path);
+
 /* ---- writer ---- */
 struct log_writer {
     int fd;
     uint32_t org;
     unsigned worker;
-    uint64_t end;      /* file offset where the next batch is written */
-    uint64_t next_seq; /* seq of the next record */
+    uint64_t end;        /* file offset where the next batch is written */
+    uint64_t next_seq;   /* seq of the next record */
+    uint64_t created_ns; /* when the current segment was created */
+    bool index_complete; /* idx covers the segment from its first record */
+    struct log_index idx;
     char path[LOG_PATH_MAX];
 };
 
@@ -38,6 +87,19 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
                     char *report, size_t report_cap);
 void log_writer_close(struct log_writer *w);
 
+/* Notes a record about to be written at `offset` (called while sealing a batch,
+ * in order) for the segment's time index. Never fails: an index that cannot grow
+ * just gets sparser. */
+void log_writer_note(struct log_writer *w, uint64_t offset, uint64_t seq, uint64_t recv_ns);
+
+/* Forgets index notes at or past w->end (their batch failed and was cut off). */
+void log_writer_unnote(struct log_writer *w);
+
+/* Seals the current segment (writes its index) and starts a new one whose base
+ * is w->next_seq, fsyncing the directory. Call only with no write in flight.
+ * Returns 0 or -errno; on failure the old segment stays current. */
+int log_writer_roll(struct log_writer *w);
+
 /* ---- scanning and reading (storage/logread.c) ---- */
 struct log_scan {
     struct segment_header hdr;
@@ -46,7 +108,7 @@ struct log_scan {
     uint64_t records;   /* records that verified */
     uint64_t next_seq;  /* seq after the last good record (hdr.base_seq if none) */
     uint64_t last_ns;
-    const char *why;    /* NULL when valid_end == file_size; else the reason the scan stopped */
+    const char *why; /* NULL when valid_end == file_size; else the reason the scan stopped */
 };
 
 /* Scans the segment open at fd from the start. Returns 0 (even when the tail is
@@ -54,10 +116,25 @@ struct log_scan {
  * -errno on a read error. */
 int log_scan_segment(int fd, struct log_scan *out);
 
-/* After a scan stopped at `from`, looks for a verifying record further on whose
- * seq is at least next_seq. Returns 1 with its offset in *found (the damage is in
- * the middle of the file: do not truncate), 0 when nothing good follows (a torn
- * tail), or -errno. A heuristic: a crafted payload could imitate a record. */
+/* Called for each record that verifies, in file order, with its offset. */
+typedef void (*log_scan_fn)(void *ctx, uint64_t offset, const struct record *r);
+
+/* Scans the records of the segment open at fd from offset `from`, the first
+ * expected to carry seq `seq`, calling fn (may be NULL) for each one that
+ * verifies. Fills out like log_scan_segment except hdr (zeroed) and valid_end,
+ * which starts at `from`. Lets a checker go on after damage (log_scan_resync).
+ * Returns 0 or -errno. */
+int log_scan_records(int fd, uint64_t from, uint64_t seq, struct log_scan *out, log_scan_fn fn,
+                     void *ctx);
+
+/* After a scan stopped at `from`, looks for a verifying record further on that
+ * starts a commit batch (RECORD_F_BATCH_START) and whose seq is at least
+ * next_seq. Returns 1 with its offset in *found: a later batch was written, so
+ * the damaged one had been synced and the damage is in the middle of the file
+ * (do not truncate). Returns 0 when no later batch follows: a torn tail, even if
+ * records of the torn batch itself survive past the hole (power loss may keep
+ * any subset of an unsynced batch's sectors). -errno on a read error.
+ * A heuristic: a crafted payload could imitate a record. */
 int log_scan_resync(int fd, uint64_t from, uint64_t next_seq, uint64_t *found);
 
 struct log_cursor;
@@ -67,14 +144,82 @@ struct log_cursor;
  * has no log directory (callers treat it as empty), -errno. */
 int log_cursor_open(const char *data_dir, uint32_t org, struct log_cursor **out);
 
+/* Like log_cursor_open, yielding only records with since_ns <= recv_ns <
+ * until_ns (0: unbounded) — exactly those a full cursor would, in the same
+ * order. Sealed segments whose valid index puts all their records outside the
+ * range are not read at all (so not verified either: `log verify` is the
+ * check), and reading starts at the last index entry whose max_ns_before <
+ * since_ns. The newest segment's index, and any that is absent or fails its
+ * checks, is not used. Returns as log_cursor_open. */
+int log_cursor_open_range(const char *data_dir, uint32_t org, uint64_t since_ns, uint64_t until_ns,
+                          struct log_cursor **out);
+
 /* Next record. Returns 1 with *r filled and *body pointing at r->length bytes
- * (topic then payload), valid until the next call; 0 at the end; -EBADMSG when a
- * record fails verification anywhere but a torn tail of a worker's newest
- * segment (that worker's stream then ends; the others go on), -errno. */
+ * (topic then payload), valid until the next call; 0 when nothing more is there
+ * (see log_cursor_poll); -EBADMSG when a record fails verification anywhere but a
+ * torn tail of a worker's newest segment, or a worker's seqs skip, -errno. After
+ * a failure (log_cursor_error says where) the worker's stream goes on: with its
+ * next segment after a damaged record or segment header, with the record itself
+ * after a seq gap. Call again until it returns 0. */
 int log_cursor_next(struct log_cursor *c, struct record *r, const uint8_t **body);
+
+/* For following a live log: after log_cursor_next returned 0, picks up what was
+ * written since — records appended to the newest segments (a record cut short
+ * at the end is waited for), new segments, new worker directories — so that the
+ * next log_cursor_next calls yield them. Cheap (a few directory listings and
+ * fstats per worker); meant to be called every few hundred ms. Records found by
+ * one poll are merged by time among themselves, not with those already yielded.
+ * Returns 0 or -errno. */
+int log_cursor_poll(struct log_cursor *c);
 
 /* After log_cursor_next failed: the reason, and the file and offset at fault. */
 const char *log_cursor_error(const struct log_cursor *c, const char **path, uint64_t *offset);
 void log_cursor_close(struct log_cursor *c);
+
+/* ---- retention and verification (storage/logmaint.c) ---- */
+
+/* Deletes sealed segments of org (never a worker's newest: it is being written),
+ * each with its index: first those whose records are all older than now_ns -
+ * max_age_ns (max_age_ns 0: no age limit), then, while the org's segments total
+ * more than max_bytes (0: no limit), the oldest remaining across workers.
+ * A segment's age is its index's max_ns, or the file's mtime without a valid
+ * index. Each worker's segments go oldest-base first and only from the front,
+ * so that a worker's log never gets a hole in its seqs. Index files left
+ * without their segment by an interrupted deletion are removed too. report (may
+ * be NULL) is called after each deletion with the segment's (or orphan index's)
+ * path, size and the reason ("age", "size", "orphan index"). Returns the number
+ * of segments deleted (0 when the org has no logs) or -errno (what was deleted
+ * before the failure stays deleted, and was reported). */
+int log_retention_apply(
+    const char *data_dir, uint32_t org, uint64_t now_ns, uint64_t max_age_ns, uint64_t max_bytes,
+    void (*report)(void *ctx, const char *path, uint64_t bytes, const char *why), void *ctx);
+
+enum log_severity {
+    LOG_VERIFY_WARNING = 1, /* worth knowing, nothing lost or wrong */
+    LOG_VERIFY_ERROR = 2,   /* corruption: records lost or reads would be wrong */
+};
+
+/* Totals of log_verify_org, added to (so one struct can sum several orgs). */
+struct log_verify_stats {
+    uint64_t segments, records; /* segment files examined, records that verified */
+    uint64_t errors, warnings;
+};
+
+/* Checks every segment and index of org. Errors: a bad or misplaced segment
+ * header, a record that fails verification (each damaged stretch once, at the
+ * offset where it starts; checking resumes at the next record that verifies),
+ * an incomplete record anywhere but at the end of a worker's newest segment, a
+ * seq gap within or between a worker's segments, a valid index that does not
+ * match its segment (range reads would miss records). Warnings: a torn tail of
+ * a worker's newest segment (a write in progress, or a crash the writer cuts on
+ * start), a missing or unreadable index of a sealed segment, an index without a
+ * segment. report (may be NULL) gets one call per problem: severity, the file,
+ * the byte offset (0 when about the whole file) and a message. stats (may be
+ * NULL) is added to. Returns the number of errors (>= 0), -ENOENT when the org
+ * has no log directory, -errno (listing failed or out of memory). */
+int log_verify_org(const char *data_dir, uint32_t org,
+                   void (*report)(void *ctx, int severity, const char *path, uint64_t offset,
+                                  const char *msg),
+                   void *ctx, struct log_verify_stats *stats);
 
 #endif

@@ -44,10 +44,8 @@ static uint64_t record_sum(const uint8_t *hdr, const void *a, size_t alen, const
     XXH3_state_t st;
     XXH3_64bits_reset(&st);
     XXH3_64bits_update(&st, hdr, 32);
-    if (alen)
-        XXH3_64bits_update(&st, a, alen);
-    if (blen)
-        XXH3_64bits_update(&st, b, blen);
+    if (alen) XXH3_64bits_update(&st, a, alen);
+    if (blen) XXH3_64bits_update(&st, b, blen);
     return XXH3_64bits_digest(&st);
 }
 
@@ -69,8 +67,7 @@ void record_encode(uint8_t out[RECORD_HEADER_SIZE], const struct record *r, cons
 
 int record_decode(const uint8_t in[RECORD_HEADER_SIZE], struct record *r)
 {
-    if (get16(in) != RECORD_MAGIC || in[2] != RECORD_VERSION)
-        return -EBADMSG;
+    if (get16(in) != RECORD_MAGIC || in[2] != RECORD_VERSION) return -EBADMSG;
     r->flags = in[3];
     r->length = get32(in + 4);
     r->device = get32(in + 8);
@@ -80,8 +77,7 @@ int record_decode(const uint8_t in[RECORD_HEADER_SIZE], struct record *r)
     r->recv_ns = get64(in + 16);
     r->seq = get64(in + 24);
     r->checksum = get64(in + 32);
-    if (r->length > RECORD_MAX_BODY || r->topic_len > r->length)
-        return -EBADMSG;
+    if (r->length > RECORD_MAX_BODY || r->topic_len > r->length) return -EBADMSG;
     return 0;
 }
 

@@ -12,13 +12,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RECORD_MAGIC 0x5253u /* "SR" */
-#define RECORD_VERSION 1u
+#define RECORD_MAGIC       0x5253u /* "SR" */
+#define RECORD_VERSION     1u
 #define RECORD_HEADER_SIZE 40u
-#define RECORD_MAX_BODY (16u << 20)
+#define RECORD_MAX_BODY    (16u << 20)
 
-#define SEGMENT_MAGIC 0x47534c53u /* "SLSG" */
-#define SEGMENT_VERSION 1u
+#define SEGMENT_MAGIC       0x47534c53u /* "SLSG" */
+#define SEGMENT_VERSION     1u
 #define SEGMENT_HEADER_SIZE 32u
 
 enum record_proto {
@@ -38,7 +38,12 @@ enum record_ctype {
 
 /* flags */
 #define RECORD_F_RETAIN 0x01u
-#define RECORD_F_WILL 0x02u
+#define RECORD_F_WILL   0x02u
+/* First record of a commit batch (one write + fdatasync). A batch is written
+ * only after the previous one's sync completed, so a verified batch start found
+ * after damage proves the damaged batch had been made durable: the damage is in
+ * the middle of the log, not a torn (never acknowledged) tail. */
+#define RECORD_F_BATCH_START 0x04u
 
 struct record {
     uint8_t flags;

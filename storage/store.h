@@ -22,8 +22,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_NAME_MAX 64   /* org and device names: [A-Za-z0-9][A-Za-z0-9._-]{0,63} */
-#define STORE_TOKEN_MAX 64  /* printable token length incl. NUL */
+#define STORE_NAME_MAX   64 /* org and device names: [A-Za-z0-9][A-Za-z0-9._-]{0,63} */
+#define STORE_TOKEN_MAX  64 /* printable token length incl. NUL */
 #define STORE_DIGEST_LEN 32 /* SHA-256 */
 
 enum store_device_state { STORE_DEVICE_ACTIVE = 0, STORE_DEVICE_REVOKED = 1 };
@@ -61,8 +61,8 @@ typedef int (*store_device_fn)(void *ctx, uint32_t id, const char *name, uint32_
 int store_device_list(struct store *s, uint32_t org, store_device_fn fn, void *ctx);
 
 /* Tokens: every stored digest with its device, org and state. */
-typedef int (*store_token_fn)(void *ctx, const uint8_t digest[STORE_DIGEST_LEN],
-                              uint32_t device, uint32_t org, uint32_t state);
+typedef int (*store_token_fn)(void *ctx, const uint8_t digest[STORE_DIGEST_LEN], uint32_t device,
+                              uint32_t org, uint32_t state);
 int store_token_foreach(struct store *s, store_token_fn fn, void *ctx);
 
 /* SHA-256 of a token as presented on the wire. */

@@ -1,34 +1,42 @@
 /* tools/cmd_log.c — `sluice log cat`: an organisation's readings, merged across
- * workers in receive-time order, as JSON lines or raw payloads.
+ * workers in receive-time order, as JSON lines or raw payloads, optionally
+ * following new ones; `sluice log verify`: checks every segment and index.
  *
  * Output may run to millions of lines, so it goes through one large stdio
  * buffer with the unlocked stdio calls, and device names are cached rather than
  * looked up in LMDB per record.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "storage/log.h"
 #include "storage/record.h"
 #include "storage/store.h"
 #include "tools/cli.h"
 
-
-#define EXIT_USAGE 2
-#define NS_PER_SEC 1000000000ull
+#define EXIT_USAGE     2
+#define NS_PER_SEC     1000000000ull
+#define FOLLOW_POLL_MS 200
 
 static const char usage_text[] =
     "usage: sluice log cat --org ORG [--device D] [--since T] [--until T] "
-    "[--format json|raw]\n"
+    "[--format json|raw] [--follow]\n"
     "       sluice log verify [--org ORG]\n"
     "T is RFC 3339 (2026-11-24T12:00:00Z, 2026-11-24T13:00:00.5+01:00) or Unix "
     "seconds;\n"
-    "--since is inclusive, --until exclusive.\n";
+    "--since is inclusive, --until exclusive.\n"
+    "--follow keeps printing new readings until interrupted (not with --until).\n"
+    "verify checks every segment and index (all orgs without --org); problems go\n"
+    "to stderr, a summary to stdout; exit 1 when any is an error.\n";
 
 /* One line on stderr, exit code 2 (INTERFACE.md: bad usage). */
 __attribute__((format(printf, 1, 2))) static int usage_error(const char *fmt, ...)
@@ -413,22 +421,54 @@ static int resolve_device(struct store *st, uint32_t org, const char *d, uint32_
     return 0;
 }
 
+/* Set by SIGINT/SIGTERM while following. */
+static volatile sig_atomic_t stop_requested;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* While following, SIGINT/SIGTERM end the loop instead of the process (so the
+ * output is flushed and the exit code is ours), and a closed stdout is an
+ * EPIPE to notice rather than a SIGPIPE. No SA_RESTART: the wait returns. */
+static void follow_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* Waits up to ms for a stop: a signal, or stdout's reader going away (a pipe
+ * whose reader closed reports POLLERR even when nothing is being written, so
+ * `log cat --follow | head -1` ends without waiting for the next reading).
+ * Returns 0 to go on, 1 on a signal, 2 when stdout is gone. */
+static int follow_wait(int ms)
+{
+    struct pollfd p = {.fd = STDOUT_FILENO, .events = 0};
+    if (stop_requested) return 1;
+    int n = poll(&p, 1, ms);
+    if (stop_requested) return 1;
+    return n > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL)) ? 2 : 0;
+}
+
 static int log_cat(const char *data_dir, int argc, char **argv)
 {
     static char outbuf[1 << 20];
     struct cat_args a = {0};
     struct cat_ctx *x = NULL;
     struct log_cursor *cur = NULL;
-    uint64_t since = 0, until = UINT64_MAX;
+    uint64_t since = 0, until = 0;
     uint32_t org, dev = 0;
-    int raw = 0, failed = 0, rc;
+    int raw = 0, failed = 0, out_closed = 0, nothing = 0, rc;
 
     rc = parse_cat_args(argc, argv, &a);
     if (rc >= 0) return rc;
-    if (a.follow) {
-        fputs("sluice: --follow is not implemented yet\n", stderr);
-        return EXIT_USAGE;
-    }
     if (!a.org) return usage_error("log cat needs --org ORG");
     if (a.format && strcmp(a.format, "raw") == 0)
         raw = 1;
@@ -442,6 +482,12 @@ static int log_cat(const char *data_dir, int argc, char **argv)
         return usage_error("bad --until '%s': want RFC 3339 (2026-11-24T12:00:00Z) "
                            "or Unix seconds",
                            a.until);
+    /* With a clock that can step back, no moment guarantees that nothing more
+     * before --until will come; following would have no natural end. */
+    if (a.follow && a.until) return usage_error("--follow cannot be combined with --until");
+    /* The cursor reads 0 as "no bound"; an --until at or before the epoch
+     * matches nothing. */
+    nothing = a.until && until == 0;
 
     x = calloc(1, sizeof *x);
     if (!x) {
@@ -476,42 +522,71 @@ static int log_cat(const char *data_dir, int argc, char **argv)
             goto fail;
         }
     }
-    rc = log_cursor_open(data_dir, org, &cur);
-    if (rc == -ENOENT) goto done; /* an org that never received a reading */
-    if (rc < 0) {
-        fprintf(stderr, "sluice: cannot read the logs of org '%s': %s\n", x->org_name,
-                strerror(-rc));
-        goto fail;
-    }
-
+    if (a.follow) follow_signals();
     setvbuf(stdout, outbuf, _IOFBF, sizeof outbuf);
-    struct record r;
-    const uint8_t *body;
-    while ((rc = log_cursor_next(cur, &r, &body)) != 0) {
-        if (rc < 0) {
-            const char *path = "?";
-            uint64_t off = 0;
-            log_cursor_error(cur, &path, &off);
-            if (rc == -EBADMSG)
-                fprintf(stderr, "sluice: corrupt record in %s at offset %" PRIu64 "\n", path, off);
-            else
-                fprintf(stderr, "sluice: cannot read %s at offset %" PRIu64 ": %s\n", path, off,
+    while (!nothing) {
+        if (!cur) {
+            rc = log_cursor_open_range(data_dir, org, since, until, &cur);
+            /* -ENOENT: an org that never received a reading (yet). */
+            if (rc < 0 && rc != -ENOENT) {
+                fprintf(stderr, "sluice: cannot read the logs of org '%s': %s\n", x->org_name,
                         strerror(-rc));
-            failed = 1;
-            continue; /* that worker has ended; the others go on */
-        }
-        if (r.recv_ns < since || r.recv_ns >= until || (a.device && r.device != dev)) continue;
-        if (raw) {
-            fwrite_unlocked(body + r.topic_len, 1, r.length - r.topic_len, stdout);
-            putc_unlocked('\n', stdout);
+                failed = 1;
+                break;
+            }
         } else {
-            put_record_json(stdout, x, &r, body);
+            rc = log_cursor_poll(cur);
+            if (rc < 0) {
+                fprintf(stderr, "sluice: cannot follow the logs of org '%s': %s\n", x->org_name,
+                        strerror(-rc));
+                failed = 1;
+                break;
+            }
         }
-        if (ferror_unlocked(stdout)) break; /* reported below */
+        struct record r;
+        const uint8_t *body;
+        /* stop_requested is only ever set while following (the handlers are
+         * installed then): a long backlog stops promptly too. */
+        while (cur && !stop_requested && (rc = log_cursor_next(cur, &r, &body)) != 0) {
+            if (rc < 0) {
+                const char *path = "?";
+                uint64_t off = 0;
+                const char *why = log_cursor_error(cur, &path, &off);
+                if (rc == -EBADMSG)
+                    fprintf(stderr, "sluice: corrupt record in %s at offset %" PRIu64 " (%s)\n",
+                            path, off, why ? why : "?");
+                else
+                    fprintf(stderr, "sluice: cannot read %s at offset %" PRIu64 ": %s\n", path, off,
+                            strerror(-rc));
+                failed = 1;
+                continue; /* the cursor goes on past the damage */
+            }
+            if (a.device && r.device != dev) continue;
+            if (raw) {
+                fwrite_unlocked(body + r.topic_len, 1, r.length - r.topic_len, stdout);
+                putc_unlocked('\n', stdout);
+            } else {
+                put_record_json(stdout, x, &r, body);
+            }
+            if (ferror_unlocked(stdout)) {
+                out_closed = errno == EPIPE;
+                break; /* reported below */
+            }
+        }
+        if (!a.follow || ferror(stdout)) break;
+        if (fflush(stdout) != 0) {
+            out_closed = errno == EPIPE;
+            break;
+        }
+        int w = follow_wait(FOLLOW_POLL_MS);
+        if (w == 2) out_closed = 1;
+        if (w) break;
     }
-done:
-    if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "sluice: cannot write the output: %s\n", strerror(errno));
+    int werr = fflush(stdout) != 0 || ferror(stdout) ? (errno ? errno : EIO) : 0;
+    /* Following ends when the reader of a pipe goes away: that is the normal
+     * way out of `log cat --follow | head`, not a failure. */
+    if (werr && !(a.follow && (out_closed || werr == EPIPE))) {
+        fprintf(stderr, "sluice: cannot write the output: %s\n", strerror(werr));
         failed = 1;
     }
     log_cursor_close(cur);
@@ -519,10 +594,166 @@ done:
     free(x);
     return failed;
 fail:
-    log_cursor_close(cur);
     if (x->st) store_close(x->st);
     free(x);
     return 1;
+}
+
+/* ---- log verify ---- */
+
+static void verify_report(void *ctx, int severity, const char *path, uint64_t offset,
+                          const char *msg)
+{
+    (void)ctx;
+    fprintf(stderr, "sluice: %s: %s: offset %" PRIu64 ": %s\n",
+            severity == LOG_VERIFY_ERROR ? "error" : "warning", path, offset, msg);
+}
+
+struct org_ids {
+    uint32_t *v;
+    size_t n, cap;
+};
+
+static int collect_org(void *ctx, uint32_t id, const char *name, uint64_t created_ns)
+{
+    (void)name;
+    (void)created_ns;
+    struct org_ids *o = ctx;
+    if (o->n == o->cap) {
+        size_t ncap = o->cap ? o->cap * 2 : 64;
+        uint32_t *nv = realloc(o->v, ncap * sizeof *nv);
+        if (!nv) return -ENOMEM;
+        o->v = nv;
+        o->cap = ncap;
+    }
+    o->v[o->n++] = id;
+    return 0;
+}
+
+static int org_known(const struct org_ids *o, uint32_t id)
+{
+    for (size_t i = 0; i < o->n; i++)
+        if (o->v[i] == id) return 1;
+    return 0;
+}
+
+/* Verifies one org's logs into st. Returns 0, or 1 when it could not be done
+ * (reported). An org without a log directory has nothing to verify. */
+static int verify_one(const char *data_dir, uint32_t org, struct log_verify_stats *st)
+{
+    int rc = log_verify_org(data_dir, org, verify_report, NULL, st);
+    if (rc >= 0 || rc == -ENOENT) return 0;
+    fprintf(stderr, "sluice: cannot verify the logs of org %" PRIu32 ": %s\n", org, strerror(-rc));
+    return 1;
+}
+
+/* Verifies every log directory under DATA/logs that is not in known, each
+ * first reported as a warning: the store does not know its org (deleted, or a
+ * directory copied in). Returns 0 or 1 as verify_one. */
+static int verify_unknown(const char *data_dir, const struct org_ids *known,
+                          struct log_verify_stats *st)
+{
+    char logs[LOG_PATH_MAX], dir[LOG_PATH_MAX];
+    int failed = 0;
+    snprintf(logs, sizeof logs, "%s/logs", data_dir);
+    DIR *d = opendir(logs);
+    if (!d) {
+        if (errno == ENOENT) return 0; /* nothing ever logged */
+        fprintf(stderr, "sluice: cannot list %s: %s\n", logs, strerror(errno));
+        return 1;
+    }
+    for (;;) {
+        errno = 0;
+        struct dirent *e = readdir(d);
+        if (!e) {
+            if (errno) {
+                fprintf(stderr, "sluice: cannot list %s: %s\n", logs, strerror(errno));
+                failed = 1;
+            }
+            break;
+        }
+        char *end;
+        const char *nm = e->d_name;
+        if (nm[0] < '0' || nm[0] > '9' || (nm[0] == '0' && nm[1])) continue;
+        errno = 0;
+        unsigned long v = strtoul(nm, &end, 10);
+        if (*end || errno || v > UINT32_MAX || org_known(known, (uint32_t)v)) continue;
+        if (log_dir_path(dir, sizeof dir, data_dir, (uint32_t)v, -1) < 0) continue;
+        verify_report(NULL, LOG_VERIFY_WARNING, dir, 0,
+                      "logs of an org the store does not know (deleted, or copied in)");
+        st->warnings++;
+        failed |= verify_one(data_dir, (uint32_t)v, st);
+    }
+    closedir(d);
+    return failed;
+}
+
+static int log_verify(const char *data_dir, int argc, char **argv)
+{
+    struct log_verify_stats st = {0};
+    struct org_ids known = {0};
+    struct store *store = NULL;
+    const char *org_arg = NULL;
+    int failed = 0, rc;
+
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage_text, stdout);
+            return 0;
+        }
+        const char *v;
+        if (opt_value(argv, argc, &i, "--org", &v)) {
+            if (!v) return usage_error("--org needs a value");
+            org_arg = v;
+            continue;
+        }
+        return usage_error("log verify: unexpected argument '%s'", argv[i]);
+    }
+
+    rc = store_open(&store, data_dir, 0);
+    if (rc < 0 && org_arg) {
+        fprintf(stderr, "sluice: cannot open the store in %s: %s\n", data_dir, strerror(-rc));
+        return 1;
+    }
+    if (org_arg) {
+        uint32_t org;
+        rc = store_org_find(store, org_arg, &org, NULL);
+        if (rc == -ENOENT || rc == -EINVAL) {
+            fprintf(stderr, "sluice: no such org '%s'\n", org_arg);
+            failed = 1;
+        } else if (rc < 0) {
+            fprintf(stderr, "sluice: cannot look up org '%s': %s\n", org_arg,
+                    rc == -EIO ? store_last_error(store) : strerror(-rc));
+            failed = 1;
+        } else {
+            failed |= verify_one(data_dir, org, &st);
+        }
+    } else {
+        /* The logs are checked even when the store cannot be read: that is
+         * when someone most wants to know what is left. */
+        if (rc < 0)
+            fprintf(stderr,
+                    "sluice: warning: cannot open the store in %s (%s): every log directory is "
+                    "checked as an unknown org\n",
+                    data_dir, strerror(-rc));
+        else if ((rc = store_org_list(store, collect_org, &known)) < 0) {
+            fprintf(stderr, "sluice: cannot list orgs: %s\n",
+                    rc == -EIO ? store_last_error(store) : strerror(-rc));
+            failed = 1;
+        }
+        if (rc < 0) st.warnings++;
+        for (size_t i = 0; !failed && i < known.n; i++)
+            failed |= verify_one(data_dir, known.v[i], &st);
+        if (!failed) failed |= verify_unknown(data_dir, &known, &st);
+    }
+    if (store) store_close(store);
+    free(known.v);
+    if (org_arg && failed) return 1; /* no such org: nothing was verified */
+    printf("verified %" PRIu64 " segments, %" PRIu64 " records: %" PRIu64 " errors, %" PRIu64
+           " warnings\n",
+           st.segments, st.records, st.errors, st.warnings);
+    if (fflush(stdout) != 0) failed = 1;
+    return failed || st.errors > 0;
 }
 
 /* `sluice log SUBCOMMAND ...`: argv[0] is "log". Returns the process exit code:
@@ -531,10 +762,7 @@ int cmd_log(const char *data_dir, int argc, char **argv)
 {
     if (argc < 2) return usage_error("log needs a subcommand: cat or verify");
     if (strcmp(argv[1], "cat") == 0) return log_cat(data_dir, argc, argv);
-    if (strcmp(argv[1], "verify") == 0) {
-        fputs("sluice: log verify is not implemented yet\n", stderr);
-        return EXIT_USAGE;
-    }
+    if (strcmp(argv[1], "verify") == 0) return log_verify(data_dir, argc, argv);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         fputs(usage_text, stdout);
         return 0;
