@@ -3,6 +3,7 @@
 #include "sluice.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,8 @@ void sluice_config_init(sluice_config *cfg)
     cfg->idle_timeout_ms = 75000;
     cfg->drain_timeout_ms = 10000;
     cfg->max_connections = 65536;
+    cfg->segment_bytes = 64u << 20;
+    cfg->segment_age_ms = 3600 * 1000;
 }
 
 static const char help_text[] =
@@ -48,7 +51,13 @@ static const char help_text[] =
     "  --body-timeout DUR     absolute deadline for a request's body (default 30s)\n"
     "  --idle-timeout DUR     keep-alive connection idle limit (default 75s)\n"
     "  --drain-timeout DUR    on SIGTERM, time allowed to requests in progress (default 10s)\n"
-    "  --max-connections N    per worker (default 65536)\n";
+    "  --max-connections N    per worker (default 65536)\n"
+    "  --segment-bytes SIZE   roll a log segment before it passes this size (default 64MiB)\n"
+    "  --segment-age DUR      roll a log segment older than this, 0 = never (default 1h)\n"
+    "  --retention-days D     per org: delete sealed segments older than D days, may be\n"
+    "                         fractional; 0 = keep forever (default 0)\n"
+    "  --retention-bytes SIZE per org: delete the oldest sealed segments beyond SIZE,\n"
+    "                         0 = no limit (default 0)\n";
 
 const char *sluice_config_help(void)
 {
@@ -58,12 +67,10 @@ const char *sluice_config_help(void)
 static int parse_u64(const char *s, uint64_t *out)
 {
     char *end;
-    if (!isdigit((unsigned char)*s))
-        return -1;
+    if (!isdigit((unsigned char)*s)) return -1;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s)
-        return -1;
+    if (errno || end == s) return -1;
     *out = v;
     return (int)(end - s);
 }
@@ -73,8 +80,7 @@ static int parse_size(const char *s, uint64_t *out)
 {
     uint64_t v;
     int n = parse_u64(s, &v);
-    if (n < 0)
-        return -1;
+    if (n < 0) return -1;
     const char *u = s + n;
     uint64_t mul = 1;
     if (!strcasecmp(u, "") || !strcasecmp(u, "b"))
@@ -83,10 +89,11 @@ static int parse_size(const char *s, uint64_t *out)
         mul = 1024;
     else if (!strcasecmp(u, "m") || !strcasecmp(u, "mb") || !strcasecmp(u, "mib"))
         mul = 1024 * 1024;
+    else if (!strcasecmp(u, "g") || !strcasecmp(u, "gb") || !strcasecmp(u, "gib"))
+        mul = 1024ull * 1024 * 1024;
     else
         return -1;
-    if (v > UINT64_MAX / mul)
-        return -1;
+    if (v > UINT64_MAX / mul) return -1;
     *out = v * mul;
     return 0;
 }
@@ -96,8 +103,7 @@ static int parse_duration(const char *s, unsigned *out_ms)
 {
     uint64_t v;
     int n = parse_u64(s, &v);
-    if (n < 0)
-        return -1;
+    if (n < 0) return -1;
     const char *u = s + n;
     uint64_t ms;
     if (!strcmp(u, "") || !strcmp(u, "s"))
@@ -108,9 +114,27 @@ static int parse_duration(const char *s, unsigned *out_ms)
         ms = v * 60000;
     else
         return -1;
-    if (ms == 0 || ms > 86400000u)
-        return -1;
+    if (ms == 0 || ms > 86400000u) return -1;
     *out_ms = (unsigned)ms;
+    return 0;
+}
+
+/* Longer durations for log housekeeping: as parse_duration plus "h" and "d",
+ * up to a year; "0" means off. */
+static int parse_long_duration(const char *s, uint64_t *out_ms)
+{
+    uint64_t v;
+    int n = parse_u64(s, &v);
+    if (n < 0 || v > 366ull * 86400 * 1000) return -1;
+    const char *u = s + n;
+    uint64_t mul = !strcmp(u, "") || !strcmp(u, "s") ? 1000
+                   : !strcmp(u, "ms")                ? 1
+                   : !strcmp(u, "m")                 ? 60000
+                   : !strcmp(u, "h")                 ? 3600000
+                   : !strcmp(u, "d")                 ? 86400000
+                                                     : 0;
+    if (!mul || v * mul > 366ull * 86400 * 1000) return -1;
+    *out_ms = v * mul;
     return 0;
 }
 
@@ -118,21 +142,17 @@ static int parse_duration(const char *s, unsigned *out_ms)
 static int check_addr(const char *s)
 {
     const char *colon = strrchr(s, ':');
-    if (!colon || colon == s)
-        return -1;
-    if (s[0] == '[' && colon[-1] != ']')
-        return -1;
+    if (!colon || colon == s) return -1;
+    if (s[0] == '[' && colon[-1] != ']') return -1;
     uint64_t port;
     int n = parse_u64(colon + 1, &port);
-    if (n < 0 || colon[1 + n] != '\0' || port > 65535)
-        return -1;
+    if (n < 0 || colon[1 + n] != '\0' || port > 65535) return -1;
     return 0;
 }
 
 static int set_str(char *dst, size_t cap, const char *v)
 {
-    if (strlen(v) >= cap)
-        return -1;
+    if (strlen(v) >= cap) return -1;
     memcpy(dst, v, strlen(v) + 1);
     return 0;
 }
@@ -154,8 +174,7 @@ int sluice_config_set(sluice_config *cfg, const char *key, const char *value, ch
                  {"mqtts", cfg->mqtts}, {"frame", cfg->frame}, {"udp", cfg->udp},
                  {"admin", cfg->admin}};
     for (i = 0; i < sizeof addrs / sizeof addrs[0]; i++) {
-        if (strcmp(k, addrs[i].name))
-            continue;
+        if (strcmp(k, addrs[i].name)) continue;
         if (!strcmp(value, "off")) {
             addrs[i].dst[0] = '\0';
             return SLUICE_OK;
@@ -220,6 +239,35 @@ int sluice_config_set(sluice_config *cfg, const char *key, const char *value, ch
             goto fail;
         }
         cfg->max_body = v;
+        return SLUICE_OK;
+    }
+    if (!strcmp(k, "segment-bytes") || !strcmp(k, "retention-bytes")) {
+        uint64_t v;
+        bool seg = k[0] == 's';
+        if (parse_size(value, &v) || (seg && (v < 4096 || v > (4ull << 30)))) {
+            why = seg ? "expected a size from 4KiB to 4GiB (e.g. 64MiB)"
+                      : "expected a size (e.g. 10GiB), 0 for no limit";
+            goto fail;
+        }
+        *(seg ? &cfg->segment_bytes : &cfg->retention_bytes) = v;
+        return SLUICE_OK;
+    }
+    if (!strcmp(k, "segment-age")) {
+        if (parse_long_duration(value, &cfg->segment_age_ms)) {
+            why = "expected a duration such as 1h, 30m or 1d, 0 for no age limit";
+            goto fail;
+        }
+        return SLUICE_OK;
+    }
+    if (!strcmp(k, "retention-days")) {
+        char *end;
+        errno = 0;
+        double d = strtod(value, &end);
+        if (errno || end == value || *end || !(d >= 0) || d > 36500) {
+            why = "expected a number of days (may be fractional), 0 to keep forever";
+            goto fail;
+        }
+        cfg->retention_ms = (uint64_t)(d * 86400000.0);
         return SLUICE_OK;
     }
     {

@@ -3,19 +3,22 @@
  */
 #include "engine/engine.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zlib.h>
 
-#define CONTROL_POLL_MS 250 /* store generation polling: CLI changes live within 1 s */
+#define CONTROL_POLL_MS    250 /* store generation polling: CLI changes live within 1 s */
+#define RETENTION_EVERY_MS 5000
 
 static const char *const listener_names[LISTENER_KINDS] = {"http", "admin"};
 
@@ -50,8 +53,7 @@ static int listen_on(const char *spec, unsigned port_override, int *fd_out, unsi
         bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 4096)) {
         int e = errno;
         snprintf(err, errcap, "cannot listen on %s: %s", spec, strerror(e));
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         freeaddrinfo(ai);
         return e == EADDRINUSE ? SLUICE_EADDRINUSE : SLUICE_ELISTEN;
     }
@@ -79,10 +81,151 @@ static int write_ports_file(const struct sluice_engine *e, char *err, size_t err
     FILE *f = fopen(tmp, "w");
     /* written then renamed, so a reader never sees a half file */
     if (!f || fwrite(body, 1, n, f) != n || fclose(f) || rename(tmp, e->cfg.ports_file)) {
-        snprintf(err, errcap, "cannot write ports file %s: %s", e->cfg.ports_file,
-                 strerror(errno));
+        snprintf(err, errcap, "cannot write ports file %s: %s", e->cfg.ports_file, strerror(errno));
         return SLUICE_EIO;
     }
+    return 0;
+}
+
+/* SLUICE_FAULT_INJECT="write|sync:ERRNO[:org=N][:after=K][:count=C]": the test
+ * seam of the commit path (engine/commit.c). Loudly announced when set. */
+static int parse_fault(struct sluice_engine *e, char *err, size_t errcap)
+{
+    const char *spec = getenv("SLUICE_FAULT_INJECT");
+    if (!spec || !*spec) return 0;
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", spec);
+    struct fault *f = &e->fault;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
+        if (!f->op) {
+            f->op = !strcmp(tok, "write") ? FAULT_WRITE : !strcmp(tok, "sync") ? FAULT_SYNC : -1;
+        } else if (!f->err) {
+            f->err = !strcmp(tok, "ENOSPC")   ? ENOSPC
+                     : !strcmp(tok, "EIO")    ? EIO
+                     : !strcmp(tok, "EDQUOT") ? EDQUOT
+                     : !strcmp(tok, "EROFS")  ? EROFS
+                                              : atoi(tok);
+        } else if (!strncmp(tok, "org=", 4)) {
+            f->org = (uint32_t)strtoul(tok + 4, NULL, 10);
+        } else if (!strncmp(tok, "after=", 6)) {
+            f->after = strtoull(tok + 6, NULL, 10);
+        } else if (!strncmp(tok, "count=", 6)) {
+            f->count = strtoull(tok + 6, NULL, 10);
+        } else {
+            f->op = -1;
+        }
+    }
+    if (f->op <= 0 || f->err <= 0) {
+        snprintf(err, errcap,
+                 "bad SLUICE_FAULT_INJECT '%s': expected write|sync:ERRNO[:org=N][:after=K]"
+                 "[:count=C]",
+                 spec);
+        f->err = 0;
+        return SLUICE_EINVAL;
+    }
+    fprintf(stderr,
+            "sluiced: WARNING: fault injection active (SLUICE_FAULT_INJECT=%s), for tests\n", spec);
+    return 0;
+}
+
+/* Numeric entries of a directory ("<n>" or "w<n>" with a prefix), for walking
+ * DATA/logs. Calls fn for each; stops at the first non-zero return. */
+static int for_each_numbered(const char *dir, const char *prefix, int (*fn)(void *ctx, uint32_t n),
+                             void *ctx)
+{
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : -errno;
+    size_t pl = strlen(prefix);
+    int rc = 0;
+    struct dirent *de;
+    while (!rc && (de = readdir(d))) {
+        const char *p = de->d_name;
+        if (strncmp(p, prefix, pl) || !p[pl]) continue;
+        char *end;
+        unsigned long v = strtoul(p + pl, &end, 10);
+        if (*end || v > UINT32_MAX || !(p[pl] >= '0' && p[pl] <= '9')) continue;
+        rc = fn(ctx, (uint32_t)v);
+    }
+    closedir(d);
+    return rc;
+}
+
+struct recover_ctx {
+    struct sluice_engine *e;
+    uint32_t org;
+    unsigned logs, cut;
+    char *err;
+    size_t errcap;
+};
+
+static int recover_worker_log(void *arg, uint32_t worker)
+{
+    struct recover_ctx *r = arg;
+    struct sluice_engine *e = r->e;
+    struct log_writer lw;
+    char report[LOG_PATH_MAX + 256];
+    int rc = log_writer_open(&lw, e->cfg.data_dir, r->org, worker, report, sizeof report);
+    if (rc) {
+        char dir[LOG_PATH_MAX];
+        log_dir_path(dir, sizeof dir, e->cfg.data_dir, r->org, (int)worker);
+        snprintf(r->err, r->errcap, "cannot recover the log in %s: %s", dir, strerror(-rc));
+        return SLUICE_EIO;
+    }
+    r->logs++;
+    if (report[0]) {
+        r->cut++;
+        fprintf(stderr, "sluiced: recovery: %s\n", report);
+    }
+    /* the worker that owns this log keeps it open; logs of workers beyond
+     * --threads (a restart with fewer threads) were only recovered */
+    if (worker < e->nworkers && commit_log_adopt(&e->workers[worker], &lw) == 0) return 0;
+    log_writer_close(&lw);
+    return 0;
+}
+
+static int recover_org(void *arg, uint32_t org)
+{
+    struct recover_ctx *r = arg;
+    char dir[LOG_PATH_MAX];
+    r->org = org;
+    log_dir_path(dir, sizeof dir, r->e->cfg.data_dir, org, -1);
+    return for_each_numbered(dir, "w", recover_worker_log, r);
+}
+
+/* Before serving: every worker log's newest segment is verified and a torn tail
+ * cut, so what the daemon acknowledges next extends a verified log. */
+static int recover_logs(struct sluice_engine *e, char *err, size_t errcap)
+{
+    char dir[LOG_PATH_MAX];
+    struct recover_ctx r = {.e = e, .err = err, .errcap = errcap};
+    snprintf(dir, sizeof dir, "%s/logs", e->cfg.data_dir);
+    int rc = for_each_numbered(dir, "", recover_org, &r);
+    if (rc < 0 && rc != SLUICE_EIO) {
+        snprintf(err, errcap, "cannot read %s: %s", dir, strerror(-rc));
+        return SLUICE_EIO;
+    }
+    if (!rc && r.cut)
+        fprintf(stderr, "sluiced: recovery: %u of %u logs had a tail cut\n", r.cut, r.logs);
+    return rc;
+}
+
+static void on_retention(void *ctx, const char *path, uint64_t bytes, const char *why)
+{
+    (void)ctx;
+    fprintf(stderr, "sluiced: retention: deleted %s (%llu bytes, %s)\n", path,
+            (unsigned long long)bytes, why);
+}
+
+static int retain_org(void *arg, uint32_t org)
+{
+    struct sluice_engine *e = arg;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    int rc = log_retention_apply(e->cfg.data_dir, org, now, e->cfg.retention_ms * 1000000ull,
+                                 e->cfg.retention_bytes, on_retention, NULL);
+    if (rc < 0) fprintf(stderr, "sluiced: retention of org %u failed: %s\n", org, strerror(-rc));
     return 0;
 }
 
@@ -97,8 +240,7 @@ static void sleep_ms(unsigned ms)
  * replaced it (each has passed a loop turn since, so none can still read it). */
 static void reclaim(struct sluice_engine *e, bool force)
 {
-    if (!e->retired)
-        return;
+    if (!e->retired) return;
     for (unsigned i = 0; i < e->nworkers && !force; i++)
         if (atomic_load_explicit(&e->workers[i].observed_epoch, memory_order_acquire) <
             e->retired_epoch)
@@ -110,10 +252,8 @@ static void reclaim(struct sluice_engine *e, bool force)
 static void reload_auth(struct sluice_engine *e)
 {
     uint64_t gen;
-    if (store_generation(e->store, &gen) || gen == e->store_gen)
-        return;
-    if (e->retired)
-        return; /* previous swap not yet reclaimed: try again next poll */
+    if (store_generation(e->store, &gen) || gen == e->store_gen) return;
+    if (e->retired) return; /* previous swap not yet reclaimed: try again next poll */
     struct auth_table *t;
     if (auth_table_load(e->store, &t)) {
         fprintf(stderr, "sluiced: reloading tokens failed: %s\n", store_last_error(e->store));
@@ -127,14 +267,24 @@ static void reload_auth(struct sluice_engine *e)
 static void *control_main(void *arg)
 {
     struct sluice_engine *e = arg;
-    unsigned waited = 0;
+    unsigned waited = 0, since_retention = RETENTION_EVERY_MS;
     while (!atomic_load(&e->stopping)) {
         sleep_ms(50);
         waited += 50;
+        since_retention += 50;
         if (waited >= CONTROL_POLL_MS) {
             waited = 0;
             reclaim(e, false);
             reload_auth(e);
+        }
+        /* retention deletes only sealed segments, which no worker writes: it
+         * runs here, off the data path, with no coordination needed */
+        if (since_retention >= RETENTION_EVERY_MS &&
+            (e->cfg.retention_ms || e->cfg.retention_bytes)) {
+            char dir[LOG_PATH_MAX];
+            since_retention = 0;
+            snprintf(dir, sizeof dir, "%s/logs", e->cfg.data_dir);
+            for_each_numbered(dir, "", retain_org, e);
         }
     }
     return NULL;
@@ -142,13 +292,14 @@ static void *control_main(void *arg)
 
 static void engine_free(struct sluice_engine *e)
 {
-    if (!e)
-        return;
+    if (!e) return;
     for (unsigned i = 0; e->workers && i < e->nworkers; i++) {
         struct worker *w = &e->workers[i];
+        if (!w->eng) continue; /* start-up failed before this worker was set up */
         for (unsigned k = 0; k < LISTENER_KINDS; k++)
-            if (w->listen_fd[k] >= 0)
-                close(w->listen_fd[k]);
+            if (w->listen_fd[k] >= 0) close(w->listen_fd[k]);
+        commit_close_all(w); /* logs adopted at recovery by a worker that never ran */
+        if (w->wake_fd >= 0) close(w->wake_fd);
         free(w->conns);
         free(w->scratch);
         if (w->zs) {
@@ -159,8 +310,7 @@ static void engine_free(struct sluice_engine *e)
     free(e->workers);
     reclaim(e, true);
     auth_table_free((struct auth_table *)atomic_load(&e->auth));
-    if (e->store)
-        store_close(e->store);
+    if (e->store) store_close(e->store);
     free(e);
 }
 
@@ -168,8 +318,7 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
 {
     int rc;
     struct sluice_engine *e = calloc(1, sizeof *e);
-    if (!e)
-        return SLUICE_ENOMEM;
+    if (!e) return SLUICE_ENOMEM;
     e->cfg = *cfg;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     e->nworkers = cfg->threads > 0 ? (unsigned)cfg->threads : (unsigned)(ncpu > 0 ? ncpu : 1);
@@ -219,6 +368,7 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         w->id = i;
         for (unsigned k = 0; k < LISTENER_KINDS; k++)
             w->listen_fd[k] = -1;
+        w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
         w->conn_cap = cfg->max_connections;
         /* calloc of a large array is lazily backed: untouched slots cost nothing */
         w->conns = calloc(w->conn_cap, sizeof *w->conns);
@@ -227,24 +377,25 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
             goto fail;
         }
     }
+    if ((rc = parse_fault(e, err, errcap))) goto fail;
+
     /* every worker gets its own SO_REUSEPORT socket on the HTTP port; the admin
      * listener is served by worker 0 alone */
     const char *specs[LISTENER_KINDS] = {cfg->http, cfg->admin};
     for (unsigned k = 0; k < LISTENER_KINDS; k++) {
-        if (!specs[k][0])
-            continue;
+        if (!specs[k][0]) continue;
         unsigned n = k == LISTENER_ADMIN ? 1 : e->nworkers;
         for (unsigned i = 0; i < n; i++) {
             rc = listen_on(specs[k], e->port[k], &e->workers[i].listen_fd[k], &e->port[k], err,
                            errcap);
-            if (rc)
-                goto fail;
+            if (rc) goto fail;
         }
-        snprintf(e->addr[k], sizeof e->addr[k], "%.*s:%u",
-                 (int)(strrchr(specs[k], ':') - specs[k]), specs[k], e->port[k]);
+        snprintf(e->addr[k], sizeof e->addr[k], "%.*s:%u", (int)(strrchr(specs[k], ':') - specs[k]),
+                 specs[k], e->port[k]);
     }
-    if (cfg->ports_file[0] && (rc = write_ports_file(e, err, errcap)))
-        goto fail;
+    /* bound (a port in use fails fast) but not yet accepting: recover first */
+    if ((rc = recover_logs(e, err, errcap))) goto fail;
+    if (cfg->ports_file[0] && (rc = write_ports_file(e, err, errcap))) goto fail;
 
     for (unsigned i = 0; i < e->nworkers; i++) {
         if (pthread_create(&e->workers[i].thread, NULL, worker_main, &e->workers[i])) {
@@ -280,10 +431,8 @@ fail:
 unsigned sluice_engine_port(const sluice_engine *e, const char *listener, char *addr)
 {
     for (unsigned k = 0; k < LISTENER_KINDS; k++) {
-        if (strcmp(listener, listener_names[k]))
-            continue;
-        if (addr)
-            snprintf(addr, SLUICE_ADDR_MAX, "%s", e->addr[k]);
+        if (strcmp(listener, listener_names[k])) continue;
+        if (addr) snprintf(addr, SLUICE_ADDR_MAX, "%s", e->addr[k]);
         return e->port[k];
     }
     return 0;
@@ -292,6 +441,12 @@ unsigned sluice_engine_port(const sluice_engine *e, const char *listener, char *
 void sluice_engine_stop(sluice_engine *e)
 {
     atomic_store(&e->stopping, true);
+    /* wake every worker's ring now; write(2) on an eventfd is signal-safe */
+    uint64_t one = 1;
+    for (unsigned i = 0; i < e->nworkers; i++)
+        if (e->workers[i].wake_fd >= 0 && write(e->workers[i].wake_fd, &one, sizeof one) < 0) {
+            /* the tick notices the flag within 100 ms all the same */
+        }
 }
 
 int sluice_engine_wait(sluice_engine *e)
@@ -299,8 +454,7 @@ int sluice_engine_wait(sluice_engine *e)
     int rc = 0;
     for (unsigned i = 0; i < e->nworkers; i++) {
         pthread_join(e->workers[i].thread, NULL);
-        if (!rc)
-            rc = e->workers[i].error;
+        if (!rc) rc = e->workers[i].error;
     }
     pthread_join(e->control, NULL);
     engine_free(e);

@@ -31,6 +31,21 @@ enum op_kind {
     OP_TIMER,
     OP_LOG_WRITE,
     OP_LOG_SYNC,
+    OP_LOG_BGSYNC, /* --fsync interval: a standalone fdatasync */
+    OP_SYNC_TIMER, /* --fsync interval: its period */
+    OP_WAKE,       /* the worker's eventfd: sluice_engine_stop was called */
+};
+
+/* The fault seam (tests only): SLUICE_FAULT_INJECT="write|sync:ERRNO[:org=N]
+ * [:after=K][:count=C]" fails matching log operations with -ERRNO, after letting
+ * K pass, C times (0: forever). See docs/operations.md. */
+enum fault_op { FAULT_WRITE = 1, FAULT_SYNC = 2 };
+struct fault {
+    int op;
+    int err; /* positive errno; 0: no fault injection */
+    uint32_t org;
+    uint64_t after, count;
+    _Atomic uint64_t seen;
 };
 
 static inline uint64_t op_pack(unsigned kind, uint32_t gen, uint32_t slot)
@@ -63,7 +78,7 @@ struct pending_resp {
     uint8_t close;
     uint8_t waiting; /* commits still outstanding for this response */
     uint32_t accepted;
-    char *msg;       /* error body (malloc'd) or NULL */
+    char *msg; /* error body (malloc'd) or NULL */
 };
 
 enum conn_phase { PHASE_IDLE = 0, PHASE_HEAD, PHASE_BODY };
@@ -74,12 +89,12 @@ struct conn {
     uint32_t slot;
     uint8_t kind; /* enum listener_kind */
     uint8_t phase;
-    bool recv_armed;  /* a multishot recv is outstanding */
-    bool paused;      /* recv cancelled for backpressure */
-    bool send_busy;   /* a send is in flight from out[0] */
-    bool stop_input;  /* a response with close was queued: parse nothing more */
-    bool closing;     /* freed once no operation is in flight */
-    bool on_dirty;    /* listed for a send at the end of the loop turn */
+    bool recv_armed; /* a multishot recv is outstanding */
+    bool paused;     /* recv cancelled for backpressure */
+    bool send_busy;  /* a send is in flight from out[0] */
+    bool stop_input; /* a response with close was queued: parse nothing more */
+    bool closing;    /* freed once no operation is in flight */
+    bool on_dirty;   /* listed for a send at the end of the loop turn */
     bool peer_closed;
     uint8_t inflight; /* operations the kernel still holds (recv, send, cancel) */
 
@@ -110,14 +125,14 @@ struct conn {
     struct conn *next_dirty, *next_free;
 };
 
-#define WHEEL_SLOTS 1024
+#define WHEEL_SLOTS   1024
 #define WHEEL_TICK_MS 100
 
 struct commit_log;
 
 struct worker_stats {
-    _Atomic uint64_t accepted_conns, closed_conns, requests, readings, bytes_in, bytes_out,
-        commits, commit_failures, enobufs, auth_failures, rejected;
+    _Atomic uint64_t accepted_conns, closed_conns, requests, readings, bytes_in, bytes_out, commits,
+        commit_failures, enobufs, auth_failures, rejected;
 };
 
 struct sluice_engine;
@@ -139,13 +154,13 @@ struct worker {
     struct conn *conns;
     uint32_t nconns, conn_cap, live;
     struct conn *free_list;
-    struct conn *dirty;     /* connections with output to send */
-    struct conn *reap;      /* closing connections to free at the end of the turn */
+    struct conn *dirty; /* connections with output to send */
+    struct conn *reap;  /* closing connections to free at the end of the turn */
 
     struct conn *wheel[WHEEL_SLOTS];
     uint64_t wheel_ms; /* time up to which the wheel has been processed */
     uint64_t now_ms;
-    struct __kernel_timespec tick_ts;
+    struct __kernel_timespec tick_ts, sync_ts;
 
     struct commit_log **logs; /* indexed by org id */
     uint32_t nlogs;
@@ -158,9 +173,10 @@ struct worker {
 
     char *scratch; /* gunzip output, max_body bytes */
     size_t scratch_cap;
-    void *zs;       /* z_stream, reused across requests */
+    void *zs;                /* z_stream, reused across requests */
     struct http_request req; /* the request being handled (large: kept off the stack) */
 
+    int wake_fd; /* eventfd written by sluice_engine_stop (async-signal-safe) */
     bool draining;
     uint64_t drain_deadline_ms;
     bool done;
@@ -183,6 +199,8 @@ struct sluice_engine {
     struct auth_table *retired;
     uint64_t retired_epoch;
     uint64_t store_gen;
+
+    struct fault fault;
 
     _Atomic bool stopping;
     _Atomic unsigned ready_workers;
@@ -230,5 +248,11 @@ int commit_wait(struct worker *w, struct commit_log *l, struct conn *c, uint32_t
 void commit_submit(struct worker *w);
 void commit_complete(struct worker *w, struct io_uring_cqe *cqe);
 void commit_close_all(struct worker *w);
+/* True when acknowledgements wait for an fdatasync (batch, always). */
+bool commit_syncs_batches(const struct worker *w);
+/* --fsync interval: start a background fdatasync of every log written since. */
+void commit_interval_sync(struct worker *w);
+/* Hands a log recovered at start-up to its worker. */
+int commit_log_adopt(struct worker *w, const struct log_writer *lw);
 
 #endif

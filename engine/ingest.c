@@ -45,16 +45,14 @@ static uint32_t queue_resp(struct conn *c, int status, bool close, uint32_t acce
     p->waiting = 0;
     p->accepted = accepted;
     p->msg = msg ? strdup(msg) : NULL;
-    if (close)
-        c->stop_input = true;
+    if (close) c->stop_input = true;
     return idx;
 }
 
 static void queue_error(struct worker *w, struct conn *c, int status, bool close, const char *why)
 {
     char body[256];
-    if (!why)
-        why = http_status_text(status);
+    if (!why) why = http_status_text(status);
     snprintf(body, sizeof body, "{\"error\":\"%s\"}", why);
     queue_resp(c, status, close || w->draining, 0, body);
 }
@@ -63,8 +61,7 @@ void ingest_flush_responses(struct worker *w, struct conn *c)
 {
     while (c->qhead != c->qtail && !c->closing) {
         struct pending_resp *p = &c->q[c->qhead % CONN_QUEUE];
-        if (p->waiting)
-            break;
+        if (p->waiting) break;
         char small[48];
         const char *body = p->msg;
         if (!body) {
@@ -77,14 +74,12 @@ void ingest_flush_responses(struct worker *w, struct conn *c)
                             : p->status == 429 ? "Retry-After: 1\r\n"
                                                : NULL;
         bool keep = !p->close && !w->draining;
-        if (!keep)
-            c->stop_input = true;
+        if (!keep) c->stop_input = true;
         size_t cap = 256 + blen;
         char *out = worker_send_reserve(w, c, cap);
         if (out) {
             int n = http_write_response(out, cap, p->status, keep, extra, body, blen);
-            if (n > 0)
-                c->out[1].len += (size_t)n;
+            if (n > 0) c->out[1].len += (size_t)n;
         }
         free(p->msg);
         p->msg = NULL;
@@ -97,7 +92,7 @@ void ingest_flush_responses(struct worker *w, struct conn *c)
  * query value shaped like one of ours. */
 static bool url_has_token(const struct http_request *req)
 {
-    static const char *const names[] = {"token",       "access_token", "auth_token",
+    static const char *const names[] = {"token",        "access_token", "auth_token",
                                         "x-auth-token", "api_key",      "apikey"};
     const char *p = req->target.p, *end = p + req->target.n;
     while (p < end) {
@@ -105,15 +100,12 @@ static bool url_has_token(const struct http_request *req)
         while (p < end && *p != '/' && *p != '?' && *p != '&' && *p != '=' && *p != ';')
             p++;
         size_t n = (size_t)(p - seg);
-        if (n >= 4 && strncasecmp(seg, "slk_", 4) == 0)
-            return true;
+        if (n >= 4 && strncasecmp(seg, "slk_", 4) == 0) return true;
         if (p < end && *p == '=') {
             for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-                if (n == strlen(names[i]) && strncasecmp(seg, names[i], n) == 0)
-                    return true;
+                if (n == strlen(names[i]) && strncasecmp(seg, names[i], n) == 0) return true;
         }
-        if (p < end)
-            p++;
+        if (p < end) p++;
     }
     return false;
 }
@@ -133,18 +125,15 @@ static bool token_eq(const char *a, size_t an, const char *b, size_t bn)
  * unknown or revoked token; callers answer all three identically. */
 static bool authenticate(struct worker *w, struct conn *c, struct http_slice tok)
 {
-    if (!tok.n || tok.n > sizeof c->tok)
-        return false;
+    if (!tok.n || tok.n > sizeof c->tok) return false;
     if (c->tok_ok && c->auth_gen == w->auth_gen && token_eq(c->tok, c->tok_len, tok.p, tok.n))
         return true;
     c->tok_ok = false;
-    if (!w->auth)
-        return false;
+    if (!w->auth) return false;
     uint8_t digest[STORE_DIGEST_LEN];
     store_token_digest(tok.p, tok.n, digest);
     const struct auth_entry *e = auth_table_lookup(w->auth, digest);
-    if (!e || e->state != STORE_DEVICE_ACTIVE)
-        return false;
+    if (!e || e->state != STORE_DEVICE_ACTIVE) return false;
     memcpy(c->tok, tok.p, tok.n);
     c->tok_len = (uint8_t)tok.n;
     c->device = e->device;
@@ -173,10 +162,8 @@ static long gunzip(struct worker *w, const char *in, size_t n)
     zs->avail_out = (uInt)cap + 1; /* one byte more than allowed detects "too large" */
     int rc = inflate(zs, Z_FINISH);
     size_t out = cap + 1 - zs->avail_out;
-    if (out > cap)
-        return -413;
-    if (rc != Z_STREAM_END || zs->avail_in != 0)
-        return -400;
+    if (out > cap) return -413;
+    if (rc != Z_STREAM_END || zs->avail_in != 0) return -400;
     return (long)out;
 }
 
@@ -190,8 +177,7 @@ static int append_reading(void *ctx, const char *p, size_t n)
 {
     struct split_ctx *s = ctx;
     int rc = commit_append(s->log, &s->rec, p, n);
-    if (rc)
-        s->err = rc;
+    if (rc) s->err = rc;
     return rc ? 1 : 0;
 }
 
@@ -216,7 +202,8 @@ static void handle_readings(struct worker *w, struct conn *c, const struct http_
         return;
     }
     if (req->content_encoding.n) {
-        if (slice_ieq(req->content_encoding, "gzip") || slice_ieq(req->content_encoding, "x-gzip")) {
+        if (slice_ieq(req->content_encoding, "gzip") ||
+            slice_ieq(req->content_encoding, "x-gzip")) {
             long n = gunzip(w, body, blen);
             if (n < 0) {
                 queue_error(w, c, (int)-n, close || n == -413,
@@ -272,8 +259,8 @@ static void handle_readings(struct worker *w, struct conn *c, const struct http_
         commit_rollback(s.log, &mark);
         if (n == JSON_ERROR) {
             char why[200];
-            snprintf(why, sizeof why, "malformed JSON in reading %zu at byte %zu: %s",
-                     jerr.element, jerr.offset, jerr.msg ? jerr.msg : "invalid");
+            snprintf(why, sizeof why, "malformed JSON in reading %zu at byte %zu: %s", jerr.element,
+                     jerr.offset, jerr.msg ? jerr.msg : "invalid");
             queue_error(w, c, 400, close, why);
         } else {
             queue_error(w, c, 503, close, "storage unavailable");
@@ -305,15 +292,15 @@ static void handle_admin(struct worker *w, struct conn *c, const struct http_req
     } else if (slice_eq(req->path, "/metrics")) {
         char body[2048];
         size_t len = 0;
-#define METRIC(name, field, help)                                                               \
-    do {                                                                                        \
-        uint64_t v = 0;                                                                         \
-        for (unsigned i = 0; i < e->nworkers; i++)                                              \
-            v += atomic_load_explicit(&e->workers[i].st.field, memory_order_relaxed);           \
-        len += (size_t)snprintf(body + len, sizeof body - len,                                  \
-                                "# HELP sluice_" name " " help "\n# TYPE sluice_" name          \
-                                " counter\nsluice_" name " %llu\n",                             \
-                                (unsigned long long)v);                                         \
+#define METRIC(name, field, help)                                                                  \
+    do {                                                                                           \
+        uint64_t v = 0;                                                                            \
+        for (unsigned i = 0; i < e->nworkers; i++)                                                 \
+            v += atomic_load_explicit(&e->workers[i].st.field, memory_order_relaxed);              \
+        len += (size_t)snprintf(body + len, sizeof body - len,                                     \
+                                "# HELP sluice_" name " " help "\n# TYPE sluice_" name             \
+                                " counter\nsluice_" name " %llu\n",                                \
+                                (unsigned long long)v);                                            \
     } while (0)
         METRIC("connections_accepted_total", accepted_conns, "TCP connections accepted");
         METRIC("connections_closed_total", closed_conns, "TCP connections closed");
@@ -336,8 +323,7 @@ static void handle_admin(struct worker *w, struct conn *c, const struct http_req
         if (c->qhead == c->qtail) {
             worker_send(w, c, head, (size_t)hn);
             worker_send(w, c, body, len);
-            if (close)
-                c->stop_input = true;
+            if (close) c->stop_input = true;
         } else {
             queue_error(w, c, 503, close, "retry");
         }
@@ -378,8 +364,7 @@ size_t ingest_http(struct worker *w, struct conn *c, char *p, size_t n)
             c->req_deadline_ms = w->now_ms + cfg->header_timeout_ms;
         }
         int hl = http_parse_request(p + off, n - off, HTTP_MAX_HEADER_BYTES, req);
-        if (hl == HTTP_INCOMPLETE)
-            break;
+        if (hl == HTTP_INCOMPLETE) break;
         if (hl < 0) {
             queue_error(w, c, -hl, true, req->error);
             break;
@@ -394,8 +379,7 @@ size_t ingest_http(struct worker *w, struct conn *c, char *p, size_t n)
         size_t avail = n - off - (size_t)hl, blen, total;
         if (req->chunked) {
             long r = http_chunked_decode(&c->chunked, p + off + hl, avail, cfg->max_body);
-            if (r == HTTP_INCOMPLETE)
-                goto incomplete;
+            if (r == HTTP_INCOMPLETE) goto incomplete;
             if (r < 0) {
                 queue_error(w, c, (int)-r, true, r == -413 ? "body too large" : "bad chunked body");
                 break;
@@ -409,8 +393,7 @@ size_t ingest_http(struct worker *w, struct conn *c, char *p, size_t n)
                 queue_error(w, c, 413, true, "body too large");
                 break;
             }
-            if (avail < cl)
-                goto incomplete;
+            if (avail < cl) goto incomplete;
             blen = (size_t)cl;
             total = (size_t)hl + blen;
         }
@@ -440,14 +423,12 @@ void ingest_deadline(struct worker *w, struct conn *c)
     uint64_t deadline = c->phase != PHASE_IDLE ? c->req_deadline_ms
                         : c->qhead == c->qtail ? w->now_ms + w->eng->cfg.idle_timeout_ms
                                                : 0;
-    if (!c->closing && deadline != c->deadline_ms)
-        worker_set_deadline(w, c, deadline);
+    if (!c->closing && deadline != c->deadline_ms) worker_set_deadline(w, c, deadline);
 }
 
 void ingest_timeout(struct worker *w, struct conn *c)
 {
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if ((c->phase != PHASE_IDLE || c->rlen) && !c->stop_input) {
         /* slow headers or body: answer 408 and close */
         queue_error(w, c, 408, true, "request timeout");

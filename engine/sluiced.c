@@ -43,8 +43,7 @@ static sluice_engine *g_engine;
 static void on_signal(int sig)
 {
     (void)sig;
-    if (g_engine)
-        sluice_engine_stop(g_engine);
+    if (g_engine) sluice_engine_stop(g_engine);
 }
 
 int main(int argc, char **argv)
@@ -60,18 +59,15 @@ int main(int argc, char **argv)
             file = argv[i + 1];
         else if (!strncmp(argv[i], "--config=", 9))
             file = argv[i] + 9;
-        if (!file)
-            continue;
+        if (!file) continue;
         struct ini_ctx c = {&cfg, file, 0};
         int rc = ini_parse(file, on_ini, &c);
         if (rc < 0) {
             fprintf(stderr, "sluiced: --config: cannot read %s: %s\n", file, strerror(errno));
             return 2;
         }
-        if (rc > 0 && !c.failed)
-            fprintf(stderr, "sluiced: %s:%d: syntax error\n", file, rc);
-        if (rc > 0 || c.failed)
-            return 2;
+        if (rc > 0 && !c.failed) fprintf(stderr, "sluiced: %s:%d: syntax error\n", file, rc);
+        if (rc > 0 || c.failed) return 2;
     }
 
     static const struct option opts[] = {
@@ -96,6 +92,10 @@ int main(int argc, char **argv)
         {"idle-timeout", required_argument, 0, 0},
         {"drain-timeout", required_argument, 0, 0},
         {"max-connections", required_argument, 0, 0},
+        {"segment-bytes", required_argument, 0, 0},
+        {"segment-age", required_argument, 0, 0},
+        {"retention-days", required_argument, 0, 0},
+        {"retention-bytes", required_argument, 0, 0},
         {0, 0, 0, 0},
     };
     opterr = 0;
@@ -105,8 +105,7 @@ int main(int argc, char **argv)
             usage(stdout);
             return 0;
         }
-        if (ch == 'c')
-            continue;
+        if (ch == 'c') continue;
         if (ch == '?') {
             fprintf(stderr, "sluiced: unknown or incomplete option '%s' (see --help)\n",
                     argv[optind - 1]);
@@ -139,8 +138,7 @@ int main(int argc, char **argv)
     g_engine = eng;
     for (size_t i = 0; i < sizeof served / sizeof served[0]; i++) {
         char addr[SLUICE_ADDR_MAX];
-        if (sluice_engine_port(eng, served[i], addr))
-            printf("listening %s %s\n", served[i], addr);
+        if (sluice_engine_port(eng, served[i], addr)) printf("listening %s %s\n", served[i], addr);
     }
     const char *cfgaddr[] = {cfg.https, cfg.mqtt, cfg.mqtts, cfg.frame, cfg.udp};
     for (size_t i = 0; i < sizeof not_yet / sizeof not_yet[0]; i++)

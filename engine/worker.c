@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,9 +21,9 @@
 #include <unistd.h>
 
 #define RING_ENTRIES 4096
-#define BUF_COUNT 1024 /* provided buffers per worker (power of two) */
-#define BUF_SIZE 16384
-#define BUF_GROUP 0
+#define BUF_COUNT    1024 /* provided buffers per worker (power of two) */
+#define BUF_SIZE     16384
+#define BUF_GROUP    0
 /* While a connection cannot make progress (its response queue is full), input
  * beyond this much is not read: recv is cancelled and TCP flow control pushes
  * back on the client. */
@@ -50,14 +51,12 @@ static struct io_uring_sqe *get_sqe(struct worker *w)
 
 static void timer_unlink(struct worker *w, struct conn *c)
 {
-    if (!c->timed)
-        return;
+    if (!c->timed) return;
     if (c->tprev)
         c->tprev->tnext = c->tnext;
     else
         w->wheel[c->tslot] = c->tnext;
-    if (c->tnext)
-        c->tnext->tprev = c->tprev;
+    if (c->tnext) c->tnext->tprev = c->tprev;
     c->tnext = c->tprev = NULL;
     c->timed = false;
 }
@@ -68,14 +67,12 @@ void worker_set_deadline(struct worker *w, struct conn *c, uint64_t deadline_ms)
 {
     timer_unlink(w, c);
     c->deadline_ms = deadline_ms;
-    if (!deadline_ms)
-        return;
+    if (!deadline_ms) return;
     uint32_t s = (uint32_t)((deadline_ms / WHEEL_TICK_MS) % WHEEL_SLOTS);
     c->tslot = s;
     c->tprev = NULL;
     c->tnext = w->wheel[s];
-    if (c->tnext)
-        c->tnext->tprev = c;
+    if (c->tnext) c->tnext->tprev = c;
     w->wheel[s] = c;
     c->timed = true;
 }
@@ -84,8 +81,7 @@ static void timer_run(struct worker *w)
 {
     uint64_t now = w->now_ms;
     uint64_t from = w->wheel_ms / WHEEL_TICK_MS, to = now / WHEEL_TICK_MS;
-    if (to - from >= WHEEL_SLOTS)
-        from = to - WHEEL_SLOTS + 1;
+    if (to - from >= WHEEL_SLOTS) from = to - WHEEL_SLOTS + 1;
     for (uint64_t t = from; t <= to; t++) {
         struct conn *c = w->wheel[t % WHEEL_SLOTS];
         while (c) {
@@ -109,8 +105,7 @@ static struct conn *conn_alloc(struct worker *w)
     if (c) {
         w->free_list = c->next_free;
     } else {
-        if (w->nconns == w->conn_cap)
-            return NULL;
+        if (w->nconns == w->conn_cap) return NULL;
         c = &w->conns[w->nconns];
         c->slot = w->nconns++;
         c->gen = 1;
@@ -128,8 +123,7 @@ static struct conn *conn_alloc(struct worker *w)
  * at the end of the loop turn once the kernel holds nothing of it. */
 void conn_close(struct worker *w, struct conn *c)
 {
-    if (c->closing)
-        return;
+    if (c->closing) return;
     c->closing = true;
     timer_unlink(w, c);
     if (c->recv_armed) {
@@ -161,8 +155,7 @@ static void reap(struct worker *w)
         free(c->out[0].p);
         free(c->out[1].p);
         c->gen = (c->gen + 1) & 0xffffff;
-        if (!c->gen)
-            c->gen = 1;
+        if (!c->gen) c->gen = 1;
         c->fd = -1;
         c->next_free = w->free_list;
         w->free_list = c;
@@ -199,16 +192,25 @@ static void arm_timer(struct worker *w)
     io_uring_sqe_set_data64(sqe, op_pack(OP_TIMER, 0, 0));
 }
 
+/* --fsync interval: the period of the background fdatasync */
+static void arm_sync_timer(struct worker *w)
+{
+    unsigned ms = w->eng->cfg.fsync_interval_ms;
+    struct io_uring_sqe *sqe = get_sqe(w);
+    w->sync_ts.tv_sec = ms / 1000;
+    w->sync_ts.tv_nsec = (long)(ms % 1000) * 1000000L;
+    io_uring_prep_timeout(sqe, &w->sync_ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, op_pack(OP_SYNC_TIMER, 0, 0));
+}
+
 static int outbuf_reserve(struct outbuf *b, size_t n)
 {
-    if (b->len + n <= b->cap)
-        return 0;
+    if (b->len + n <= b->cap) return 0;
     size_t cap = b->cap ? b->cap : 1024;
     while (cap < b->len + n)
         cap *= 2;
     char *p = realloc(b->p, cap);
-    if (!p)
-        return -ENOMEM;
+    if (!p) return -ENOMEM;
     b->p = p;
     b->cap = cap;
     return 0;
@@ -218,8 +220,7 @@ static int outbuf_reserve(struct outbuf *b, size_t n)
  * out[1] is appended to: out[0] may be in the kernel's hands. */
 void worker_send(struct worker *w, struct conn *c, const char *p, size_t n)
 {
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if (outbuf_reserve(&c->out[1], n)) {
         conn_close(w, c);
         return;
@@ -235,8 +236,7 @@ void worker_send(struct worker *w, struct conn *c, const char *p, size_t n)
 
 char *worker_send_reserve(struct worker *w, struct conn *c, size_t n)
 {
-    if (c->closing || outbuf_reserve(&c->out[1], n))
-        return NULL;
+    if (c->closing || outbuf_reserve(&c->out[1], n)) return NULL;
     if (!c->on_dirty) {
         c->on_dirty = true;
         c->next_dirty = w->dirty;
@@ -284,8 +284,7 @@ static bool conn_finished(const struct conn *c)
  * resumes a paused recv, and closes a connection that has finished. */
 void worker_conn_progress(struct worker *w, struct conn *c)
 {
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if (c->rlen && !c->stop_input && c->qtail - c->qhead < CONN_QUEUE) {
         size_t used = ingest_http(w, c, c->rbuf, c->rlen);
         if (used) {
@@ -293,33 +292,28 @@ void worker_conn_progress(struct worker *w, struct conn *c)
             c->rlen -= used;
         }
     }
-    if (c->closing)
-        return;
-    if (conn_finished(c) || (c->peer_closed && c->qhead == c->qtail && !c->send_busy &&
-                             !c->out[1].len)) {
+    if (c->closing) return;
+    if (conn_finished(c) ||
+        (c->peer_closed && c->qhead == c->qtail && !c->send_busy && !c->out[1].len)) {
         conn_close(w, c);
         return;
     }
     ingest_deadline(w, c);
-    if (c->paused && !c->stop_input && c->rlen < PAUSE_SLACK &&
-        c->qtail - c->qhead < CONN_QUEUE) {
+    if (c->paused && !c->stop_input && c->qtail - c->qhead < CONN_QUEUE) {
         c->paused = false;
-        if (!c->recv_armed && !c->peer_closed)
-            arm_recv(w, c);
+        if (!c->recv_armed && !c->peer_closed) arm_recv(w, c);
     }
 }
 
 static int rbuf_append(struct conn *c, const char *p, size_t n, size_t cap)
 {
-    if (c->rlen + n > cap)
-        return -E2BIG;
+    if (c->rlen + n > cap) return -E2BIG;
     if (c->rlen + n > c->rcap) {
         size_t ncap = c->rcap ? c->rcap : BUF_SIZE;
         while (ncap < c->rlen + n)
             ncap *= 2;
         char *q = realloc(c->rbuf, ncap);
-        if (!q)
-            return -ENOMEM;
+        if (!q) return -ENOMEM;
         c->rbuf = q;
         c->rcap = ncap;
     }
@@ -336,12 +330,10 @@ static void conn_input(struct worker *w, struct conn *c, char *data, size_t n)
     /* a request may be a full head plus a body whose chunked framing can be
      * several times the decoded size; past this the client is abusive */
     size_t cap = HTTP_MAX_HEADER_BYTES + 4 * e->cfg.max_body + PAUSE_SLACK;
-    if (c->stop_input)
-        return;
+    if (c->stop_input) return;
     if (c->rlen == 0) {
         size_t used = ingest_http(w, c, data, n);
-        if (used < n && !c->closing && rbuf_append(c, data + used, n - used, cap))
-            conn_close(w, c);
+        if (used < n && !c->closing && rbuf_append(c, data + used, n - used, cap)) conn_close(w, c);
     } else {
         if (rbuf_append(c, data, n, cap)) {
             conn_close(w, c);
@@ -353,10 +345,11 @@ static void conn_input(struct worker *w, struct conn *c, char *data, size_t n)
             c->rlen -= used;
         }
     }
-    if (c->closing)
-        return;
-    /* queue full and input piling up: stop reading, TCP pushes back */
-    if (c->rlen >= PAUSE_SLACK && c->recv_armed && !c->paused) {
+    if (c->closing) return;
+    /* queue full and input piling up: stop reading, TCP pushes back. (A large
+     * body still arriving is not "piling up": it is bounded by cap above.) */
+    if (c->qtail - c->qhead >= CONN_QUEUE && c->rlen >= PAUSE_SLACK && c->recv_armed &&
+        !c->paused) {
         c->paused = true;
         struct io_uring_sqe *sqe = get_sqe(w);
         io_uring_prep_cancel64(sqe, op_pack(OP_RECV, c->gen, c->slot), 0);
@@ -375,8 +368,7 @@ static void return_buffer(struct worker *w, unsigned bid)
 static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
 {
     unsigned kind = op_slot(cqe->user_data);
-    if (!(cqe->flags & IORING_CQE_F_MORE))
-        w->accept_armed[kind] = false;
+    if (!(cqe->flags & IORING_CQE_F_MORE)) w->accept_armed[kind] = false;
     if (cqe->res < 0) {
         if (cqe->res != -ECANCELED && !w->draining)
             fprintf(stderr, "sluiced: worker %u: accept: %s\n", w->id, strerror(-cqe->res));
@@ -399,8 +391,7 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
             arm_recv(w, c);
         }
     }
-    if (!w->accept_armed[kind] && !w->draining && w->listen_fd[kind] >= 0)
-        arm_accept(w, kind);
+    if (!w->accept_armed[kind] && !w->draining && w->listen_fd[kind] >= 0) arm_accept(w, kind);
 }
 
 static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
@@ -410,8 +401,7 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
     bool has_buf = cqe->flags & IORING_CQE_F_BUFFER;
     unsigned bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
     if (c->gen != op_gen(cqe->user_data)) {
-        if (has_buf)
-            return_buffer(w, bid);
+        if (has_buf) return_buffer(w, bid);
         return;
     }
     if (!(cqe->flags & IORING_CQE_F_MORE)) {
@@ -420,8 +410,7 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
     }
     if (cqe->res > 0) {
         atomic_fetch_add_explicit(&w->st.bytes_in, (uint64_t)cqe->res, memory_order_relaxed);
-        if (!c->closing)
-            conn_input(w, c, w->bufs + (size_t)bid * w->bufsz, (size_t)cqe->res);
+        if (!c->closing) conn_input(w, c, w->bufs + (size_t)bid * w->bufsz, (size_t)cqe->res);
         return_buffer(w, bid);
     } else if (cqe->res == 0) {
         /* the peer finished sending; answer what it asked, then close */
@@ -432,27 +421,22 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
     } else if (cqe->res != -ECANCELED) {
         conn_close(w, c);
     }
-    if (has_buf && cqe->res <= 0)
-        return_buffer(w, bid);
-    if (c->closing)
-        return;
+    if (has_buf && cqe->res <= 0) return_buffer(w, bid);
+    if (c->closing) return;
     if (c->peer_closed) {
         worker_conn_progress(w, c);
         return;
     }
-    if (!c->recv_armed && !c->paused)
-        arm_recv(w, c);
+    if (!c->recv_armed && !c->paused) arm_recv(w, c);
 }
 
 static void on_send(struct worker *w, struct io_uring_cqe *cqe)
 {
     struct conn *c = &w->conns[op_slot(cqe->user_data)];
-    if (c->gen != op_gen(cqe->user_data))
-        return;
+    if (c->gen != op_gen(cqe->user_data)) return;
     c->inflight--;
     c->send_busy = false;
-    if (c->closing)
-        return;
+    if (c->closing) return;
     if (cqe->res <= 0) {
         conn_close(w, c);
         return;
@@ -478,8 +462,7 @@ static void begin_drain(struct worker *w)
     w->draining = true;
     w->drain_deadline_ms = w->now_ms + w->eng->cfg.drain_timeout_ms;
     for (unsigned k = 0; k < LISTENER_KINDS; k++) {
-        if (w->listen_fd[k] < 0)
-            continue;
+        if (w->listen_fd[k] < 0) continue;
         if (w->accept_armed[k]) {
             struct io_uring_sqe *sqe = get_sqe(w);
             io_uring_prep_cancel64(sqe, op_pack(OP_ACCEPT, 0, k), 0);
@@ -491,8 +474,7 @@ static void begin_drain(struct worker *w)
     /* idle connections go now; the others finish their request and close */
     for (uint32_t i = 0; i < w->nconns; i++) {
         struct conn *c = &w->conns[i];
-        if (c->fd < 0 || c->closing)
-            continue;
+        if (c->fd < 0 || c->closing) continue;
         if (c->phase == PHASE_IDLE && c->rlen == 0 && c->qhead == c->qtail && !c->send_busy &&
             !c->out[1].len)
             conn_close(w, c);
@@ -502,16 +484,13 @@ static void begin_drain(struct worker *w)
 static void on_tick(struct worker *w)
 {
     struct sluice_engine *e = w->eng;
-    if (!w->draining && atomic_load_explicit(&e->stopping, memory_order_acquire))
-        begin_drain(w);
+    if (!w->draining && atomic_load_explicit(&e->stopping, memory_order_acquire)) begin_drain(w);
     if (w->draining && w->now_ms >= w->drain_deadline_ms) {
         for (uint32_t i = 0; i < w->nconns; i++)
-            if (w->conns[i].fd >= 0 && !w->conns[i].closing)
-                conn_close(w, &w->conns[i]);
+            if (w->conns[i].fd >= 0 && !w->conns[i].closing) conn_close(w, &w->conns[i]);
     }
     timer_run(w);
-    if (!(w->draining && w->live == 0))
-        arm_timer(w);
+    if (!(w->draining && w->live == 0)) arm_timer(w);
 }
 
 static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
@@ -529,16 +508,25 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
     case OP_CANCEL:
         if (op_slot(cqe->user_data) != UINT32_MAX) {
             struct conn *c = &w->conns[op_slot(cqe->user_data)];
-            if (c->gen == op_gen(cqe->user_data))
-                c->inflight--;
+            if (c->gen == op_gen(cqe->user_data)) c->inflight--;
         }
         break;
     case OP_TIMER:
         on_tick(w);
         break;
+    case OP_WAKE:
+        /* stop requested: drain now rather than at the next tick */
+        if (!w->draining && atomic_load_explicit(&w->eng->stopping, memory_order_acquire))
+            begin_drain(w);
+        break;
     case OP_LOG_WRITE:
     case OP_LOG_SYNC:
+    case OP_LOG_BGSYNC:
         commit_complete(w, cqe);
+        break;
+    case OP_SYNC_TIMER:
+        commit_interval_sync(w);
+        if (!(w->draining && w->live == 0)) arm_sync_timer(w);
         break;
     }
 }
@@ -577,21 +565,18 @@ static int ring_setup(struct worker *w)
             break;
         }
     }
-    if (rc)
-        return rc;
+    if (rc) return rc;
 
     w->nbufs = BUF_COUNT;
     w->bufsz = BUF_SIZE;
     size_t ring_bytes = w->nbufs * sizeof(struct io_uring_buf);
     w->br = mmap(NULL, ring_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     w->bufs = malloc((size_t)w->nbufs * w->bufsz);
-    if (w->br == MAP_FAILED || !w->bufs)
-        return -ENOMEM;
+    if (w->br == MAP_FAILED || !w->bufs) return -ENOMEM;
     struct io_uring_buf_reg reg = {
         .ring_addr = (unsigned long)w->br, .ring_entries = w->nbufs, .bgid = BUF_GROUP};
     rc = io_uring_register_buf_ring(&w->ring, &reg, 0);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     io_uring_buf_ring_init(w->br);
     for (unsigned i = 0; i < w->nbufs; i++)
         io_uring_buf_ring_add(w->br, w->bufs + (size_t)i * w->bufsz, w->bufsz, (unsigned short)i,
@@ -603,8 +588,7 @@ static int ring_setup(struct worker *w)
 static void pin(struct worker *w)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    if (ncpu <= 0)
-        return;
+    if (ncpu <= 0) return;
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(w->id % (unsigned)ncpu, &set);
@@ -627,9 +611,14 @@ void *worker_main(void *arg)
     w->now_ms = w->wheel_ms = worker_now_ms();
     observe_auth(w);
     for (unsigned k = 0; k < LISTENER_KINDS; k++)
-        if (w->listen_fd[k] >= 0)
-            arm_accept(w, k);
+        if (w->listen_fd[k] >= 0) arm_accept(w, k);
     arm_timer(w);
+    if (w->wake_fd >= 0) {
+        struct io_uring_sqe *sqe = get_sqe(w);
+        io_uring_prep_poll_add(sqe, w->wake_fd, POLLIN);
+        io_uring_sqe_set_data64(sqe, op_pack(OP_WAKE, 0, 0));
+    }
+    if (e->cfg.fsync == SLUICE_FSYNC_INTERVAL) arm_sync_timer(w);
     atomic_fetch_add(&e->ready_workers, 1);
 
     while (!(w->draining && w->live == 0 && w->logs_busy == 0 && !w->dirty_logs)) {

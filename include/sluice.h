@@ -70,6 +70,10 @@ typedef struct sluice_config {
     unsigned idle_timeout_ms;   /* keep-alive connection with no request in progress */
     unsigned drain_timeout_ms;  /* graceful stop: how long requests in progress may take */
     unsigned max_connections;   /* per worker */
+    uint64_t segment_bytes;     /* a log segment rolls before growing past this */
+    uint64_t segment_age_ms;    /* ... or once older than this (0: no age limit) */
+    uint64_t retention_ms;      /* per org: delete sealed segments older than this (0: keep) */
+    uint64_t retention_bytes;   /* per org: delete oldest sealed segments beyond this (0: keep) */
 } sluice_config;
 
 /* Fills cfg with the defaults of INTERFACE.md (data dir ./data, all listeners on
