@@ -1,0 +1,355 @@
+#!/usr/bin/env python3
+"""Durability of acknowledged readings through the real daemon (issue S2):
+a reading answered 202 survives kill -9 in every --fsync mode, is stored
+exactly once, and a reading answered otherwise is not stored; SIGTERM under
+load acknowledges what is in flight; a torn tail is cut on start, said so on
+stderr, and the log goes on.
+
+Clients are Python threads with keep-alive http.client connections; every
+reading carries a unique id so `sluice log cat` can be audited against what
+each client saw. Exits 77 when $SLUICED / $SLUICE_CLI or curl are missing.
+"""
+import collections
+import glob
+import http.client
+import json
+import os
+import random
+import signal
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sluicetest import (  # noqa: E402
+    CaseFailed, Cli, Daemon, Suite, binaries, check, check_eq, post, tmpdir, wait_token_live)
+
+SLUICED, SLUICE_CLI = binaries()
+suite = Suite(limit=88)
+SEED = int(os.environ.get("SLUICE_TEST_SEED", str(int(time.time()))))
+print("# seed %d (set SLUICE_TEST_SEED to replay)" % SEED, flush=True)
+RNG = random.Random(SEED)
+
+
+def note(msg):
+    print("# note: " + msg, flush=True)
+
+
+class Load:
+    """`threads` clients POSTing readings with unique ids until stop(); every
+    reading ends up in exactly one of: acked (202), refused (another status,
+    id -> status), unknown (sent, the connection died before a response),
+    unsent (the connection could not be made)."""
+
+    def __init__(self, port, token, tag, threads=8):
+        self.port = port
+        self.token = token
+        self.tag = tag
+        self.lock = threading.Lock()
+        self.halt = threading.Event()
+        self.acked = set()
+        self.refused = {}
+        self.unknown = set()
+        self.died = []  # (ids, sent_at, done_at, "closed"|"reset") for requests without answer
+        self.answered = []  # (ids, sent_at, done_at, status)
+        self.bad = []  # protocol surprises: wrong 202 body, timeouts
+        self.requests = 0
+        self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True)
+                        for i in range(threads)]
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self, timeout=15):
+        self.halt.set()
+        for t in self.threads:
+            t.join(timeout)
+            check(not t.is_alive(), "a client thread did not stop within %ds" % timeout)
+
+    def _client(self, i):
+        rnd = random.Random("%d-%s-%d" % (SEED, self.tag, i))
+        conn = None
+        k = 0
+        while not self.halt.is_set():
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                try:
+                    conn.connect()
+                except OSError:
+                    conn.close()
+                    conn = None
+                    time.sleep(0.01)
+                    continue
+            n = rnd.choice((1, 1, 1, 2, 3, 5))
+            ids = ["%s.%d.%d.%d" % (self.tag, i, k, j) for j in range(n)]
+            k += 1
+            if n == 1 and rnd.random() < 0.5:
+                body = json.dumps({"id": ids[0], "v": k})
+            else:
+                body = json.dumps([{"id": x, "v": k} for x in ids])
+            sent_at = time.monotonic()
+            try:
+                conn.request("POST", "/v1/readings", body,
+                             {"X-Auth-Token": self.token, "Content-Type": "application/json"})
+                r = conn.getresponse()
+                data = r.read()
+            except TimeoutError:
+                with self.lock:
+                    self.unknown.update(ids)
+                    self.bad.append("no response within 10 s to %s" % ids[0])
+                conn.close()
+                conn = None
+                continue
+            except (OSError, http.client.HTTPException) as e:
+                how = "reset" if isinstance(e, ConnectionResetError) else "closed"
+                with self.lock:
+                    self.unknown.update(ids)
+                    self.died.append((ids, sent_at, time.monotonic(), how))
+                conn.close()
+                conn = None
+                continue
+            with self.lock:
+                self.requests += 1
+                self.answered.append((ids, sent_at, time.monotonic(), r.status))
+                if r.status == 202:
+                    self.acked.update(ids)
+                    if data != b'{"accepted":%d}' % n:
+                        self.bad.append("202 with body %r for %d readings" % (data[:100], n))
+                else:
+                    for x in ids:
+                        self.refused[x] = r.status
+            if r.will_close:
+                conn.close()
+                conn = None
+
+
+class Audit:
+    """What a run of Loads sent and saw, across daemon restarts."""
+
+    def __init__(self):
+        self.acked = set()
+        self.refused = {}
+        self.unknown = set()
+        self.requests = 0
+
+    def add(self, load):
+        check(not load.bad, "client surprises: %s" % "; ".join(load.bad[:5]))
+        self.acked |= load.acked
+        self.refused.update(load.refused)
+        self.unknown |= load.unknown
+        self.requests += load.requests
+
+    def check_log(self, cli, org):
+        """log cat holds every acked reading once, no refused one, nothing
+        never sent, no duplicate at all. Returns the stored ids."""
+        rows = cli.log_cat(org)
+        ids = collections.Counter()
+        for r in rows:
+            p = r.get("payload")
+            check(isinstance(p, dict) and "id" in p, "log cat row without an id: %r" % r)
+            ids[p["id"]] += 1
+        dups = sorted(x for x, c in ids.items() if c > 1)
+        check(not dups, "%d readings stored more than once, e.g. %s (x%d)" %
+              (len(dups), dups[:3], ids[dups[0]] if dups else 0))
+        missing = self.acked - ids.keys()
+        check(not missing, "%d of %d acknowledged readings are missing, e.g. %s" %
+              (len(missing), len(self.acked), sorted(missing)[:5]))
+        stored_refused = sorted(x for x in self.refused if x in ids)
+        check(not stored_refused, "%d readings answered %s are stored, e.g. %s" %
+              (len(stored_refused), sorted(set(self.refused.values())), stored_refused[:3]))
+        phantom = ids.keys() - self.acked - self.unknown - set(self.refused)
+        check(not phantom, "%d stored readings were never sent, e.g. %s" %
+              (len(phantom), sorted(phantom)[:3]))
+        return ids
+
+
+def log_verify(cli):
+    """`sluice log verify` must exit 0; while it is not implemented (exit 2
+    saying so) the assertion is skipped with a note."""
+    rc, out, err = cli.run("log", "verify")
+    if rc == 2 and "not implemented" in err:
+        note("sluice log verify is not implemented yet: verify assertion skipped")
+        return
+    check_eq(rc, 0, "sluice log verify exit status (stdout %r stderr %r)" %
+             (out[-300:], err[-300:]))
+
+
+def fresh(name):
+    """A work dir with org acme and device pump-7, no daemon yet."""
+    work = tmpdir("sluice-dur-%s-" % name)
+    data = os.path.join(work, "data")
+    cli = Cli(SLUICE_CLI, data)
+    org_id = cli.add_org("acme")
+    tok = cli.add_device("acme", "pump-7")
+    return data, cli, tok, org_id
+
+
+def crash_loop(name, flags, rounds):
+    """rounds × (start, load, kill -9 at a random moment), then a clean stop;
+    then the audit. Returns the Audit and the segment files."""
+    data, cli, tok, _ = fresh(name)
+    audit = Audit()
+    extra = ["--segment-bytes", "256KiB"] + list(flags)
+    started = []
+    for rnd in range(rounds):
+        d = Daemon(SLUICED, data, extra, name="%s-r%d" % (name, rnd)).start()
+        started.append(d)
+        wait_token_live(d.http, tok)
+        load = Load(d.http, tok, "%s%d" % (name, rnd)).start()
+        time.sleep(RNG.uniform(0.3, 1.5))
+        d.kill()  # SIGKILL while the clients are sending
+        load.stop()
+        audit.add(load)
+        check(load.acked, "round %d: no reading was acknowledged before the kill" % rnd)
+    d = Daemon(SLUICED, data, extra, name="%s-last" % name).start()
+    check_eq(d.terminate(10), 0, "exit status of the final SIGTERM")
+    started.append(d)
+    cuts = sum(x.stderr().count("sluiced: recovery: /") for x in started)
+    ids = audit.check_log(cli, "acme")
+    segs = glob.glob(os.path.join(data, "logs", "*", "w*", "*.seg"))
+    note("%s: %d rounds, %d requests, %d acked readings, %d of %d in-flight readings stored, "
+         "%d segments, %d tails cut on restart" %
+         (name, rounds, audit.requests, len(audit.acked), len(audit.unknown & ids.keys()),
+          len(audit.unknown), len(segs), cuts))
+    log_verify(cli)
+    return audit, segs
+
+
+@suite.case("crash loop, --fsync batch: 5 × kill -9 under load, every 202 stored exactly once")
+def _():
+    _, segs = crash_loop("batch", ["--fsync", "batch"], 5)
+    check(len(segs) > 2, "256KiB segments never rolled (%d segment files)" % len(segs))
+
+
+@suite.case("crash loop, --fsync always: 3 × kill -9 under load, every 202 stored exactly once")
+def _():
+    crash_loop("always", ["--fsync", "always"], 3)
+
+
+@suite.case("kill -9 with --fsync interval:200 loses nothing acknowledged (page cache)")
+def _():
+    crash_loop("interval", ["--fsync", "interval:200"], 1)
+
+
+@suite.case("kill -9 with --fsync never loses nothing acknowledged (page cache)")
+def _():
+    crash_loop("never", ["--fsync", "never"], 1)
+
+
+@suite.case("SIGTERM under load: exit 0 within 10 s, in-flight requests answered, 202s stored")
+def _():
+    data, cli, tok, _ = fresh("term")
+    d = Daemon(SLUICED, data, ["--fsync", "batch"], name="term").start()
+    wait_token_live(d.http, tok)
+    load = Load(d.http, tok, "term").start()
+    time.sleep(1.0)
+    t_term = time.monotonic()
+    d.proc.send_signal(signal.SIGTERM)
+    try:
+        rc = d.proc.wait(10)
+    except Exception:
+        rc = None
+    took = time.monotonic() - t_term
+    load.stop()
+    check_eq(rc, 0, "exit status after SIGTERM (stderr %r)" % d.stderr()[-500:])
+    check(took < 10, "took %.1f s to exit" % took)
+    audit = Audit()
+    audit.add(load)
+    ids = audit.check_log(cli, "acme")
+    # requests in flight at SIGTERM (sent before it, ended after it) and those
+    # sent after it on connections still open: what became of them
+    inflight, later = collections.Counter(), collections.Counter()
+    stored_unanswered = []
+    ends = [(ids_, a, b, str(st)) for ids_, a, b, st in load.answered]
+    ends += [(ids_, a, b, how) for ids_, a, b, how in load.died]
+    for ids_, sent_at, done_at, outcome in ends:
+        if sent_at < t_term <= done_at:
+            inflight[outcome] += 1
+        elif sent_at >= t_term:
+            later[outcome] += 1
+        if outcome in ("closed", "reset") and any(x in ids for x in ids_):
+            stored_unanswered.append(ids_[0])
+    note("SIGTERM after %d requests, exit in %.2f s; in flight at SIGTERM: %s; sent after "
+         "it: %s" % (load.requests, took, dict(inflight), dict(later)))
+    check(not stored_unanswered,
+          "%d requests were stored but their connection closed without a response (the "
+          "drain must acknowledge what it commits), e.g. %s" % (len(stored_unanswered),
+                                                          stored_unanswered[:3]))
+    check(sum(inflight.values()) > 0, "no request was in flight at SIGTERM: the case tested "
+          "nothing")
+    check(len(audit.acked) > 0, "nothing was acknowledged")
+    log_verify(cli)
+
+
+def newest_segment(data, org_id):
+    """The newest segment of worker 0 of the org (worker 1's if worker 0 has none)."""
+    for w in ("w0", "w1"):
+        segs = sorted(glob.glob(os.path.join(data, "logs", org_id, w, "*.seg")))
+        if segs and os.path.getsize(segs[-1]) > 32:
+            return segs[-1]
+    raise CaseFailed("no segment with records under %s" % os.path.join(data, "logs", org_id))
+
+
+def post_each(port, tok, tag, n):
+    """n readings, each on its own connection (so both workers get some)."""
+    for i in range(n):
+        r = post(port, tok, json.dumps({"id": "%s.%d" % (tag, i)}))
+        check_eq(r.status, 202, "POST %s.%d" % (tag, i))
+    return {"%s.%d" % (tag, i) for i in range(n)}
+
+
+def first_record(seg):
+    """The bytes of the first record of a segment (32-byte segment header, then
+    records of a 40-byte header whose u32 at offset 4 is the body length)."""
+    with open(seg, "rb") as f:
+        data = f.read()
+    length = int.from_bytes(data[32 + 4:32 + 8], "little")
+    return data[32:32 + 40 + length]
+
+
+def torn_body(seg):
+    rec = first_record(seg)
+    return rec[:40 + (len(rec) - 40) // 2]
+
+
+def stored_ids(cli):
+    return collections.Counter(r["payload"]["id"] for r in cli.log_cat("acme"))
+
+
+@suite.case("torn tail of w0 (torn header, torn body, garbage) is cut on start and logged")
+def _():
+    data, cli, tok, org_id = fresh("torn")
+    want = set()
+    garbage = random.Random(SEED).randbytes(777)
+    for n, (kind, make) in enumerate((("torn record header", lambda seg: first_record(seg)[:23]),
+                                      ("torn record body", torn_body),
+                                      ("garbage", lambda seg: garbage))):
+        d = Daemon(SLUICED, data, name="torn%d" % n).start()
+        wait_token_live(d.http, tok)
+        want |= post_each(d.http, tok, "t%d" % n, 30)
+        check_eq(d.terminate(10), 0, "exit status of SIGTERM")
+        seg = newest_segment(data, org_id)
+        size = os.path.getsize(seg)
+        tail = make(seg)
+        with open(seg, "ab") as f:
+            f.write(tail)
+
+        d = Daemon(SLUICED, data, name="torn%da" % n).start()
+        err = d.stderr()
+        cut = "cut %d bytes after offset %d" % (len(tail), size)
+        check("sluiced: recovery:" in err and seg in err and cut in err,
+              "%s: stderr does not name the cut (%r) of %s: %r" % (kind, cut, seg, err[-600:]))
+        check_eq(os.path.getsize(seg), size, "%s: segment size after recovery" % kind)
+        got = stored_ids(cli)
+        check_eq(sorted(x for x in got if got[x] != 1), [], "%s: duplicates" % kind)
+        check_eq(set(got), want, "%s: readings after recovery" % kind)
+        want |= post_each(d.http, tok, "t%da" % n, 5)
+        check_eq(d.terminate(10), 0, "exit status of SIGTERM")
+        check_eq(set(stored_ids(cli)), want, "%s: readings after new POSTs" % kind)
+        log_verify(cli)
+
+
+if __name__ == "__main__":
+    suite.run()
