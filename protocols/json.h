@@ -8,11 +8,11 @@
 #include <stddef.h>
 
 #define JSON_MAX_DEPTH 64
-#define JSON_ERROR (-1)
+#define JSON_ERROR     (-1)
 
 struct json_error {
-    size_t element; /* 0-based index of the reading (array element / NDJSON line) at fault */
-    size_t offset;  /* byte offset in the body where the scanner stopped */
+    size_t element;  /* 0-based index of the reading (array element / NDJSON line) at fault */
+    size_t offset;   /* byte offset in the body where the scanner stopped */
     const char *msg; /* static text, e.g. "unterminated string" */
 };
 

@@ -15,10 +15,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n);
 static int check_reading(void *ctx, const char *p, size_t n)
 {
     const char **bounds = ctx;
-    if (p < bounds[0] || p + n > bounds[1] || n < 2 || p[0] != '{' || p[n - 1] != '}')
-        abort();
-    if (json_validate(p, n, NULL) != 0)
-        abort();
+    if (p < bounds[0] || p + n > bounds[1] || n < 2 || p[0] != '{' || p[n - 1] != '}') abort();
+    if (json_validate(p, n, NULL) != 0) abort();
     return 0;
 }
 
@@ -29,18 +27,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
     const char *bounds[2] = {buf, buf + n};
     struct json_error e;
     int v = json_validate(buf, n, &e);
-    if (v != 0 && (v != JSON_ERROR || e.offset > n || !e.msg))
-        abort();
+    if (v != 0 && (v != JSON_ERROR || e.offset > n || !e.msg)) abort();
     long s = json_split_readings(buf, n, check_reading, bounds, &e);
-    if (s >= 0 && v != 0)
-        abort();
-    if (s == JSON_ERROR && (e.offset > n || !e.msg))
-        abort();
+    if (s >= 0 && v != 0) abort();
+    if (s == JSON_ERROR && (e.offset > n || !e.msg)) abort();
     long nd = json_split_ndjson(buf, n, check_reading, bounds, &e);
-    if (nd == JSON_ERROR && (e.offset > n || !e.msg))
-        abort();
-    if (v == 0 && n && buf[0] == '{' && s != 1)
-        abort();
+    if (nd == JSON_ERROR && (e.offset > n || !e.msg)) abort();
+    if (v == 0 && n && buf[0] == '{' && s != 1) abort();
     free(buf);
     return 0;
 }

@@ -42,8 +42,8 @@ Test(config, addresses_v4_v6_and_off)
 
 Test(config, bad_addresses_name_the_key)
 {
-    const char *bad[] = {"nonsense", "127.0.0.1", "127.0.0.1:65536", "127.0.0.1:-1", ":80x",
-                         "[::1:80", "127.0.0.1:"};
+    const char *bad[] = {"nonsense", "127.0.0.1", "127.0.0.1:65536", "127.0.0.1:-1",
+                         ":80x",     "[::1:80",   "127.0.0.1:"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         cr_assert_eq(sluice_config_set(&cfg, "http", bad[i], err, sizeof err), SLUICE_EINVAL,
                      "%s accepted", bad[i]);
