@@ -21,8 +21,10 @@
 #endif
 #endif
 #if defined(__SANITIZE_ADDRESS__) || defined(JSON_TEST_ASAN)
-const char *__asan_default_options(void);
-const char *__asan_default_options(void)
+/* default visibility: the sanitizer runtime looks this up by name, and the
+ * project builds with -fvisibility=hidden */
+__attribute__((visibility("default"))) const char *__asan_default_options(void);
+__attribute__((visibility("default"))) const char *__asan_default_options(void)
 {
     return "handle_segv=0";
 }
