@@ -166,12 +166,8 @@ class Audit:
 
 
 def log_verify(cli):
-    """`sluice log verify` must exit 0; while it is not implemented (exit 2
-    saying so) the assertion is skipped with a note."""
+    """`sluice log verify` must exit 0: no corruption anywhere."""
     rc, out, err = cli.run("log", "verify")
-    if rc == 2 and "not implemented" in err:
-        note("sluice log verify is not implemented yet: verify assertion skipped")
-        return
     check_eq(rc, 0, "sluice log verify exit status (stdout %r stderr %r)" %
              (out[-300:], err[-300:]))
 
