@@ -55,15 +55,8 @@ static int newest_segment(const char *dir, uint64_t *base)
     int rc = -ENOENT;
     struct dirent *de;
     while ((de = readdir(d))) {
-        size_t n = strlen(de->d_name);
-        if (n != 24 || strcmp(de->d_name + 20, ".seg")) continue;
-        char *end;
-        errno = 0;
-        uint64_t v = strtoull(de->d_name, &end, 10);
-        /* 20 digits can exceed 2^64: such a name is not one of ours */
-        if (end != de->d_name + 20 || errno == ERANGE || de->d_name[0] == '-' ||
-            de->d_name[0] == '+')
-            continue;
+        uint64_t v;
+        if (log_name_base(de->d_name, ".seg", &v) < 0) continue;
         if (rc == -ENOENT || v > *base) *base = v;
         rc = 0;
     }

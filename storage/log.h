@@ -222,4 +222,27 @@ int log_verify_org(const char *data_dir, uint32_t org,
                                   const char *msg),
                    void *ctx, struct log_verify_stats *stats);
 
+/* ---- internal helpers: storage/ only (storage/logread.c) ----
+ * The naming rules of the layout above, kept in one place so that the writer,
+ * the readers and maintenance agree on which files are segments. */
+#define LOG_NAME_DIGITS 20 /* a segment's base seq in its file name */
+
+/* Parses a segment or index file name: exactly LOG_NAME_DIGITS decimal digits
+ * (no sign, the value fitting in u64) followed by ext (".seg", ".idx").
+ * Returns 0 with *base set, or -EINVAL. */
+int log_name_base(const char *name, const char *ext, uint64_t *base);
+
+/* Writes "<dir>/<base, LOG_NAME_DIGITS digits><ext>" to buf.
+ * Returns 0 or -ENAMETOOLONG. */
+int log_file_path(char *buf, size_t cap, const char *dir, uint64_t base, const char *ext);
+
+/* Parses a worker directory name: "w" then decimal digits up to INT_MAX.
+ * Returns 0 with *worker set, or -EINVAL. */
+int log_worker_name(const char *name, unsigned *worker);
+
+/* Calls fn with each entry name of dir ("." and ".." included), stopping when
+ * fn returns < 0. Returns 0, fn's negative code, or -errno (opendir's: -ENOENT,
+ * -ENOTDIR ...; or readdir's). */
+int log_dir_each(const char *dir, int (*fn)(void *ctx, const char *name), void *ctx);
+
 #endif

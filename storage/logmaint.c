@@ -6,7 +6,6 @@
  */
 #include "storage/log.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -18,9 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SEG_NAME_DIGITS 20
-#define NAME_SEG        ".seg"
-#define NAME_IDX        ".idx"
+#define NAME_SEG ".seg"
+#define NAME_IDX ".idx"
 
 /* ---- listing ---- */
 
@@ -36,24 +34,10 @@ struct worker_dir {
     unsigned worker;
     char dir[LOG_PATH_MAX];
     struct seg_entry *v;
-    size_t n;
+    size_t n, cap;
     size_t nseg;  /* entries with a segment; they come first after list_worker */
     size_t front; /* retention: the first segment not deleted */
 };
-
-static int parse_digits(const char *p, size_t len, uint64_t max, uint64_t *out)
-{
-    uint64_t v = 0;
-    if (len == 0) return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] < '0' || p[i] > '9') return -1;
-        unsigned d = (unsigned)(p[i] - '0');
-        if (v > (max - d) / 10) return -1;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
-}
 
 /* Segments sort first, by base; then index files without a segment, by base. */
 static int cmp_entry(const void *a, const void *b)
@@ -63,7 +47,7 @@ static int cmp_entry(const void *a, const void *b)
     return (x->base > y->base) - (x->base < y->base);
 }
 
-static int entry_add(struct worker_dir *w, size_t *cap, uint64_t base, int is_seg)
+static int entry_add(struct worker_dir *w, uint64_t base, int is_seg)
 {
     for (size_t i = 0; i < w->n; i++) {
         if (w->v[i].base == base) {
@@ -74,44 +58,34 @@ static int entry_add(struct worker_dir *w, size_t *cap, uint64_t base, int is_se
             return 0;
         }
     }
-    if (w->n == *cap) {
-        size_t ncap = *cap ? *cap * 2 : 16;
+    if (w->n == w->cap) {
+        size_t ncap = w->cap ? w->cap * 2 : 16;
         struct seg_entry *nv = realloc(w->v, ncap * sizeof *nv);
         if (!nv) return -ENOMEM;
         w->v = nv;
-        *cap = ncap;
+        w->cap = ncap;
     }
     w->v[w->n++] = (struct seg_entry){.base = base, .has_seg = is_seg, .has_idx = !is_seg};
     return 0;
 }
 
-/* Lists "<20 digits>.seg" and "<20 digits>.idx" of w->dir. Anything else (an
- * index being written under a temporary name, an operator's file) is not ours
- * to judge or delete. Returns 0, 1 when it is not a directory, -errno. */
+/* log_dir_each callback of list_worker. Anything but "<20 digits>.seg" and
+ * "<20 digits>.idx" (an index being written under a temporary name, an
+ * operator's file) is not ours to judge or delete. */
+static int list_worker_entry(void *ctx, const char *name)
+{
+    uint64_t base;
+    if (log_name_base(name, NAME_SEG, &base) == 0) return entry_add(ctx, base, 1);
+    if (log_name_base(name, NAME_IDX, &base) == 0) return entry_add(ctx, base, 0);
+    return 0;
+}
+
+/* Lists the segments and indexes of w->dir. Returns 0, 1 when it is not a
+ * directory, -errno. */
 static int list_worker(struct worker_dir *w)
 {
-    size_t cap = 0;
-    int rc = 0;
-    DIR *d = opendir(w->dir);
-    if (!d) return errno == ENOTDIR ? 1 : -errno;
-    for (;;) {
-        errno = 0;
-        struct dirent *e = readdir(d);
-        if (!e) {
-            rc = errno ? -errno : 0;
-            break;
-        }
-        uint64_t base;
-        const char *ext = e->d_name + SEG_NAME_DIGITS;
-        if (strlen(e->d_name) != SEG_NAME_DIGITS + 4 ||
-            (strcmp(ext, NAME_SEG) != 0 && strcmp(ext, NAME_IDX) != 0) ||
-            parse_digits(e->d_name, SEG_NAME_DIGITS, UINT64_MAX, &base) < 0)
-            continue;
-        rc = entry_add(w, &cap, base, strcmp(ext, NAME_SEG) == 0);
-        if (rc < 0) break;
-    }
-    closedir(d);
-    if (rc < 0) return rc;
+    int rc = log_dir_each(w->dir, list_worker_entry, w);
+    if (rc < 0) return rc == -ENOTDIR ? 1 : rc;
     if (w->n > 1) qsort(w->v, w->n, sizeof *w->v, cmp_entry);
     w->nseg = 0;
     while (w->nseg < w->n && w->v[w->nseg].has_seg)
@@ -119,10 +93,11 @@ static int list_worker(struct worker_dir *w)
     return 0;
 }
 
+/* The buffers it is given always fit the name. */
 static void entry_path(char *buf, size_t cap, const struct worker_dir *w, uint64_t base,
                        const char *ext)
 {
-    snprintf(buf, cap, "%s/%0*" PRIu64 "%s", w->dir, SEG_NAME_DIGITS, base, ext);
+    log_file_path(buf, cap, w->dir, base, ext);
 }
 
 static void free_workers(struct worker_dir *ws, size_t n)
@@ -138,67 +113,58 @@ static int cmp_worker(const void *a, const void *b)
     return (x->worker > y->worker) - (x->worker < y->worker);
 }
 
+struct org_list {
+    const char *org_dir;
+    struct worker_dir *ws;
+    size_t n, cap;
+};
+
+/* log_dir_each callback of list_org: lists a "w<N>" directory's files. */
+static int list_org_entry(void *ctx, const char *name)
+{
+    struct org_list *l = ctx;
+    unsigned wn;
+    if (log_worker_name(name, &wn) < 0) return 0;
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 8;
+        struct worker_dir *nw = realloc(l->ws, ncap * sizeof *nw);
+        if (!nw) return -ENOMEM;
+        l->ws = nw;
+        l->cap = ncap;
+    }
+    struct worker_dir *w = &l->ws[l->n];
+    memset(w, 0, sizeof *w);
+    w->worker = wn;
+    int k = snprintf(w->dir, sizeof w->dir, "%s/%s", l->org_dir, name);
+    if (k < 0 || (size_t)k >= sizeof w->dir) return -ENAMETOOLONG;
+    int rc = list_worker(w);
+    if (rc < 0) {
+        free(w->v);
+        return rc;
+    }
+    if (rc == 0) l->n++; /* rc 1: "w<N>" that is not a directory */
+    return 0;
+}
+
 /* Lists every "w<N>" directory of org with its files, sorted by N. Returns 0
  * (*out NULL when *n is 0), -ENOENT when the org has no log directory, -errno. */
 static int list_org(const char *data_dir, uint32_t org, struct worker_dir **out, size_t *n)
 {
     char org_dir[LOG_PATH_MAX];
-    struct worker_dir *ws = NULL;
-    size_t cap = 0, cnt = 0;
-    DIR *d = NULL;
-    int rc;
+    struct org_list l = {.org_dir = org_dir};
 
     *out = NULL;
     *n = 0;
-    rc = log_dir_path(org_dir, sizeof org_dir, data_dir, org, -1);
+    int rc = log_dir_path(org_dir, sizeof org_dir, data_dir, org, -1);
     if (rc < 0) return rc;
-    d = opendir(org_dir);
-    if (!d) return -errno;
-    for (;;) {
-        errno = 0;
-        struct dirent *e = readdir(d);
-        if (!e) {
-            rc = errno ? -errno : 0;
-            break;
-        }
-        uint64_t wn;
-        if (e->d_name[0] != 'w' ||
-            parse_digits(e->d_name + 1, strlen(e->d_name + 1), INT_MAX, &wn) < 0)
-            continue;
-        if (cnt == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            struct worker_dir *nw = realloc(ws, ncap * sizeof *nw);
-            if (!nw) {
-                rc = -ENOMEM;
-                break;
-            }
-            ws = nw;
-            cap = ncap;
-        }
-        struct worker_dir *w = &ws[cnt];
-        memset(w, 0, sizeof *w);
-        w->worker = (unsigned)wn;
-        int k = snprintf(w->dir, sizeof w->dir, "%s/%s", org_dir, e->d_name);
-        if (k < 0 || (size_t)k >= sizeof w->dir) {
-            rc = -ENAMETOOLONG;
-            break;
-        }
-        rc = list_worker(w);
-        if (rc < 0) {
-            free(w->v);
-            break;
-        }
-        if (rc == 1) continue; /* "w<N>" that is not a directory */
-        cnt++;
-    }
-    closedir(d);
+    rc = log_dir_each(org_dir, list_org_entry, &l);
     if (rc < 0) {
-        free_workers(ws, cnt);
+        free_workers(l.ws, l.n);
         return rc;
     }
-    if (cnt > 1) qsort(ws, cnt, sizeof *ws, cmp_worker);
-    *out = ws;
-    *n = cnt;
+    if (l.n > 1) qsort(l.ws, l.n, sizeof *l.ws, cmp_worker);
+    *out = l.ws;
+    *n = l.n;
     return 0;
 }
 

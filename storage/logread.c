@@ -27,7 +27,6 @@
  * up, so their chunks share this budget (but stay between 64 KiB and 1 MiB). */
 #define CURSOR_READ_BUDGET (16u << 20)
 #define CURSOR_MIN_CHUNK   (64u << 10)
-#define SEG_NAME_DIGITS    20
 
 /* Reasons a scan stops; log_scan.why points at one of these. */
 static const char why_trunc_hdr[] = "truncated record header";
@@ -158,6 +157,67 @@ static int pread_full(int fd, void *buf, size_t n, uint64_t off, size_t *got_out
     }
     *got_out = got;
     return 0;
+}
+
+/* ---- names and listings (the internal helpers of log.h) ---- */
+
+/* Parses a run of decimal digits spanning exactly len bytes, at most max. */
+static int parse_digits(const char *p, size_t len, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+    if (len == 0) return -1;
+    for (size_t i = 0; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9') return -1;
+        unsigned d = (unsigned)(p[i] - '0');
+        if (v > (max - d) / 10) return -1;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+int log_name_base(const char *name, const char *ext, uint64_t *base)
+{
+    /* 20 digits can exceed 2^64: parse_digits refuses such a name, which is
+     * not one of ours (strtoull would also take a sign or leading blanks). */
+    if (strlen(name) != LOG_NAME_DIGITS + strlen(ext) || strcmp(name + LOG_NAME_DIGITS, ext) != 0 ||
+        parse_digits(name, LOG_NAME_DIGITS, UINT64_MAX, base) < 0)
+        return -EINVAL;
+    return 0;
+}
+
+int log_file_path(char *buf, size_t cap, const char *dir, uint64_t base, const char *ext)
+{
+    int n = snprintf(buf, cap, "%s/%0*" PRIu64 "%s", dir, LOG_NAME_DIGITS, base, ext);
+    return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+int log_worker_name(const char *name, unsigned *worker)
+{
+    uint64_t w;
+    if (name[0] != 'w' || parse_digits(name + 1, strlen(name + 1), INT_MAX, &w) < 0) return -EINVAL;
+    *worker = (unsigned)w;
+    return 0;
+}
+
+int log_dir_each(const char *dir, int (*fn)(void *ctx, const char *name), void *ctx)
+{
+    int rc;
+    DIR *d = opendir(dir);
+    if (!d) return -errno;
+    for (;;) {
+        /* readdir tells the end from a failure only through errno */
+        errno = 0;
+        struct dirent *e = readdir(d);
+        if (!e) {
+            rc = errno ? -errno : 0;
+            break;
+        }
+        rc = fn(ctx, e->d_name);
+        if (rc < 0) break;
+    }
+    closedir(d);
+    return rc;
 }
 
 /* ---- scanning ---- */
@@ -304,16 +364,11 @@ static int index_path(char *buf, size_t cap, const char *seg_path)
     return 0;
 }
 
-static int parse_digits(const char *p, size_t len, uint64_t max, uint64_t *out);
-
 /* The base seq in a "<20 digits>.seg" file name at the end of path. */
 static int seg_name_base(const char *path, uint64_t *base)
 {
     const char *name = strrchr(path, '/');
-    name = name ? name + 1 : path;
-    if (strlen(name) != SEG_NAME_DIGITS + 4 || strcmp(name + SEG_NAME_DIGITS, ".seg") != 0)
-        return -1;
-    return parse_digits(name, SEG_NAME_DIGITS, UINT64_MAX, base);
+    return log_name_base(name ? name + 1 : path, ".seg", base);
 }
 
 /* Checks what the checksum cannot: that the entries describe a segment this
@@ -498,24 +553,10 @@ struct log_cursor {
     char err_path[LOG_PATH_MAX + 32];
 };
 
+/* The path of the stream's segment i; the buffers it is given always fit it. */
 static void seg_path(char *buf, size_t cap, const struct log_stream *s, size_t i)
 {
-    snprintf(buf, cap, "%s/%0*" PRIu64 ".seg", s->dir, SEG_NAME_DIGITS, s->bases[i]);
-}
-
-/* Parses a run of decimal digits spanning exactly len bytes. */
-static int parse_digits(const char *p, size_t len, uint64_t max, uint64_t *out)
-{
-    uint64_t v = 0;
-    if (len == 0) return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] < '0' || p[i] > '9') return -1;
-        unsigned d = (unsigned)(p[i] - '0');
-        if (v > (max - d) / 10) return -1;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
+    log_file_path(buf, cap, s->dir, s->bases[i], ".seg");
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -524,51 +565,45 @@ static int cmp_u64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+struct base_list {
+    uint64_t *v;
+    size_t n, cap;
+};
+
+/* log_dir_each callback of list_bases: keeps the segment names. */
+static int list_bases_entry(void *ctx, const char *name)
+{
+    struct base_list *l = ctx;
+    uint64_t base;
+    if (log_name_base(name, ".seg", &base) < 0) return 0;
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 8;
+        uint64_t *nb = realloc(l->v, ncap * sizeof *nb);
+        if (!nb) return -ENOMEM;
+        l->v = nb;
+        l->cap = ncap;
+    }
+    l->v[l->n++] = base;
+    return 0;
+}
+
 /* Lists "<20 digits>.seg" in dir into a sorted array. Other names (index
  * files, temporaries) are not segments and are skipped. Returns 0 (*out may be
  * NULL when *n is 0), 1 when dir is not a directory, -errno. */
 static int list_bases(const char *dir, uint64_t **out, size_t *n)
 {
-    uint64_t *v = NULL;
-    size_t cap = 0;
-    int rc = 0;
+    struct base_list l = {0};
 
     *out = NULL;
     *n = 0;
-    DIR *d = opendir(dir);
-    if (!d) return errno == ENOTDIR ? 1 : -errno;
-    for (;;) {
-        errno = 0;
-        struct dirent *e = readdir(d);
-        if (!e) {
-            rc = errno ? -errno : 0;
-            break;
-        }
-        uint64_t base;
-        if (strlen(e->d_name) != SEG_NAME_DIGITS + 4 ||
-            strcmp(e->d_name + SEG_NAME_DIGITS, ".seg") != 0 ||
-            parse_digits(e->d_name, SEG_NAME_DIGITS, UINT64_MAX, &base) < 0)
-            continue;
-        if (*n == cap) {
-            size_t ncap = cap ? cap * 2 : 8;
-            uint64_t *nb = realloc(v, ncap * sizeof *nb);
-            if (!nb) {
-                rc = -ENOMEM;
-                break;
-            }
-            v = nb;
-            cap = ncap;
-        }
-        v[(*n)++] = base;
-    }
-    closedir(d);
+    int rc = log_dir_each(dir, list_bases_entry, &l);
     if (rc < 0) {
-        free(v);
-        *n = 0;
-        return rc;
+        free(l.v);
+        return rc == -ENOTDIR ? 1 : rc;
     }
-    if (*n > 1) qsort(v, *n, sizeof *v, cmp_u64);
-    *out = v;
+    if (l.n > 1) qsort(l.v, l.n, sizeof *l.v, cmp_u64);
+    *out = l.v;
+    *n = l.n;
     return 0;
 }
 
@@ -915,30 +950,24 @@ static int cursor_has_worker(const struct log_cursor *c, unsigned worker)
     return 0;
 }
 
+/* log_dir_each callback of cursor_scan_workers: adds a worker directory the
+ * cursor does not have yet. */
+static int cursor_scan_entry(void *ctx, const char *name)
+{
+    struct log_cursor *c = ctx;
+    unsigned w;
+    if (log_worker_name(name, &w) < 0 || cursor_has_worker(c, w)) return 0;
+    int rc = cursor_add_worker(c, name, w);
+    return rc < 0 ? rc : 0;
+}
+
 /* Adds every worker directory of the org not yet in the cursor that has a
  * segment. New streams are queued to be read. Returns 0 or -errno. */
 static int cursor_scan_workers(struct log_cursor *c)
 {
     size_t first = c->n;
-    int rc = 0;
-    DIR *d = opendir(c->org_dir);
-    if (!d) return -errno;
-    for (;;) {
-        errno = 0;
-        struct dirent *e = readdir(d);
-        if (!e) {
-            rc = errno ? -errno : 0;
-            break;
-        }
-        uint64_t w;
-        if (e->d_name[0] != 'w' ||
-            parse_digits(e->d_name + 1, strlen(e->d_name + 1), INT_MAX, &w) < 0 ||
-            cursor_has_worker(c, (unsigned)w))
-            continue;
-        rc = cursor_add_worker(c, e->d_name, (unsigned)w);
-        if (rc < 0) break;
-    }
-    closedir(d);
+    /* On failure, the streams added before it are queued all the same. */
+    int rc = log_dir_each(c->org_dir, cursor_scan_entry, c);
     /* Worker order only matters for ties, which head_less settles; sorting just
      * makes the cursor's own behaviour independent of readdir order. */
     if (c->n - first > 1) qsort(c->s + first, c->n - first, sizeof *c->s, cmp_stream_worker);

@@ -9,14 +9,10 @@
  * function of its seq (payload_of), so a reader can tell a genuine record from
  * garbage and from a record of the wrong place.
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* nftw flags */
-#endif
 #include <criterion/criterion.h>
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +23,7 @@
 
 #include "storage/log.h"
 #include "storage/record.h"
+#include "segtest.h"
 
 /* storage/logread.c may not define it yet: test the index file by hand then */
 #pragma weak log_index_read
@@ -35,28 +32,12 @@
 #define WORKER 3u
 #define NS0    1700000000000000000ull /* recv_ns of seq 0; seq n is NS0 + n */
 
-static char root[64];
-
 static void setup(void)
 {
-    strcpy(root, "/tmp/log-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(root));
+    segtest_setup("log-test");
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void teardown(void)
-{
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-TestSuite(log, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(log, .init = setup, .fini = segtest_teardown, .timeout = 120);
 
 /* ---- helpers ---- */
 
@@ -126,32 +107,6 @@ static void must_open(struct log_writer *w, const char *data_dir, char *report, 
     int rc = open_w(w, data_dir, report, cap);
     cr_assert_eq(rc, 0, "log_writer_open(%s): %s", data_dir, strerror(-rc));
     cr_assert(w->fd >= 0);
-}
-
-static uint64_t file_size(const char *path)
-{
-    struct stat st;
-    cr_assert_eq(stat(path, &st), 0, "stat %s: %s", path, strerror(errno));
-    return (uint64_t)st.st_size;
-}
-
-static bool exists(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-/* Whole file into a malloc'ed buffer. */
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    *len = (size_t)file_size(path);
-    uint8_t *p = malloc(*len + 1);
-    cr_assert_not_null(p);
-    int fd = open(path, O_RDONLY);
-    cr_assert(fd >= 0);
-    cr_assert_eq(pread(fd, p, *len, 0), (ssize_t)*len);
-    close(fd);
-    return p;
 }
 
 static void patch(const char *path, uint64_t off, const void *bytes, size_t n)
@@ -682,23 +637,42 @@ Test(log, segment_name_overflowing_u64_is_not_the_newest)
     cr_expect_eq(read_clean(root), 5, "records appended after the open are not all readable");
 }
 
-/* ---- rolling and the index ---- */
-
-static uint64_t le(const uint8_t *p, int n)
+Test(log, segment_name_with_sign_or_blank_is_not_the_newest)
 {
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
+    /* 24 characters ending in ".seg" that are not a segment name to the reader.
+     * strtoull takes a leading blank: a writer parsing with it took " 0…099.seg"
+     * for base 99, then failed to open "000…099.seg" (ENOENT), so one stray
+     * file stopped the worker's log */
+    static const char *const names[] = {" 0000000000000000099.seg", "\t0000000000000000099.seg",
+                                        "+0000000000000000099.seg", "-0000000000000000099.seg"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char dir[64], report[LOG_PATH_MAX + 256], bogus[LOG_PATH_MAX];
+        snprintf(dir, sizeof dir, "n%zu", i);
+        subdir(dir, sizeof dir, dir);
+        struct log_writer w;
+        must_open(&w, dir, report, sizeof report);
+        ack_batch(&w, 2, 0);
+        log_writer_close(&w);
+        snprintf(bogus, sizeof bogus, "%s/logs/%u/w%u/%s", dir, ORG, WORKER, names[i]);
+        int fd = open(bogus, O_CREAT | O_WRONLY, 0640);
+        cr_assert(fd >= 0);
+        close(fd);
+        must_open(&w, dir, report, sizeof report);
+        cr_expect_eq(w.next_seq, 2, "'%s' was taken for the newest segment", names[i]);
+        ack_batch(&w, 3, 0);
+        log_writer_close(&w);
+        cr_expect_eq(read_clean(dir), 5, "'%s': records appended are not all readable", names[i]);
+    }
 }
+
+/* ---- rolling and the index ---- */
 
 /* Checks the .idx beside seg against what the writer was told; returns the
  * number of entries. */
 static size_t check_index(const char *seg, uint64_t base, uint64_t nrec)
 {
     char idx[LOG_PATH_MAX];
-    size_t pl = strlen(seg);
-    snprintf(idx, sizeof idx, "%.*s.idx", (int)(pl - 4), seg);
+    idx_path(idx, sizeof idx, seg);
     cr_assert(exists(idx), "no index %s after the roll", idx);
     size_t len;
     uint8_t *p = slurp(idx, &len);
@@ -800,7 +774,7 @@ Test(log, roll_of_a_reopened_segment_builds_its_index_by_scanning)
         cr_skip("log_index_build is not implemented yet (storage/log_pending.c stub)");
     cr_assert_eq(probe, 0, "log_index_build: %s", strerror(-probe));
     char idx[LOG_PATH_MAX];
-    snprintf(idx, sizeof idx, "%.*s.idx", (int)(strlen(first) - 4), first);
+    idx_path(idx, sizeof idx, first);
     cr_assert_eq(unlink(idx), 0);
 
     must_open(&w, root, report, sizeof report);

@@ -1,14 +1,10 @@
 /* tests/unit/storage/logmaint_test.c — retention and verification of the
  * per-worker logs (storage/logmaint.c), over segments built with record_encode
  * in a temp dir. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* nftw flags */
-#endif
 #include <criterion/criterion.h>
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,113 +14,24 @@
 
 #include "storage/log.h"
 #include "storage/record.h"
+#include "segtest.h"
 
 #define ORG 7u
 
-static char root[64];
-
 static void setup(void)
 {
-    strcpy(root, "/tmp/logmaint-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(root));
+    segtest_setup("logmaint-test");
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
+TestSuite(logmaint, .init = setup, .fini = segtest_teardown, .timeout = 60);
 
-static void teardown(void)
-{
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-TestSuite(logmaint, .init = setup, .fini = teardown, .timeout = 60);
-
-/* ---- building segments ---- */
-
-struct seg {
-    uint8_t *data;
-    size_t len, cap;
-    uint64_t next_seq;
-    size_t rec_off[64];
-    size_t nrec;
-};
-
-static void seg_reserve(struct seg *s, size_t more)
-{
-    if (s->len + more <= s->cap) return;
-    s->cap = (s->len + more) * 2;
-    s->data = realloc(s->data, s->cap);
-    cr_assert_not_null(s->data);
-}
-
-static void seg_begin(struct seg *s, uint32_t worker, uint32_t org, uint64_t base)
-{
-    memset(s, 0, sizeof *s);
-    struct segment_header h = {.worker = worker, .org = org, .base_seq = base, .created_ns = 1};
-    seg_reserve(s, SEGMENT_HEADER_SIZE);
-    segment_header_encode(s->data, &h);
-    s->len = SEGMENT_HEADER_SIZE;
-    s->next_seq = base;
-}
-
-static size_t seg_add(struct seg *s, uint64_t ns, const char *payload)
-{
-    size_t len = strlen(payload);
-    /* every record its own commit batch, as the engine writes a lone reading */
-    struct record r = {.flags = RECORD_F_BATCH_START,
-                       .proto = RECORD_PROTO_HTTP,
-                       .ctype = RECORD_CTYPE_JSON,
-                       .device = 1,
-                       .recv_ns = ns,
-                       .seq = s->next_seq++};
-    size_t off = s->len;
-    seg_reserve(s, RECORD_HEADER_SIZE + len);
-    record_encode(s->data + off, &r, NULL, payload, len);
-    memcpy(s->data + off + RECORD_HEADER_SIZE, payload, len);
-    s->len += RECORD_HEADER_SIZE + len;
-    if (s->nrec < 64) s->rec_off[s->nrec++] = off;
-    return off;
-}
-
-static void seg_path(char *buf, size_t cap, uint32_t org, unsigned worker, uint64_t base)
-{
-    char d[200];
-    snprintf(d, sizeof d, "%s/logs", root);
-    mkdir(d, 0755);
-    snprintf(d, sizeof d, "%s/logs/%" PRIu32, root, org);
-    mkdir(d, 0755);
-    snprintf(d, sizeof d, "%s/logs/%" PRIu32 "/w%u", root, org, worker);
-    mkdir(d, 0755);
-    snprintf(buf, cap, "%s/%020" PRIu64 ".seg", d, base);
-}
-
-static void idx_path(char *buf, size_t cap, const char *seg)
-{
-    snprintf(buf, cap, "%.*s.idx", (int)(strlen(seg) - 4), seg);
-}
-
-static void seg_write_len(const struct seg *s, uint32_t org, unsigned worker, uint64_t base,
-                          size_t len, char *path_out)
-{
-    char path[300];
-    seg_path(path, sizeof path, org, worker, base);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
-    cr_assert_eq(write(fd, s->data, len), (ssize_t)len);
-    close(fd);
-    if (path_out) strcpy(path_out, path);
-}
+/* ---- building segments (the rest: segtest.h) ---- */
 
 /* Writes s as segment (ORG, worker, base); with `index`, builds its index. */
 static void seg_put(const struct seg *s, unsigned worker, uint64_t base, int index, char *path_out)
 {
     char path[300];
-    seg_write_len(s, ORG, worker, base, s->len, path);
+    seg_write(s, ORG, worker, base, path);
     if (index) cr_assert_eq(log_index_build(path), 0);
     if (path_out) strcpy(path_out, path);
 }
@@ -137,17 +44,14 @@ static void make_seg(struct seg *s, unsigned w, uint64_t base, unsigned n, uint6
         seg_add(s, t0 + 10 * i, "{\"v\":1}");
 }
 
-static int exists(const char *path)
+/* make_seg then seg_put, for a test that needs only the file. Returns its size. */
+static size_t put_seg(unsigned w, uint64_t base, unsigned n, uint64_t t0, int index, char *path_out)
 {
-    struct stat st;
-    return stat(path, &st) == 0;
-}
-
-static uint64_t file_size(const char *path)
-{
-    struct stat st;
-    cr_assert_eq(stat(path, &st), 0, "%s", path);
-    return (uint64_t)st.st_size;
+    struct seg s;
+    make_seg(&s, w, base, n, t0);
+    seg_put(&s, w, base, index, path_out);
+    free(s.data);
+    return s.len;
 }
 
 /* ---- report collectors ---- */
@@ -212,14 +116,10 @@ static int verify(struct problems *p, struct log_verify_stats *st)
 
 Test(logmaint, retention_by_age_deletes_old_sealed_segments_never_the_newest)
 {
-    struct seg a, b, c;
     char pa[300], pb[300], pc[300], ia[310], ib[310];
-    make_seg(&a, 0, 0, 3, 100); /* 100..120 */
-    make_seg(&b, 0, 3, 3, 300); /* 300..320 */
-    make_seg(&c, 0, 6, 2, 50);  /* newest, and older still: kept */
-    seg_put(&a, 0, 0, 1, pa);
-    seg_put(&b, 0, 3, 1, pb);
-    seg_put(&c, 0, 6, 0, pc);
+    size_t a_len = put_seg(0, 0, 3, 100, 1, pa); /* 100..120 */
+    put_seg(0, 3, 3, 300, 1, pb);                /* 300..320 */
+    put_seg(0, 6, 2, 50, 0, pc);                 /* newest, and older still: kept */
     idx_path(ia, sizeof ia, pa);
     idx_path(ib, sizeof ib, pb);
     struct deleted d = {0};
@@ -230,7 +130,7 @@ Test(logmaint, retention_by_age_deletes_old_sealed_segments_never_the_newest)
     cr_assert_eq(d.n, 1);
     cr_expect_str_eq(d.path[0], pa);
     cr_expect_str_eq(d.why[0], "age");
-    cr_expect_eq(d.bytes[0], a.len);
+    cr_expect_eq(d.bytes[0], a_len);
     /* cutoff 321: b goes too; c, the newest, stays whatever its age. */
     cr_expect_eq(log_retention_apply(root, ORG, 1000, 679, 0, on_delete, &d), 1);
     cr_expect(!exists(pb) && !exists(ib) && exists(pc));
@@ -242,43 +142,27 @@ Test(logmaint, retention_by_age_deletes_old_sealed_segments_never_the_newest)
     struct log_verify_stats st;
     cr_expect_eq(verify(&p, &st), 0);
     cr_expect_eq(st.segments, 1);
-    free(a.data);
-    free(b.data);
-    free(c.data);
 }
 
 Test(logmaint, retention_by_age_stops_at_a_younger_segment_rather_than_leave_a_hole)
 {
     /* b was written while the clock was far ahead; c after it stepped back. */
-    struct seg a, b, c, n;
     char pa[300], pb[300], pc[300], pn[300];
-    make_seg(&a, 0, 0, 2, 100);
-    make_seg(&b, 0, 2, 2, 5000);
-    make_seg(&c, 0, 4, 2, 200);
-    make_seg(&n, 0, 6, 2, 300);
-    seg_put(&a, 0, 0, 1, pa);
-    seg_put(&b, 0, 2, 1, pb);
-    seg_put(&c, 0, 4, 1, pc);
-    seg_put(&n, 0, 6, 0, pn);
+    put_seg(0, 0, 2, 100, 1, pa);
+    put_seg(0, 2, 2, 5000, 1, pb);
+    put_seg(0, 4, 2, 200, 1, pc);
+    put_seg(0, 6, 2, 300, 0, pn);
     cr_expect_eq(log_retention_apply(root, ORG, 1000, 500, 0, NULL, NULL), 1);
     cr_expect(!exists(pa));
     cr_expect(exists(pb) && exists(pc) && exists(pn));
-    free(a.data);
-    free(b.data);
-    free(c.data);
-    free(n.data);
 }
 
 Test(logmaint, retention_by_age_without_index_uses_mtime)
 {
-    struct seg a, b, n;
     char pa[300], pb[300], pn[300];
-    make_seg(&a, 0, 0, 2, 100);
-    make_seg(&b, 0, 2, 2, 200);
-    make_seg(&n, 0, 4, 2, 300);
-    seg_put(&a, 0, 0, 0, pa); /* no index: a crash between the two unlinks */
-    seg_put(&b, 0, 2, 0, pb);
-    seg_put(&n, 0, 4, 0, pn);
+    put_seg(0, 0, 2, 100, 0, pa); /* no index: a crash between the two unlinks */
+    put_seg(0, 2, 2, 200, 0, pb);
+    put_seg(0, 4, 2, 300, 0, pn);
     /* a was last written at 10 s, b at 100 s (mtime). */
     struct timespec ta[2] = {{10, 0}, {10, 0}}, tb[2] = {{100, 0}, {100, 0}};
     cr_assert_eq(utimensat(AT_FDCWD, pa, ta, 0), 0);
@@ -286,25 +170,16 @@ Test(logmaint, retention_by_age_without_index_uses_mtime)
     uint64_t s = 1000000000ull;
     cr_expect_eq(log_retention_apply(root, ORG, 200 * s, 150 * s, 0, NULL, NULL), 1);
     cr_expect(!exists(pa) && exists(pb) && exists(pn));
-    free(a.data);
-    free(b.data);
-    free(n.data);
 }
 
 Test(logmaint, retention_by_bytes_oldest_first_across_workers_never_the_newest)
 {
-    struct seg a0, b0, n0, a1, n1;
     char pa0[300], pb0[300], pn0[300], pa1[300], pn1[300];
-    make_seg(&a0, 0, 0, 4, 100);
-    make_seg(&b0, 0, 4, 4, 300);
-    make_seg(&n0, 0, 8, 4, 500);
-    make_seg(&a1, 1, 0, 4, 200);
-    make_seg(&n1, 1, 4, 4, 400);
-    seg_put(&a0, 0, 0, 1, pa0);
-    seg_put(&b0, 0, 4, 1, pb0);
-    seg_put(&n0, 0, 8, 0, pn0);
-    seg_put(&a1, 1, 0, 1, pa1);
-    seg_put(&n1, 1, 4, 0, pn1);
+    put_seg(0, 0, 4, 100, 1, pa0);
+    put_seg(0, 4, 4, 300, 1, pb0);
+    put_seg(0, 8, 4, 500, 0, pn0);
+    put_seg(1, 0, 4, 200, 1, pa1);
+    put_seg(1, 4, 4, 400, 0, pn1);
     uint64_t one = file_size(pa0); /* all five are the same size */
     struct deleted d = {0};
     /* Room for three: the two oldest sealed ones go, a0 (100) then a1 (200). */
@@ -319,25 +194,15 @@ Test(logmaint, retention_by_bytes_oldest_first_across_workers_never_the_newest)
     cr_expect(!exists(pb0) && exists(pn0) && exists(pn1));
     cr_expect_eq(log_retention_apply(root, ORG, 1000, 0, 1, NULL, NULL), 0);
     cr_expect(exists(pn0) && exists(pn1));
-    free(a0.data);
-    free(b0.data);
-    free(n0.data);
-    free(a1.data);
-    free(n1.data);
 }
 
 Test(logmaint, retention_age_then_bytes_in_one_pass)
 {
-    struct seg a, b, c, n;
     char pa[300], pb[300], pc[300], pn[300];
-    make_seg(&a, 0, 0, 2, 100);
-    make_seg(&b, 0, 2, 2, 600);
-    make_seg(&c, 0, 4, 2, 700);
-    make_seg(&n, 0, 6, 2, 800);
-    seg_put(&a, 0, 0, 1, pa);
-    seg_put(&b, 0, 2, 1, pb);
-    seg_put(&c, 0, 4, 1, pc);
-    seg_put(&n, 0, 6, 0, pn);
+    put_seg(0, 0, 2, 100, 1, pa);
+    put_seg(0, 2, 2, 600, 1, pb);
+    put_seg(0, 4, 2, 700, 1, pc);
+    put_seg(0, 6, 2, 800, 0, pn);
     uint64_t one = file_size(pa);
     struct deleted d = {0};
     cr_expect_eq(log_retention_apply(root, ORG, 1000, 500, 2 * one, on_delete, &d), 2);
@@ -346,20 +211,13 @@ Test(logmaint, retention_age_then_bytes_in_one_pass)
     cr_expect_str_eq(d.why[1], "size");
     cr_expect_str_eq(d.path[1], pb);
     cr_expect(exists(pc) && exists(pn));
-    free(a.data);
-    free(b.data);
-    free(c.data);
-    free(n.data);
 }
 
 Test(logmaint, retention_removes_orphan_index_and_ignores_other_files)
 {
-    struct seg a, n;
     char pa[300], pn[300], ia[310], junk[320], tmp[320];
-    make_seg(&a, 0, 0, 2, 100);
-    make_seg(&n, 0, 2, 2, 300);
-    seg_put(&a, 0, 0, 1, pa);
-    seg_put(&n, 0, 2, 0, pn);
+    put_seg(0, 0, 2, 100, 1, pa);
+    put_seg(0, 2, 2, 300, 0, pn);
     idx_path(ia, sizeof ia, pa);
     cr_assert_eq(unlink(pa), 0); /* a crash after the segment went, before its index */
     snprintf(junk, sizeof junk, "%.*s/notes.txt", (int)(strrchr(pa, '/') - pa), pa);
@@ -376,23 +234,16 @@ Test(logmaint, retention_removes_orphan_index_and_ignores_other_files)
     cr_expect_str_eq(d.why[0], "orphan index");
     cr_expect(!exists(ia));
     cr_expect(exists(junk) && exists(tmp) && exists(pn), "not ours to delete");
-    free(a.data);
-    free(n.data);
 }
 
 Test(logmaint, retention_without_logs_or_limits_deletes_nothing)
 {
     cr_expect_eq(log_retention_apply(root, ORG, 1000, 1, 1, NULL, NULL), 0);
-    struct seg a, n;
-    make_seg(&a, 0, 0, 2, 100);
-    make_seg(&n, 0, 2, 2, 300);
-    seg_put(&a, 0, 0, 1, NULL);
-    seg_put(&n, 0, 2, 0, NULL);
+    put_seg(0, 0, 2, 100, 1, NULL);
+    put_seg(0, 2, 2, 300, 0, NULL);
     cr_expect_eq(log_retention_apply(root, ORG, 1000, 0, 0, NULL, NULL), 0);
     /* now < max_age: nothing can be that old. */
     cr_expect_eq(log_retention_apply(root, ORG, 1000, 5000, 0, NULL, NULL), 0);
-    free(a.data);
-    free(n.data);
 }
 
 /* ---- verification ---- */
@@ -537,13 +388,12 @@ Test(logmaint, verify_torn_tail_of_older_segment_is_an_error)
 
 Test(logmaint, verify_seq_gap_between_segments_is_an_error)
 {
-    struct seg s[4], g;
+    struct seg s[4];
     char p[4][300], pg[300];
     clean_log(s, p);
     /* Worker 0's newest should start at 8; replace it by one at 10. */
     cr_assert_eq(unlink(p[2]), 0);
-    make_seg(&g, 0, 10, 2, 300);
-    seg_put(&g, 0, 10, 0, pg);
+    put_seg(0, 10, 2, 300, 0, pg);
     struct problems pr;
     struct log_verify_stats st;
     cr_expect_eq(verify(&pr, &st), 1);
@@ -553,11 +403,8 @@ Test(logmaint, verify_seq_gap_between_segments_is_an_error)
     cr_expect(strstr(pr.msg[0], "sequence gap") != NULL, "%s", pr.msg[0]);
     /* A first segment that does not start at 0 is retention's doing: fine. */
     cr_assert_eq(unlink(p[3]), 0);
-    free(g.data);
-    make_seg(&g, 1, 40, 2, 300);
-    seg_put(&g, 1, 40, 0, NULL);
+    put_seg(1, 40, 2, 300, 0, NULL);
     cr_expect_eq(verify(&pr, &st), 1);
-    free(g.data);
     free_segs(s, 4);
 }
 
@@ -619,20 +466,18 @@ Test(logmaint, verify_damaged_segment_does_not_also_report_the_writers_jump)
 {
     /* After mid-segment damage the writer continues in a new segment numbered
      * past anything the damaged one could hold: one problem, not two. */
-    struct seg a, b;
+    struct seg a;
     char pa[300];
     make_seg(&a, 0, 0, 4, 100);
     a.data[a.rec_off[1] + RECORD_HEADER_SIZE] ^= 1;
     seg_put(&a, 0, 0, 0, pa);
-    make_seg(&b, 0, 50, 2, 500);
-    seg_put(&b, 0, 50, 0, NULL);
+    put_seg(0, 50, 2, 500, 0, NULL);
     struct problems pr;
     struct log_verify_stats st;
     cr_expect_eq(verify(&pr, &st), 1);
     cr_expect_str_eq(pr.path[0], pa);
     cr_expect_eq(pr.warnings, 1, "the damaged segment has no index");
     free(a.data);
-    free(b.data);
 }
 
 Test(logmaint, verify_index_problems)

@@ -1,14 +1,10 @@
 /* tests/unit/storage/logread_test.c — log_scan_segment, the time index, the
  * merging and range cursors and following (storage/logread.c), over segments
  * built with record_encode in a temp dir. */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* nftw flags */
-#endif
 #include <criterion/criterion.h>
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,123 +16,18 @@
 
 #include "storage/log.h"
 #include "storage/record.h"
+#include "segtest.h"
 
 #define ORG 7u
 
-static char root[64];
-
 static void setup(void)
 {
-    strcpy(root, "/tmp/logread-test-XXXXXX");
-    cr_assert_not_null(mkdtemp(root));
+    segtest_setup("logread-test");
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
+TestSuite(logread, .init = setup, .fini = segtest_teardown, .timeout = 60);
 
-static void teardown(void)
-{
-    nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-TestSuite(logread, .init = setup, .fini = teardown, .timeout = 60);
-
-/* ---- building segments ---- */
-
-struct seg {
-    uint8_t *data;
-    size_t len, cap;
-    uint64_t next_seq;
-    size_t rec_off[64]; /* offsets of the first records, for damaging them */
-    size_t nrec;
-};
-
-static void seg_reserve(struct seg *s, size_t more)
-{
-    if (s->len + more <= s->cap) return;
-    s->cap = (s->len + more) * 2;
-    s->data = realloc(s->data, s->cap);
-    cr_assert_not_null(s->data);
-}
-
-static void seg_begin(struct seg *s, uint32_t worker, uint32_t org, uint64_t base)
-{
-    memset(s, 0, sizeof *s);
-    struct segment_header h = {.worker = worker, .org = org, .base_seq = base, .created_ns = 1};
-    seg_reserve(s, SEGMENT_HEADER_SIZE);
-    segment_header_encode(s->data, &h);
-    s->len = SEGMENT_HEADER_SIZE;
-    s->next_seq = base;
-}
-
-/* Appends a record with the next seq; returns its offset. */
-static size_t seg_add_full(struct seg *s, uint64_t ns, uint32_t device, const char *topic,
-                           const void *payload, size_t len)
-{
-    /* every record its own commit batch, as the engine writes a lone reading */
-    struct record r = {.flags = RECORD_F_BATCH_START,
-                       .proto = RECORD_PROTO_HTTP,
-                       .ctype = RECORD_CTYPE_JSON,
-                       .topic_len = (uint16_t)(topic ? strlen(topic) : 0),
-                       .device = device,
-                       .recv_ns = ns,
-                       .seq = s->next_seq++};
-    size_t off = s->len;
-    seg_reserve(s, RECORD_HEADER_SIZE + r.topic_len + len);
-    record_encode(s->data + off, &r, topic, payload, len);
-    if (r.topic_len) memcpy(s->data + off + RECORD_HEADER_SIZE, topic, r.topic_len);
-    if (len) memcpy(s->data + off + RECORD_HEADER_SIZE + r.topic_len, payload, len);
-    s->len += RECORD_HEADER_SIZE + r.topic_len + len;
-    if (s->nrec < 64) s->rec_off[s->nrec++] = off;
-    return off;
-}
-
-static size_t seg_add(struct seg *s, uint64_t ns, const char *payload)
-{
-    return seg_add_full(s, ns, 1, NULL, payload, strlen(payload));
-}
-
-static void worker_dir(char *buf, size_t cap, uint32_t org, unsigned worker)
-{
-    char logs[96], orgd[128];
-    snprintf(logs, sizeof logs, "%s/logs", root);
-    snprintf(orgd, sizeof orgd, "%s/%" PRIu32, logs, org);
-    snprintf(buf, cap, "%s/w%u", orgd, worker);
-    mkdir(logs, 0755);
-    mkdir(orgd, 0755);
-    mkdir(buf, 0755);
-}
-
-static void seg_path(char *buf, size_t cap, uint32_t org, unsigned worker, uint64_t base)
-{
-    char dir[256];
-    worker_dir(dir, sizeof dir, org, worker);
-    snprintf(buf, cap, "%s/%020" PRIu64 ".seg", dir, base);
-}
-
-/* Writes the first `len` bytes of s as the segment (org, worker, base). */
-static void seg_write_len(const struct seg *s, uint32_t org, unsigned worker, uint64_t base,
-                          size_t len, char *path_out)
-{
-    char path[300];
-    seg_path(path, sizeof path, org, worker, base);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    cr_assert(fd >= 0, "open %s: %s", path, strerror(errno));
-    cr_assert_eq(write(fd, s->data, len), (ssize_t)len);
-    close(fd);
-    if (path_out) strcpy(path_out, path);
-}
-
-static void seg_write(const struct seg *s, uint32_t org, unsigned worker, uint64_t base,
-                      char *path_out)
-{
-    seg_write_len(s, org, worker, base, s->len, path_out);
-}
+/* ---- helpers (building segments: segtest.h) ---- */
 
 static int scan_bytes(const uint8_t *data, size_t len, struct log_scan *out)
 {
@@ -180,12 +71,6 @@ static unsigned drain(struct log_cursor *c, unsigned *bad)
     /* The end is sticky. */
     cr_assert_eq(log_cursor_next(c, &r, &body), 0);
     return n;
-}
-
-static void put_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
 }
 
 /* ---- scanning ---- */
@@ -318,10 +203,10 @@ Test(logread, scan_length_over_max_is_bad_header_and_past_eof_is_truncated)
     seg_small(&s, 2);
     uint8_t *len = s.data + s.rec_off[1] + 4;
     struct log_scan sc;
-    put_le32(len, RECORD_MAX_BODY + 1);
+    put_le(len, RECORD_MAX_BODY + 1, 4);
     cr_assert_eq(scan_bytes(s.data, s.len, &sc), 0);
     cr_expect_str_eq(sc.why, "bad record header");
-    put_le32(len, RECORD_MAX_BODY);
+    put_le(len, RECORD_MAX_BODY, 4);
     cr_assert_eq(scan_bytes(s.data, s.len, &sc), 0);
     cr_expect_str_eq(sc.why, "truncated record body");
     cr_expect_eq(sc.valid_end, s.rec_off[1]);
@@ -836,6 +721,74 @@ Test(logread, cursor_skips_names_that_are_not_segments)
     free(s.data);
 }
 
+/* The one rule for names (storage/logread.c), which the writer, the cursor and
+ * maintenance all use: exactly 20 digits, no sign or blank, fitting in u64. */
+Test(logread, segment_and_worker_name_rules)
+{
+    static const struct {
+        const char *name;
+        int ok;
+        uint64_t base;
+    } segs[] = {
+        {"00000000000000000000.seg", 1, 0},
+        {"00000000000000000042.seg", 1, 42},
+        {"18446744073709551615.seg", 1, UINT64_MAX},
+        {"18446744073709551616.seg", 0, 0}, /* 2^64 */
+        {"99999999999999999999.seg", 0, 0},
+        {"0000000000000000042.seg", 0, 0},   /* 19 digits */
+        {"000000000000000000042.seg", 0, 0}, /* 21 */
+        {" 0000000000000000042.seg", 0, 0},
+        {"+0000000000000000042.seg", 0, 0},
+        {"-0000000000000000042.seg", 0, 0},
+        {"0000000000000000004x.seg", 0, 0},
+        {"00000000000000000042.idx", 0, 0},
+        {"00000000000000000042.seg.tmp", 0, 0},
+        {"00000000000000000042.se", 0, 0},
+        {".seg", 0, 0},
+        {"", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof segs / sizeof segs[0]; i++) {
+        uint64_t base = 7;
+        int rc = log_name_base(segs[i].name, ".seg", &base);
+        cr_expect_eq(rc, segs[i].ok ? 0 : -EINVAL, "'%s': %d", segs[i].name, rc);
+        if (segs[i].ok) cr_expect_eq(base, segs[i].base, "'%s'", segs[i].name);
+    }
+    uint64_t base;
+    cr_expect_eq(log_name_base("00000000000000000042.idx", ".idx", &base), 0);
+    cr_expect_eq(base, 42);
+    char path[27]; /* exactly room for the one below */
+    cr_expect_eq(log_file_path(path, sizeof path, "d", 42, ".seg"), 0);
+    cr_expect_str_eq(path, "d/00000000000000000042.seg");
+    cr_expect_eq(log_file_path(path, sizeof path - 1, "d", 42, ".seg"), -ENAMETOOLONG);
+
+    static const struct {
+        const char *name;
+        int ok;
+        unsigned worker;
+    } workers[] = {
+        {"w0", 1, 0},
+        {"w17", 1, 17},
+        {"w007", 1, 7},
+        {"w2147483647", 1, 2147483647u},
+        {"w2147483648", 0, 0},
+        {"w", 0, 0},
+        {"wx", 0, 0},
+        {"w-1", 0, 0},
+        {"w+1", 0, 0},
+        {"w 1", 0, 0},
+        {"W1", 0, 0},
+        {"1", 0, 0},
+        {"w99999999999999999999", 0, 0},
+        {"", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof workers / sizeof workers[0]; i++) {
+        unsigned w = 12345;
+        int rc = log_worker_name(workers[i].name, &w);
+        cr_expect_eq(rc, workers[i].ok ? 0 : -EINVAL, "'%s': %d", workers[i].name, rc);
+        if (workers[i].ok) cr_expect_eq(w, workers[i].worker, "'%s'", workers[i].name);
+    }
+}
+
 /* ---- the sparse time index (log_index_read / log_index_build) ---- */
 
 static void index_free(struct log_index *x)
@@ -843,24 +796,6 @@ static void index_free(struct log_index *x)
     free(x->e);
     x->e = NULL;
     x->n = x->cap = 0;
-}
-
-static void idx_path_of(char *buf, size_t cap, const char *seg)
-{
-    snprintf(buf, cap, "%.*s.idx", (int)(strlen(seg) - 4), seg);
-}
-
-static uint8_t *slurp(const char *path, size_t *len)
-{
-    int fd = open(path, O_RDONLY);
-    cr_assert(fd >= 0, "open %s", path);
-    struct stat st;
-    cr_assert_eq(fstat(fd, &st), 0);
-    uint8_t *b = malloc((size_t)st.st_size + 1);
-    cr_assert_eq(read(fd, b, (size_t)st.st_size), st.st_size);
-    close(fd);
-    *len = (size_t)st.st_size;
-    return b;
 }
 
 static void spit(const char *path, const void *b, size_t len)
@@ -871,16 +806,10 @@ static void spit(const char *path, const void *b, size_t len)
     close(fd);
 }
 
-static void put_le64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
 /* Rewrites the trailing checksum so a crafted change passes it. */
 static void reseal(uint8_t *b, size_t len)
 {
-    put_le64(b + len - 8, XXH3_64bits(b, len - 8));
+    put_le(b + len - 8, XXH3_64bits(b, len - 8), 8);
 }
 
 /* The index a correct writer would produce for s, with an entry every `every`
@@ -957,7 +886,7 @@ Test(logread, index_every_flipped_byte_and_every_truncation_is_ebadmsg)
     struct log_index w, r;
     index_of(&s, 0, 2, &w);
     cr_assert_eq(log_index_write(path, &w), 0);
-    idx_path_of(ipath, sizeof ipath, path);
+    idx_path(ipath, sizeof ipath, path);
     size_t len;
     uint8_t *b = slurp(ipath, &len);
     cr_assert_eq(len, LOG_INDEX_HEADER_SIZE + 3 * LOG_INDEX_ENTRY_SIZE + 8);
@@ -993,7 +922,7 @@ Test(logread, index_with_valid_checksum_but_impossible_entries_is_ebadmsg)
     seg_small(&s, 6);
     char path[300], ipath[310];
     seg_write(&s, ORG, 0, 0, path);
-    idx_path_of(ipath, sizeof ipath, path);
+    idx_path(ipath, sizeof ipath, path);
     struct log_index w, r;
     index_of(&s, 0, 2, &w);
     cr_assert_eq(log_index_write(path, &w), 0);
@@ -1017,8 +946,8 @@ Test(logread, index_with_valid_checksum_but_impossible_entries_is_ebadmsg)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         memcpy(b, orig, len);
-        put_le64(b + cases[i].at, cases[i].v);
-        if (cases[i].at == 16) put_le64(b + 24, 500);
+        put_le(b + cases[i].at, cases[i].v, 8);
+        if (cases[i].at == 16) put_le(b + 24, 500, 8);
         reseal(b, len);
         spit(ipath, b, len);
         cr_expect_eq(log_index_read(path, &r), -EBADMSG, "%s", cases[i].what);

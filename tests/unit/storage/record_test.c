@@ -13,6 +13,7 @@
 #include <xxhash.h>
 
 #include "storage/record.h"
+#include "segtest.h"
 
 static const char topic[] = "plant/7/pump";
 static const char payload[] = "{\"t\":21.5,\"rpm\":1450}";
@@ -37,14 +38,6 @@ static size_t sample_body(uint8_t *out)
     memcpy(out, topic, sizeof topic - 1);
     memcpy(out + sizeof topic - 1, payload, sizeof payload - 1);
     return sizeof topic - 1 + sizeof payload - 1;
-}
-
-static uint64_t le(const uint8_t *p, unsigned n)
-{
-    uint64_t v = 0;
-    for (unsigned i = n; i-- > 0;)
-        v = v << 8 | p[i];
-    return v;
 }
 
 Test(record, round_trip_all_fields)
@@ -205,26 +198,20 @@ Test(record, bad_version_rejected)
     }
 }
 
-static void set_le32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> 8 * i);
-}
-
 Test(record, length_over_max_body_rejected)
 {
     uint8_t hdr[RECORD_HEADER_SIZE];
     struct record r = sample(), d;
 
     record_encode(hdr, &r, topic, payload, sizeof payload - 1);
-    set_le32(hdr + 4, RECORD_MAX_BODY);
+    put_le(hdr + 4, RECORD_MAX_BODY, 4);
     cr_expect_eq(record_decode(hdr, &d), 0, "exactly RECORD_MAX_BODY is allowed");
     cr_expect_eq(d.length, RECORD_MAX_BODY);
-    set_le32(hdr + 4, RECORD_MAX_BODY + 1);
+    put_le(hdr + 4, RECORD_MAX_BODY + 1, 4);
     cr_expect_eq(record_decode(hdr, &d), -EBADMSG);
-    set_le32(hdr + 4, UINT32_MAX);
+    put_le(hdr + 4, UINT32_MAX, 4);
     cr_expect_eq(record_decode(hdr, &d), -EBADMSG);
-    set_le32(hdr + 4, 1u << 31);
+    put_le(hdr + 4, 1u << 31, 4);
     cr_expect_eq(record_decode(hdr, &d), -EBADMSG);
 }
 
@@ -242,7 +229,7 @@ Test(record, topic_len_over_length_rejected)
     cr_expect_eq(record_decode(hdr, &d), -EBADMSG);
     hdr[14] = hdr[15] = 0xff;
     cr_expect_eq(record_decode(hdr, &d), -EBADMSG);
-    set_le32(hdr + 4, 0);
+    put_le(hdr + 4, 0, 4);
     hdr[14] = 1;
     hdr[15] = 0;
     cr_expect_eq(record_decode(hdr, &d), -EBADMSG);

@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,31 +11,17 @@
 #include <unistd.h>
 
 #include "storage/store.h"
+#include "segtest.h"
 
-static char tmpdir[64];
 static char datadir[128];
 
 static void setup(void)
 {
-    strcpy(tmpdir, "/tmp/sluice-store-XXXXXX");
-    cr_assert_not_null(mkdtemp(tmpdir));
-    snprintf(datadir, sizeof(datadir), "%s/data", tmpdir);
+    segtest_setup("sluice-store");
+    snprintf(datadir, sizeof(datadir), "%s/data", root);
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void teardown(void)
-{
-    nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-TestSuite(store, .init = setup, .fini = teardown);
+TestSuite(store, .init = setup, .fini = segtest_teardown);
 
 static struct store *open_new(void)
 {
@@ -76,7 +61,7 @@ Test(store, create_makes_private_data_dir_and_single_file_env)
 Test(store, create_makes_missing_parents)
 {
     struct store *s = NULL;
-    snprintf(datadir, sizeof(datadir), "%s/a/b/data", tmpdir);
+    snprintf(datadir, sizeof(datadir), "%s/a/b/data", root);
     cr_assert_eq(store_open(&s, datadir, 1), 0, "%s", store_last_error(NULL));
     store_close(s);
 }
