@@ -129,26 +129,36 @@ static int parse_fault(struct sluice_engine *e, char *err, size_t errcap)
     return 0;
 }
 
-/* Numeric entries of a directory ("<n>" or "w<n>" with a prefix), for walking
- * DATA/logs. Calls fn for each; stops at the first non-zero return. */
-static int for_each_numbered(const char *dir, const char *prefix, int (*fn)(void *ctx, uint32_t n),
+struct numbered {
+    bool workers; /* "w<N>" entries (storage's rule); else plain org ids */
+    int (*fn)(void *ctx, uint32_t n);
+    void *ctx;
+};
+
+static int numbered_visit(void *arg, const char *name)
+{
+    struct numbered *v = arg;
+    if (v->workers) {
+        unsigned w;
+        return log_worker_name(name, &w) ? 0 : v->fn(v->ctx, w);
+    }
+    char *end;
+    if (name[0] < '0' || name[0] > '9') return 0;
+    errno = 0;
+    unsigned long long id = strtoull(name, &end, 10);
+    if (*end || errno || id > UINT32_MAX) return 0;
+    return v->fn(v->ctx, (uint32_t)id);
+}
+
+/* Calls fn for each org directory of DATA/logs (workers false) or each worker
+ * directory of an org (workers true), as storage names them; stops at the first
+ * negative return. A missing directory has no entries. */
+static int for_each_numbered(const char *dir, bool workers, int (*fn)(void *ctx, uint32_t n),
                              void *ctx)
 {
-    DIR *d = opendir(dir);
-    if (!d) return errno == ENOENT ? 0 : -errno;
-    size_t pl = strlen(prefix);
-    int rc = 0;
-    struct dirent *de;
-    while (!rc && (de = readdir(d))) {
-        const char *p = de->d_name;
-        if (strncmp(p, prefix, pl) || !p[pl]) continue;
-        char *end;
-        unsigned long v = strtoul(p + pl, &end, 10);
-        if (*end || v > UINT32_MAX || !(p[pl] >= '0' && p[pl] <= '9')) continue;
-        rc = fn(ctx, (uint32_t)v);
-    }
-    closedir(d);
-    return rc;
+    struct numbered v = {.workers = workers, .fn = fn, .ctx = ctx};
+    int rc = log_dir_each(dir, numbered_visit, &v);
+    return rc == -ENOENT ? 0 : rc;
 }
 
 struct recover_ctx {
@@ -157,6 +167,7 @@ struct recover_ctx {
     unsigned logs, cut;
     char *err;
     size_t errcap;
+    bool failed; /* err holds why */
 };
 
 static int recover_worker_log(void *arg, uint32_t worker)
@@ -170,7 +181,8 @@ static int recover_worker_log(void *arg, uint32_t worker)
         char dir[LOG_PATH_MAX];
         log_dir_path(dir, sizeof dir, e->cfg.data_dir, r->org, (int)worker);
         snprintf(r->err, r->errcap, "cannot recover the log in %s: %s", dir, strerror(-rc));
-        return SLUICE_EIO;
+        r->failed = true;
+        return -1;
     }
     r->logs++;
     if (report[0]) {
@@ -190,7 +202,7 @@ static int recover_org(void *arg, uint32_t org)
     char dir[LOG_PATH_MAX];
     r->org = org;
     log_dir_path(dir, sizeof dir, r->e->cfg.data_dir, org, -1);
-    return for_each_numbered(dir, "w", recover_worker_log, r);
+    return for_each_numbered(dir, true, recover_worker_log, r);
 }
 
 /* Before serving: every worker log's newest segment is verified and a torn tail
@@ -200,14 +212,12 @@ static int recover_logs(struct sluice_engine *e, char *err, size_t errcap)
     char dir[LOG_PATH_MAX];
     struct recover_ctx r = {.e = e, .err = err, .errcap = errcap};
     snprintf(dir, sizeof dir, "%s/logs", e->cfg.data_dir);
-    int rc = for_each_numbered(dir, "", recover_org, &r);
-    if (rc < 0 && rc != SLUICE_EIO) {
-        snprintf(err, errcap, "cannot read %s: %s", dir, strerror(-rc));
-        return SLUICE_EIO;
-    }
-    if (!rc && r.cut)
-        fprintf(stderr, "sluiced: recovery: %u of %u logs had a tail cut\n", r.cut, r.logs);
-    return rc;
+    int rc = for_each_numbered(dir, false, recover_org, &r);
+    if (rc < 0 && !r.failed)
+        snprintf(err, errcap, "cannot read the logs under %s: %s", dir, strerror(-rc));
+    if (rc < 0) return SLUICE_EIO;
+    if (r.cut) fprintf(stderr, "sluiced: recovery: %u of %u logs had a tail cut\n", r.cut, r.logs);
+    return 0;
 }
 
 static void on_retention(void *ctx, const char *path, uint64_t bytes, const char *why)
@@ -284,7 +294,7 @@ static void *control_main(void *arg)
             char dir[LOG_PATH_MAX];
             since_retention = 0;
             snprintf(dir, sizeof dir, "%s/logs", e->cfg.data_dir);
-            for_each_numbered(dir, "", retain_org, e);
+            for_each_numbered(dir, false, retain_org, e);
         }
     }
     return NULL;

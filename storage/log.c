@@ -22,7 +22,7 @@ int log_dir_path(char *buf, size_t cap, const char *data_dir, uint32_t org, int 
     return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
 }
 
-static int fsync_path(const char *path)
+int log_fsync_dir(const char *path)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) return -errno;
@@ -40,7 +40,7 @@ static int mkdir_durable(const char *path)
         char *slash = strrchr(parent, '/');
         if (slash) {
             *slash = '\0';
-            return fsync_path(parent[0] ? parent : "/");
+            return log_fsync_dir(parent[0] ? parent : "/");
         }
         return 0;
     }
@@ -48,20 +48,32 @@ static int mkdir_durable(const char *path)
 }
 
 /* Newest segment (highest base seq) in dir, or -ENOENT. */
+struct newest {
+    uint64_t base;
+    bool found;
+};
+
+static int newest_visit(void *ctx, const char *name)
+{
+    struct newest *n = ctx;
+    uint64_t v;
+    if (log_name_base(name, ".seg", &v) == 0 && (!n->found || v > n->base)) {
+        n->base = v;
+        n->found = true;
+    }
+    return 0;
+}
+
+/* Newest segment (highest base seq) in dir, -ENOENT when there is none, or the
+ * listing's -errno (a failed listing must not pass for "the newest is older"). */
 static int newest_segment(const char *dir, uint64_t *base)
 {
-    DIR *d = opendir(dir);
-    if (!d) return -errno;
-    int rc = -ENOENT;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        uint64_t v;
-        if (log_name_base(de->d_name, ".seg", &v) < 0) continue;
-        if (rc == -ENOENT || v > *base) *base = v;
-        rc = 0;
-    }
-    closedir(d);
-    return rc;
+    struct newest n = {0};
+    int rc = log_dir_each(dir, newest_visit, &n);
+    if (rc) return rc;
+    if (!n.found) return -ENOENT;
+    *base = n.base;
+    return 0;
 }
 
 static uint64_t now_ns(void)
@@ -88,7 +100,7 @@ static int create_segment(struct log_writer *w, const char *dir, uint64_t base, 
     errno = 0;
     if (pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || fdatasync(fd))
         rc = errno ? -errno : -EIO;
-    if (!rc) rc = fsync_path(dir); /* the new name must survive a crash too */
+    if (!rc) rc = log_fsync_dir(dir); /* the new name must survive a crash too */
     if (rc) {
         close(fd);
         unlink(w->path);

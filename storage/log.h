@@ -245,4 +245,8 @@ int log_worker_name(const char *name, unsigned *worker);
  * -ENOTDIR ...; or readdir's). */
 int log_dir_each(const char *dir, int (*fn)(void *ctx, const char *name), void *ctx);
 
+/* fsync()s a directory, making the names created or removed in it durable.
+ * Returns 0 or -errno. */
+int log_fsync_dir(const char *dir);
+
 #endif

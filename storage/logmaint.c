@@ -168,15 +168,6 @@ static int list_org(const char *data_dir, uint32_t org, struct worker_dir **out,
     return 0;
 }
 
-static int fsync_dir(const char *dir)
-{
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    int rc = fsync(fd) < 0 ? -errno : 0;
-    close(fd);
-    return rc;
-}
-
 /* ---- retention ---- */
 
 struct retention {
@@ -203,7 +194,7 @@ static int delete_segment(struct retention *rt, struct worker_dir *w, size_t i, 
     entry_path(path, sizeof path, w, e->base, NAME_SEG);
     int gone = unlink(path) == 0;
     if (!gone && errno != ENOENT) return -errno;
-    int rc = fsync_dir(w->dir);
+    int rc = log_fsync_dir(w->dir);
     if (rc < 0) return rc;
     /* ENOENT: someone else (another retention pass) deleted it first. */
     if (gone) {
@@ -261,7 +252,7 @@ int log_retention_apply(
                 rc = -errno;
                 goto done;
             }
-            rc = fsync_dir(w->dir);
+            rc = log_fsync_dir(w->dir);
             if (rc < 0) goto done;
             if (report) report(ctx, path, bytes, "orphan index");
         }
