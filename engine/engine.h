@@ -108,8 +108,14 @@ struct conn {
     uint32_t tslot;
     bool timed;
 
+    /* the request in progress */
     struct http_chunked chunked;
-    uint64_t req_deadline_ms; /* absolute deadline of the request in progress */
+    uint64_t req_deadline_ms; /* absolute deadline */
+    uint32_t head_scanned;    /* head bytes already searched for a newline */
+    uint32_t head_len;        /* once the head parsed: its length ... */
+    uint64_t body_need;       /* ... its Content-Length ... */
+    bool body_chunked;        /* ... or chunked framing */
+    bool expect_continue;
     bool sent_continue;
 
     struct pending_resp q[CONN_QUEUE];

@@ -358,45 +358,67 @@ size_t ingest_http(struct worker *w, struct conn *c, char *p, size_t n)
     struct http_request *req = &w->req;
     size_t off = 0;
     while (off < n && !c->stop_input && !c->closing && c->qtail - c->qhead < CONN_QUEUE) {
+        size_t avail = n - off;
+        bool parsed = false;
         if (c->phase == PHASE_IDLE) {
             /* absolute from the request's first byte: trickling cannot extend it */
             c->phase = PHASE_HEAD;
             c->req_deadline_ms = w->now_ms + cfg->header_timeout_ms;
-        }
-        int hl = http_parse_request(p + off, n - off, HTTP_MAX_HEADER_BYTES, req);
-        if (hl == HTTP_INCOMPLETE) break;
-        if (hl < 0) {
-            queue_error(w, c, -hl, true, req->error);
-            break;
+            c->head_scanned = 0;
         }
         if (c->phase == PHASE_HEAD) {
+            /* a head can only complete, or show an error, once a line ends: bytes
+             * trickling in without a newline are not parsed again (slowloris) */
+            if (avail < HTTP_MAX_HEADER_BYTES && c->head_scanned <= avail &&
+                !memchr(p + off + c->head_scanned, '\n', avail - c->head_scanned)) {
+                c->head_scanned = (uint32_t)avail;
+                break;
+            }
+            int hl = http_parse_request(p + off, avail, HTTP_MAX_HEADER_BYTES, req);
+            if (hl == HTTP_INCOMPLETE) {
+                c->head_scanned = (uint32_t)avail;
+                break;
+            }
+            if (hl < 0) {
+                queue_error(w, c, -hl, true, req->error);
+                break;
+            }
+            uint64_t cl = req->content_length < 0 ? 0 : (uint64_t)req->content_length;
+            if (!req->chunked && cl > cfg->max_body) {
+                /* refuse before reading it; the unread body makes the stream unusable */
+                queue_error(w, c, 413, true, "body too large");
+                break;
+            }
             c->phase = PHASE_BODY;
             c->req_deadline_ms = w->now_ms + cfg->body_timeout_ms;
             c->chunked = (struct http_chunked){0};
             c->sent_continue = false;
+            c->head_len = (uint32_t)hl;
+            c->body_need = cl;
+            c->body_chunked = req->chunked;
+            c->expect_continue = req->expect_continue;
+            parsed = true;
         }
-        const char *body = p + off + (size_t)hl;
-        size_t avail = n - off - (size_t)hl, blen, total;
-        if (req->chunked) {
-            long r = http_chunked_decode(&c->chunked, p + off + hl, avail, cfg->max_body);
+        /* the body of a known head: the head is parsed again only when the body
+         * is complete (its slices point into this buffer, which may have moved) */
+        size_t hl = c->head_len, bavail = avail - hl, blen, total;
+        char *body = p + off + hl;
+        if (c->body_chunked) {
+            long r = http_chunked_decode(&c->chunked, body, bavail, cfg->max_body);
             if (r == HTTP_INCOMPLETE) goto incomplete;
             if (r < 0) {
                 queue_error(w, c, (int)-r, true, r == -413 ? "body too large" : "bad chunked body");
                 break;
             }
             blen = c->chunked.out;
-            total = (size_t)hl + (size_t)r;
+            total = hl + (size_t)r;
         } else {
-            uint64_t cl = req->content_length < 0 ? 0 : (uint64_t)req->content_length;
-            if (cl > cfg->max_body) {
-                /* refuse before reading it; the unread body makes the stream unusable */
-                queue_error(w, c, 413, true, "body too large");
-                break;
-            }
-            if (avail < cl) goto incomplete;
-            blen = (size_t)cl;
-            total = (size_t)hl + blen;
+            if (bavail < c->body_need) goto incomplete;
+            blen = (size_t)c->body_need;
+            total = hl + blen;
         }
+        /* same bytes, same verdict: this only refreshes the slices */
+        if (!parsed) http_parse_request(p + off, hl, HTTP_MAX_HEADER_BYTES, req);
         handle_request(w, c, req, body, blen);
         off += total;
         c->phase = PHASE_IDLE;
@@ -404,7 +426,7 @@ size_t ingest_http(struct worker *w, struct conn *c, char *p, size_t n)
     incomplete:
         /* tell a client waiting on Expect: 100-continue to send the body, unless
          * earlier responses are still queued (a 100 must not overtake them) */
-        if (req->expect_continue && !c->sent_continue && c->qhead == c->qtail) {
+        if (c->expect_continue && !c->sent_continue && c->qhead == c->qtail) {
             static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             worker_send(w, c, cont, sizeof cont - 1);
             c->sent_continue = true;
