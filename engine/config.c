@@ -222,7 +222,7 @@ int sluice_config_set(sluice_config *cfg, const char *key, const char *value, ch
             cfg->fsync = SLUICE_FSYNC_NEVER;
         else if (!strncmp(value, "interval:", 9) && parse_duration(value + 9, &ms) == 0) {
             /* a bare number after "interval:" means milliseconds, as in INTERFACE.md */
-            uint64_t raw;
+            uint64_t raw = 0;
             int n = parse_u64(value + 9, &raw);
             cfg->fsync = SLUICE_FSYNC_INTERVAL;
             cfg->fsync_interval_ms = value[9 + n] == '\0' ? (unsigned)raw : ms;

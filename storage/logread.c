@@ -267,7 +267,7 @@ fail:
 static int read_seg_header(int fd, struct segment_header *h)
 {
     uint8_t sh[SEGMENT_HEADER_SIZE];
-    size_t got;
+    size_t got = 0;
     int rc = pread_full(fd, sh, sizeof sh, 0, &got);
     if (rc < 0) return rc;
     if (got < sizeof sh || segment_header_decode(sh, h) < 0) return -EBADMSG;
@@ -394,7 +394,7 @@ int log_index_read(const char *seg_path, struct log_index *idx)
     char path[LOG_PATH_MAX];
     uint8_t *buf = NULL;
     struct stat st;
-    size_t got;
+    size_t got = 0;
     uint64_t name_base;
     int fd = -1, rc;
 

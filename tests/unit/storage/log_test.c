@@ -195,7 +195,8 @@ static void subdir(char *buf, size_t cap, const char *name)
 {
     char tmp[64];
     snprintf(tmp, sizeof tmp, "%s", name); /* name may be buf itself */
-    snprintf(buf, cap, "%s/%s", root, tmp);
+    int n = snprintf(buf, cap, "%s/%s", root, tmp);
+    cr_assert(n > 0 && (size_t)n < cap, "path too long");
     cr_assert_eq(mkdir(buf, 0750), 0);
 }
 
