@@ -11,16 +11,18 @@
 # per request (Δ utime+stime of the whole process from /proc/PID/stat, all
 # threads including io_uring's io-wq workers, divided by the requests wrk
 # completed), how busy CPU 0 and CPU 1 were (/proc/stat), and for sluiced the
-# readings per group commit, i.e. per writev+fdatasync (Δ sluice_readings_total / Δ sluice_commits_total
-# from the admin /metrics). Markdown tables on stdout; progress on stderr.
+# readings per group commit, i.e. per writev+fdatasync (Δ sluice_readings_total
+# / Δ sluice_commits_total from the admin /metrics). Markdown tables on stdout;
+# progress on stderr. Any non-2xx or socket error from sluiced makes it exit 1.
 #
 # Environment: RUNS (3), DURATION (10s), CONNS (64), SLUICE_BENCH_DIR (where
 # the temp dir goes; default BUILD_DIR, so fdatasync hits a real disk and not a
 # tmpfs under /tmp), WAIT_QUIET (seconds to wait for the machine to go idle
 # before starting and before each run, default 0; when set, a run during which
-# other processes used more than 10 % of a CPU is redone, up to 3 tries), FSYNC (sluiced's --fsync, default batch — the
-# product's default and the only honest comparison; `never` exists to measure
-# what durability costs, and is labelled as such). Loopback only.
+# other processes used more than 10 % of a CPU is redone, up to 3 tries),
+# FSYNC (sluiced's --fsync, default batch — the product's default and the only
+# honest comparison; `never` exists to measure what durability costs, and is
+# labelled as such). Loopback only.
 #
 # Other load on the machine skews everything, so it is measured, not assumed:
 # the script says how busy both CPUs were before it started (and who was
@@ -28,7 +30,7 @@
 # everything other than the server and wrk ("others' CPU %", in % of one CPU).
 # (/proc/PID/stat and /proc/stat both count in USER_HZ = getconf CLK_TCK.)
 #
-# Exit: 0 done, 77 wrk/nginx/taskset missing or fewer than 2 CPUs (skip: no
+# Exit: 0 done, 77 wrk/nginx/taskset/curl missing or fewer than 2 CPUs (skip: no
 # numbers rather than fake ones), 1 anything else (a server that will not
 # start, a wrk run that fails).
 set -euo pipefail
@@ -55,9 +57,14 @@ skip() {
     exit 77
 }
 
-for tool in wrk nginx taskset; do
-    command -v "$tool" >/dev/null 2>&1 ||
-        skip "$tool is not installed (apt-get install ${tool/nginx/nginx-light}${tool/taskset/ (util-linux)}); no numbers without it"
+for tool in wrk nginx taskset curl; do
+    command -v "$tool" >/dev/null 2>&1 && continue
+    case $tool in
+    nginx) pkg=nginx-light ;;
+    taskset) pkg=util-linux ;;
+    *) pkg=$tool ;;
+    esac
+    skip "$tool is not installed (apt-get install $pkg); no numbers without it"
 done
 ncpu=$(nproc --all)
 [ "$ncpu" -ge 2 ] || skip "needs 2 CPUs (server on CPU 0, wrk on CPU 1); this machine has $ncpu"
@@ -401,7 +408,8 @@ median() { # server column
 echo "### sluiced vs nginx — $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "$(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p' | head -n 1)), kernel $(uname -r);" \
-    "data dir on $fs_type, fdatasync ~${sync_overwrite}/s overwriting a block, ~${sync_append}/s appending; wrk -t1 -c$CONNS -d$DURATION on CPU $CLIENT_CPU," \
+    "data dir on $fs_type, fdatasync ~${sync_overwrite}/s overwriting a block," \
+    "~${sync_append}/s appending; wrk -t1 -c$CONNS -d$DURATION on CPU $CLIENT_CPU," \
     "servers on CPU $SERVER_CPU; median of $RUNS runs each, alternating;" \
     "machine ${before_busy}% busy before the runs; other processes used at most" \
     "$(awk 'BEGIN { m = 0 } $13 > m { m = $13 } END { print m }' "$results")% of a CPU during a kept run" \
@@ -434,6 +442,9 @@ awk '{ printf "| %s | %s | %.0f | %s | %s | %s | %s (%s) | %s | %s | %s | %s | %
 echo
 echo "</details>"
 
+if awk '$1 == "nginx" && ($9 > 0 || $10 > 0) { f = 1 } END { exit !f }' "$results"; then
+    say "WARNING: nginx answered non-2xx or dropped sockets: its numbers are not a clean baseline"
+fi
 if [ -n "$bad" ]; then
     say "ERROR: sluiced answered non-2xx or dropped sockets during the runs — a bug, not noise:"
     for f in "$tmp"/wrk-sluiced-*.txt; do
