@@ -47,8 +47,8 @@ PY
 read -r syncs mbs < "$work/disk.txt"
 
 data="$work/data"
-"$build/tools/sluice" --data-dir "$data" org add bench >/dev/null
-token=$("$build/tools/sluice" --data-dir "$data" device add --org bench dev-1 2>/dev/null)
+"$build/sluice" --data-dir "$data" org add bench >/dev/null
+token=$("$build/sluice" --data-dir "$data" device add --org bench dev-1 2>/dev/null)
 "$build/sluiced" --data-dir "$data" --http 127.0.0.1:0 --admin 127.0.0.1:0 --https off --mqtt off \
     --mqtts off --frame off --fsync batch --ports-file "$work/ports.json" >"$work/sluiced.log" 2>&1 &
 pid=$!

@@ -5,7 +5,7 @@
 set -euo pipefail
 build=${1:-build}
 data=${2:-./data}
-cli="$build/tools/sluice"
+cli="$build/sluice"
 
 if [ -e "$data/sluice.mdb" ]; then
     echo "sluice: using existing data dir $data (tokens are shown only when created;" \
