@@ -216,33 +216,32 @@ static int outbuf_reserve(struct outbuf *b, size_t n)
     return 0;
 }
 
-/* Queues bytes to c; they leave in one send at the end of the loop turn. Only
- * out[1] is appended to: out[0] may be in the kernel's hands. */
-void worker_send(struct worker *w, struct conn *c, const char *p, size_t n)
+static void conn_mark_dirty(struct worker *w, struct conn *c)
 {
-    if (c->closing) return;
-    if (outbuf_reserve(&c->out[1], n)) {
-        conn_close(w, c);
-        return;
-    }
-    memcpy(c->out[1].p + c->out[1].len, p, n);
-    c->out[1].len += n;
-    if (!c->on_dirty) {
-        c->on_dirty = true;
-        c->next_dirty = w->dirty;
-        w->dirty = c;
-    }
+    if (c->on_dirty) return;
+    c->on_dirty = true;
+    c->next_dirty = w->dirty;
+    w->dirty = c;
 }
 
 char *worker_send_reserve(struct worker *w, struct conn *c, size_t n)
 {
     if (c->closing || outbuf_reserve(&c->out[1], n)) return NULL;
-    if (!c->on_dirty) {
-        c->on_dirty = true;
-        c->next_dirty = w->dirty;
-        w->dirty = c;
-    }
+    conn_mark_dirty(w, c);
     return c->out[1].p + c->out[1].len;
+}
+
+/* Queues bytes to c; they leave in one send at the end of the loop turn. Only
+ * out[1] is appended to: out[0] may be in the kernel's hands. */
+void worker_send(struct worker *w, struct conn *c, const char *p, size_t n)
+{
+    char *dst = worker_send_reserve(w, c, n);
+    if (!dst) {
+        conn_close(w, c); /* out of memory for a response: nothing sane to say */
+        return;
+    }
+    memcpy(dst, p, n);
+    c->out[1].len += n;
 }
 
 static void submit_send(struct worker *w, struct conn *c)
@@ -274,10 +273,24 @@ static void flush_sends(struct worker *w)
     }
 }
 
-/* True once a connection that asked to close has nothing left to say. */
+/* Parses the reassembly buffer when the response queue has room, and drops
+ * what the parser consumed. */
+static void parse_buffered(struct worker *w, struct conn *c)
+{
+    if (c->qtail - c->qhead >= CONN_QUEUE) return;
+    size_t used = ingest_http(w, c, c->rbuf, c->rlen);
+    if (used) {
+        memmove(c->rbuf, c->rbuf + used, c->rlen - used);
+        c->rlen -= used;
+    }
+}
+
+/* True once a connection that is closing (it asked to, or the peer finished
+ * sending) has nothing left to say. */
 static bool conn_finished(const struct conn *c)
 {
-    return c->stop_input && c->qhead == c->qtail && !c->send_busy && !c->out[1].len;
+    return (c->stop_input || c->peer_closed) && c->qhead == c->qtail && !c->send_busy &&
+           !c->out[1].len;
 }
 
 /* Re-runs the parser over buffered input (after responses freed queue room),
@@ -285,16 +298,9 @@ static bool conn_finished(const struct conn *c)
 void worker_conn_progress(struct worker *w, struct conn *c)
 {
     if (c->closing) return;
-    if (c->rlen && !c->stop_input && c->qtail - c->qhead < CONN_QUEUE) {
-        size_t used = ingest_http(w, c, c->rbuf, c->rlen);
-        if (used) {
-            memmove(c->rbuf, c->rbuf + used, c->rlen - used);
-            c->rlen -= used;
-        }
-    }
+    if (c->rlen && !c->stop_input) parse_buffered(w, c);
     if (c->closing) return;
-    if (conn_finished(c) ||
-        (c->peer_closed && c->qhead == c->qtail && !c->send_busy && !c->out[1].len)) {
+    if (conn_finished(c)) {
         conn_close(w, c);
         return;
     }
@@ -339,11 +345,7 @@ static void conn_input(struct worker *w, struct conn *c, char *data, size_t n)
             conn_close(w, c);
             return;
         }
-        size_t used = c->qtail - c->qhead < CONN_QUEUE ? ingest_http(w, c, c->rbuf, c->rlen) : 0;
-        if (used) {
-            memmove(c->rbuf, c->rbuf + used, c->rlen - used);
-            c->rlen -= used;
-        }
+        parse_buffered(w, c);
     }
     if (c->closing) return;
     /* queue full and input piling up: stop reading, TCP pushes back. (A large
@@ -413,9 +415,9 @@ static void on_recv(struct worker *w, struct io_uring_cqe *cqe)
         if (!c->closing) conn_input(w, c, w->bufs + (size_t)bid * w->bufsz, (size_t)cqe->res);
         return_buffer(w, bid);
     } else if (cqe->res == 0) {
-        /* the peer finished sending; answer what it asked, then close */
+        /* the peer finished sending; answer what it asked (also requests still
+         * buffered behind a full response queue), then close */
         c->peer_closed = true;
-        c->stop_input = true;
     } else if (cqe->res == -ENOBUFS) {
         atomic_fetch_add_explicit(&w->st.enobufs, 1, memory_order_relaxed);
     } else if (cqe->res != -ECANCELED) {
@@ -449,11 +451,7 @@ static void on_send(struct worker *w, struct io_uring_cqe *cqe)
     }
     c->out[0].len = 0;
     c->out_off = 0;
-    if (c->out[1].len && !c->on_dirty) {
-        c->on_dirty = true;
-        c->next_dirty = w->dirty;
-        w->dirty = c;
-    }
+    if (c->out[1].len) conn_mark_dirty(w, c);
     worker_conn_progress(w, c);
 }
 

@@ -8,6 +8,7 @@ The daemon runs with --header-timeout 1s so the slow-header cases finish fast.
 Exits 77 when $SLUICED / $SLUICE_CLI or curl are missing.
 """
 import json
+import socket
 import os
 import sys
 import time
@@ -70,6 +71,20 @@ def _():
     check_eq([r.status for r in got], [202, 404, 202], "statuses in request order")
     check_eq([got[0].body, got[2].body], [b'{"accepted":1}', b'{"accepted":2}'], "bodies")
     check_eq([p["i"] for p in stored("case", "pipe-order")], [0, 1, 2], "stored")
+
+
+@suite.case("pipelining past the queue depth, then the client half-closes: all 40 answered")
+def _():
+    # 40 > the 32 responses a connection may have outstanding: the rest wait in
+    # the buffer, and a FIN behind them must not drop them
+    reqs = [reading_post({"case": "pipe-fin", "i": i}) for i in range(40)]
+    with Conn(S["d"].http) as c:
+        c.send(b"".join(reqs))
+        c.sock.shutdown(socket.SHUT_WR)
+        got = [c.read_response(timeout=5) for _ in range(40)]
+        check(c.wait_eof(3.0), "connection not closed after the last response")
+    check_eq([r.status for r in got], [202] * 40, "statuses")
+    check_eq([p["i"] for p in stored("case", "pipe-fin")], list(range(40)), "stored in order")
 
 
 def smuggle_case(name, head_lines, body=None, sep=b"\r\n"):
