@@ -303,14 +303,10 @@ void commit_submit(struct worker *w)
     while (l) {
         struct commit_log *next = l->next_dirty;
         l->on_dirty = false;
-        if (l->busy) {
-            /* one sync in flight per file: this batch goes when it completes */
-            l->on_dirty = true;
-            l->next_dirty = keep;
-            keep = l;
-        } else if (l->b[l->fill].len && l->bgsync) {
-            /* a background sync of this file is running (--fsync interval):
-             * rolling must wait for it; keep it simple and wait always */
+        if (l->busy || (l->b[l->fill].len && l->bgsync)) {
+            /* one write+sync in flight per file, or a background sync of it
+             * (--fsync interval, which a roll must not overtake): this batch
+             * goes when that completes */
             l->on_dirty = true;
             l->next_dirty = keep;
             keep = l;
