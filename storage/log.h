@@ -158,9 +158,11 @@ int log_cursor_open_range(const char *data_dir, uint32_t org, uint64_t since_ns,
  * (topic then payload), valid until the next call; 0 when nothing more is there
  * (see log_cursor_poll); -EBADMSG when a record fails verification anywhere but a
  * torn tail of a worker's newest segment, or a worker's seqs skip, -errno. After
- * a failure (log_cursor_error says where) the worker's stream goes on: with its
- * next segment after a damaged record or segment header, with the record itself
- * after a seq gap. Call again until it returns 0. */
+ * a failure (log_cursor_error says where) the worker's stream goes on: after a
+ * damaged record at the next commit batch start that verifies in the same
+ * segment (log_scan_resync), else with its next segment (also after a damaged
+ * segment header); with the record itself after a seq gap. Call again until it
+ * returns 0. */
 int log_cursor_next(struct log_cursor *c, struct record *r, const uint8_t **body);
 
 /* For following a live log: after log_cursor_next returned 0, picks up what was

@@ -532,6 +532,7 @@ struct log_stream {
     int run;          /* records skipped since the last head include one >= until */
     uint64_t run_max; /* the largest recv_ns among them */
     int placeholder;  /* head stands for that run (see stream_advance): not yielded */
+    int resynced;     /* pos was found past damage: take its record's seq as it is */
     struct record head;
     const uint8_t *body;
 };
@@ -800,6 +801,10 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
                 continue;
             }
         }
+        if (rc == REC_OK && s->resynced) {
+            s->resynced = 0; /* the damage was reported; seqs go on from here */
+            s->next_seq = s->head.seq;
+        }
         if (rc == REC_OK) {
             if (s->head.seq != s->next_seq) {
                 /* Reported once; then the record, whose own bytes verified, is
@@ -845,6 +850,16 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
             if (torn && newest) {
                 s->idle = 1;
                 return 0;
+            }
+            /* damage: report it once, then go on at the next batch that
+             * verifies in this segment (the readings after it are intact), or
+             * with the next segment when there is none */
+            uint64_t found;
+            if (log_scan_resync(s->rd.fd, s->pos, s->next_seq, &found) == 1) {
+                stream_error(c, s, s->pos, why, -EBADMSG);
+                s->pos = found;
+                s->resynced = 1;
+                return -EBADMSG;
             }
             return stream_skip_seg(c, s, s->pos, why, -EBADMSG);
         }

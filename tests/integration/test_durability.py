@@ -347,5 +347,69 @@ def _():
         log_verify(cli)
 
 
+@suite.case("retention by bytes through the daemon: old sealed segments go, the newest data stays")
+def _():
+    data, cli, tok, org_id = fresh("retain")
+    d = Daemon(SLUICED, data, ["--threads", "1", "--segment-bytes", "4KiB",
+                               "--retention-bytes", "16KiB"], name="retain").start()
+    wait_token_live(d.http, tok)
+    sent = set()
+    for i in range(200):  # ~35 KiB of records: 8+ segments of 4 KiB
+        r = post(d.http, tok, json.dumps({"id": "r.%d" % i, "pad": "x" * 120}))
+        check_eq(r.status, 202, "POST r.%d" % i)
+        sent.add("r.%d" % i)
+    wdir = os.path.join(data, "logs", org_id, "w0")
+    deadline = time.monotonic() + 12  # retention runs every 5 s
+    total = None
+    while time.monotonic() < deadline:
+        total = sum(os.path.getsize(f) for f in glob.glob(os.path.join(wdir, "*.seg")))
+        if total <= 16 * 1024:
+            break
+        time.sleep(0.25)
+    check(total is not None and total <= 16 * 1024,
+          "segments still hold %s bytes > 16 KiB after 12 s" % total)
+    check("sluiced: retention: deleted" in d.stderr(), "no retention line on stderr")
+    got = stored_ids(cli)
+    check("r.199" in got, "the newest reading is gone")
+    check(set(got) < sent and len(got) < len(sent), "nothing was deleted from the log")
+    kept = sorted(int(x.split(".")[1]) for x in got)
+    check_eq(kept, list(range(kept[0], 200)), "retention left a hole (kept ids)")
+    log_verify(cli)
+    check_eq(d.terminate(10), 0, "exit status of SIGTERM")
+
+
+@suite.case("damage in the middle of a segment: kept on start, writing goes on, verify exits 1")
+def _():
+    data, cli, tok, org_id = fresh("middle")
+    d = Daemon(SLUICED, data, ["--threads", "1"], name="middle").start()
+    wait_token_live(d.http, tok)
+    post_each(d.http, tok, "m", 20)  # 20 batches of one reading each
+    check_eq(d.terminate(10), 0, "exit status of SIGTERM")
+    seg = newest_segment(data, org_id)
+    with open(seg, "r+b") as f:
+        f.seek(32 + 40 + 3)  # the first record's body: acknowledged, synced data
+        b = f.read(1)
+        f.seek(32 + 40 + 3)
+        f.write(bytes([b[0] ^ 0x20]))
+    size = os.path.getsize(seg)
+    d = Daemon(SLUICED, data, ["--threads", "1"], name="middle2").start()
+    err = d.stderr()
+    check("corrupt record" in err and "left untouched" in err,
+          "stderr does not report the damage: %r" % err[-600:])
+    check_eq(os.path.getsize(seg), size, "the damaged segment was truncated")
+    post_each(d.http, tok, "m2", 3)
+    check_eq(d.terminate(10), 0, "exit status of SIGTERM")
+    # log cat reports the damaged record (exit 1) and still prints the rest
+    rc, out, err = cli.run("log", "cat", "--org", "acme")
+    check_eq(rc, 1, "log cat exit status over a damaged record")
+    check(seg in err, "log cat does not name the damaged file: %r" % err[-300:])
+    got = {json.loads(line)["payload"]["id"] for line in out.splitlines()}
+    check({"m2.0", "m2.1", "m2.2"} <= got, "readings after the damage are missing")
+    check("m.19" in got, "readings after the damaged one, in the same segment, are missing")
+    rc, out, err = cli.run("log", "verify")
+    check_eq(rc, 1, "log verify exit status with a damaged record (stderr %r)" % err[-300:])
+    check(seg in err, "log verify does not name the damaged file: %r" % err[-300:])
+
+
 if __name__ == "__main__":
     suite.run()
