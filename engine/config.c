@@ -29,6 +29,7 @@ void sluice_config_init(sluice_config *cfg)
     cfg->max_connections = 65536;
     cfg->segment_bytes = 64u << 20;
     cfg->segment_age_ms = 3600 * 1000;
+    cfg->auth_fail_rate = 10;
 }
 
 static const char help_text[] =
@@ -57,7 +58,9 @@ static const char help_text[] =
     "  --retention-days D     per org: delete sealed segments older than D days, may be\n"
     "                         fractional; 0 = keep forever (default 0)\n"
     "  --retention-bytes SIZE per org: delete the oldest sealed segments beyond SIZE,\n"
-    "                         0 = no limit (default 0)\n";
+    "                         0 = no limit (default 0)\n"
+    "  --auth-fail-rate N     failed authentications per second per client address\n"
+    "                         (burst 2N), then 429; 0 = no limit (default 10)\n";
 
 const char *sluice_config_help(void)
 {
@@ -196,6 +199,16 @@ int sluice_config_set(sluice_config *cfg, const char *key, const char *value, ch
             why = "expected a non-empty path shorter than 1024 bytes";
             goto fail;
         }
+        return SLUICE_OK;
+    }
+    if (!strcmp(k, "auth-fail-rate")) {
+        uint64_t v;
+        int n = parse_u64(value, &v);
+        if (n < 0 || value[n] || v > 1000000) {
+            why = "expected failed attempts per second, 0 to 1000000 (0: no limit)";
+            goto fail;
+        }
+        cfg->auth_fail_rate = (unsigned)v;
         return SLUICE_OK;
     }
     if (!strcmp(k, "threads") || !strcmp(k, "max-connections")) {

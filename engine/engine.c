@@ -311,6 +311,7 @@ static void engine_free(struct sluice_engine *e)
         commit_close_all(w); /* logs adopted at recovery by a worker that never ran */
         if (w->wake_fd >= 0) close(w->wake_fd);
         free(w->conns);
+        free(w->authrl);
         free(w->scratch);
         if (w->zs) {
             inflateEnd(w->zs);
@@ -379,6 +380,12 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         for (unsigned k = 0; k < LISTENER_KINDS; k++)
             w->listen_fd[k] = -1;
         w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        w->authrl = malloc(sizeof *w->authrl);
+        if (!w->authrl) {
+            rc = SLUICE_ENOMEM;
+            goto fail;
+        }
+        ratelimit_init(w->authrl, cfg->auth_fail_rate, 2 * cfg->auth_fail_rate);
         w->conn_cap = cfg->max_connections;
         /* calloc of a large array is lazily backed: untouched slots cost nothing */
         w->conns = calloc(w->conn_cap, sizeof *w->conns);

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "engine/auth.h"
+#include "engine/ratelimit.h"
 #include "protocols/http.h"
 #include "sluice.h"
 #include "storage/log.h"
@@ -121,6 +122,8 @@ struct conn {
     struct pending_resp q[CONN_QUEUE];
     uint32_t qhead, qtail;
 
+    uint8_t peer[16]; /* the client's address (IPv4 mapped into IPv6) */
+
     /* the last token seen on this connection and what it resolved to */
     uint64_t auth_gen;
     uint8_t tok_len;
@@ -138,7 +141,7 @@ struct commit_log;
 
 struct worker_stats {
     _Atomic uint64_t accepted_conns, closed_conns, requests, readings, bytes_in, bytes_out, commits,
-        commit_failures, enobufs, auth_failures, rejected;
+        commit_failures, enobufs, auth_failures, auth_throttled;
 };
 
 struct sluice_engine;
@@ -175,6 +178,7 @@ struct worker {
 
     const struct auth_table *auth;
     uint64_t auth_gen;
+    struct ratelimit *authrl; /* failed authentications per source address */
     _Atomic uint64_t observed_epoch;
 
     char *scratch; /* gunzip output, max_body bytes */

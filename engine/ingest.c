@@ -121,26 +121,35 @@ static bool token_eq(const char *a, size_t an, const char *b, size_t bn)
 }
 
 /* Resolves the request's token to (device, org), hashing it once per connection
- * while the token and the auth table stay the same. Returns false for a missing,
- * unknown or revoked token; callers answer all three identically. */
-static bool authenticate(struct worker *w, struct conn *c, struct http_slice tok)
+ * while the token and the auth table stay the same. Returns AUTH_OK; AUTH_FAIL
+ * for a missing, unknown or revoked token (callers answer all three alike; the
+ * attempt is charged to the peer's address); AUTH_THROTTLED when that address
+ * has used up its failed attempts (--auth-fail-rate), before any hashing. */
+enum { AUTH_OK, AUTH_FAIL, AUTH_THROTTLED };
+
+static int authenticate(struct worker *w, struct conn *c, struct http_slice tok)
 {
-    if (!tok.n || tok.n > sizeof c->tok) return false;
     if (c->tok_ok && c->auth_gen == w->auth_gen && token_eq(c->tok, c->tok_len, tok.p, tok.n))
-        return true;
+        return AUTH_OK;
     c->tok_ok = false;
-    if (!w->auth) return false;
-    uint8_t digest[STORE_DIGEST_LEN];
-    store_token_digest(tok.p, tok.n, digest);
-    const struct auth_entry *e = auth_table_lookup(w->auth, digest);
-    if (!e || e->state != STORE_DEVICE_ACTIVE) return false;
+    if (!ratelimit_allow(w->authrl, c->peer, w->now_ms)) return AUTH_THROTTLED;
+    const struct auth_entry *e = NULL;
+    if (tok.n && tok.n <= sizeof c->tok && w->auth) {
+        uint8_t digest[STORE_DIGEST_LEN];
+        store_token_digest(tok.p, tok.n, digest);
+        e = auth_table_lookup(w->auth, digest);
+    }
+    if (!e || e->state != STORE_DEVICE_ACTIVE) {
+        ratelimit_charge(w->authrl, c->peer, w->now_ms);
+        return AUTH_FAIL;
+    }
     memcpy(c->tok, tok.p, tok.n);
     c->tok_len = (uint8_t)tok.n;
     c->device = e->device;
     c->org = e->org;
     c->auth_gen = w->auth_gen;
     c->tok_ok = true;
-    return true;
+    return AUTH_OK;
 }
 
 /* Inflates a gzip body into the worker's scratch buffer, at most max_body bytes.
@@ -196,7 +205,13 @@ static void handle_readings(struct worker *w, struct conn *c, const struct http_
         queue_error(w, c, 405, close, "use POST");
         return;
     }
-    if (!authenticate(w, c, req->token)) {
+    int auth = authenticate(w, c, req->token);
+    if (auth == AUTH_THROTTLED) {
+        atomic_fetch_add_explicit(&w->st.auth_throttled, 1, memory_order_relaxed);
+        queue_error(w, c, 429, close, "too many failed authentication attempts from this address");
+        return;
+    }
+    if (auth == AUTH_FAIL) {
         atomic_fetch_add_explicit(&w->st.auth_failures, 1, memory_order_relaxed);
         queue_resp(c, 401, close || w->draining, 0, UNAUTHORIZED_BODY);
         return;
@@ -309,6 +324,8 @@ static void handle_admin(struct worker *w, struct conn *c, const struct http_req
         METRIC("commits_total", commits, "group commits (write + fdatasync) completed");
         METRIC("commit_failures_total", commit_failures, "group commits that failed");
         METRIC("auth_failures_total", auth_failures, "requests with a missing/unknown token");
+        METRIC("auth_throttled_total", auth_throttled,
+               "requests refused 429: too many failed attempts from their address");
         METRIC("recv_enobufs_total", enobufs, "recv completions without a free buffer");
         METRIC("bytes_in_total", bytes_in, "bytes received");
         METRIC("bytes_out_total", bytes_out, "bytes sent");

@@ -96,6 +96,7 @@ int main(int argc, char **argv)
         {"segment-age", required_argument, 0, 0},
         {"retention-days", required_argument, 0, 0},
         {"retention-bytes", required_argument, 0, 0},
+        {"auth-fail-rate", required_argument, 0, 0},
         {0, 0, 0, 0},
     };
     opterr = 0;

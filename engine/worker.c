@@ -367,6 +367,22 @@ static void return_buffer(struct worker *w, unsigned bid)
     io_uring_buf_ring_advance(w->br, 1);
 }
 
+/* The client's address as 16 bytes (IPv4 as ::ffff:a.b.c.d), for the
+ * per-address limits; all zero when it cannot be read. */
+static void peer_address(int fd, uint8_t out[16])
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    memset(out, 0, 16);
+    if (getpeername(fd, (struct sockaddr *)&ss, &len)) return;
+    if (ss.ss_family == AF_INET6) {
+        memcpy(out, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
+    } else if (ss.ss_family == AF_INET) {
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+    }
+}
+
 static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
 {
     unsigned kind = op_slot(cqe->user_data);
@@ -382,6 +398,7 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
         } else {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            peer_address(fd, c->peer);
             c->fd = fd;
             c->kind = (uint8_t)kind;
             atomic_fetch_add_explicit(&w->st.accepted_conns, 1, memory_order_relaxed);

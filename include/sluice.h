@@ -74,6 +74,8 @@ typedef struct sluice_config {
     uint64_t segment_age_ms;    /* ... or once older than this (0: no age limit) */
     uint64_t retention_ms;      /* per org: delete sealed segments older than this (0: keep) */
     uint64_t retention_bytes;   /* per org: delete oldest sealed segments beyond this (0: keep) */
+    unsigned auth_fail_rate;    /* failed authentications per second per client address, per
+                                   worker (burst twice that); beyond it 429. 0: no limit */
 } sluice_config;
 
 /* Fills cfg with the defaults of INTERFACE.md (data dir ./data, all listeners on

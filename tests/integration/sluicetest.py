@@ -190,9 +190,13 @@ class Daemon:
         self.out_path = os.path.join(base, name + ".stdout")
         self.err_path = os.path.join(base, name + ".stderr")
         self.ports_file = os.path.join(base, name + ".ports.json")
+        # every test client is 127.0.0.1: the failed-authentication limit per
+        # address would couple unrelated cases (401 tests, token polling), so it
+        # is off unless a case sets --auth-fail-rate itself
+        limit = [] if "--auth-fail-rate" in extra else ["--auth-fail-rate", "0"]
         self.argv = [path, "--data-dir", data_dir, "--threads", "2", "--http", "127.0.0.1:0",
                      "--admin", "127.0.0.1:0", "--https", "off", "--mqtt", "off", "--mqtts",
-                     "off", "--frame", "off", "--ports-file", self.ports_file] + list(extra)
+                     "off", "--frame", "off", "--ports-file", self.ports_file] + limit + list(extra)
         self.proc = None
         self.http = self.admin = None
 

@@ -304,5 +304,33 @@ def _():
           (sum(sent), total, before_term, len(seen), took))
 
 
+@suite.case("failed authentications are limited per address: 401s, then 429 with Retry-After")
+def _():
+    d, cli, tok = fresh("authrate", ["--threads", "1", "--auth-fail-rate", "2"])
+    time.sleep(2.1)  # the token polling above may have used some of the bucket (burst 4)
+    statuses = []
+    with Conn(d.http) as c:
+        for i in range(10):
+            c.send(b"POST /v1/readings HTTP/1.1\r\nHost: x\r\nX-Auth-Token: slk_nope%d\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}" % i)
+            r = c.read_response()
+            statuses.append(r.status)
+            if r.status == 429:
+                check("retry-after" in r.headers, "429 without Retry-After")
+    check_eq(statuses[:4], [401] * 4, "the burst of 4 failed attempts is answered 401")
+    check(statuses[-1] == 429 and statuses.count(429) >= 5,
+          "failed attempts beyond the burst are not refused 429: %r" % statuses)
+    # the address is throttled: even a good token on a new connection waits
+    r = post(d.http, tok, b'{"rate":"limited"}')
+    check_eq(r.status, 429, "a good token from the throttled address")
+    time.sleep(1.2)  # 2 tokens per second come back
+    r = post(d.http, tok, b'{"rate":"ok"}')
+    check_eq(r.status, 202, "a good token after the bucket refilled")
+    m = metrics(d.admin)
+    check(m.get("sluice_auth_throttled_total", 0) >= 6, "metric: %r" % m.get(
+        "sluice_auth_throttled_total"))
+    check_eq(d.terminate(10), 0, "exit status of SIGTERM")
+
+
 if __name__ == "__main__":
     suite.run()
