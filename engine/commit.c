@@ -326,6 +326,17 @@ void commit_submit(struct worker *w)
             if (w->eng->cfg.fsync == SLUICE_FSYNC_ALWAYS) split_first_request(l, b);
             maybe_roll(w, l, b->len);
             l->first_seq = l->lw.next_seq;
+            /* space written ahead, so the sync has no file size to persist; no
+             * space at all (ENOSPC) fails this batch before it is written */
+            int rc = log_writer_reserve(&l->lw, b->len, w->eng->cfg.segment_bytes);
+            if (rc) {
+                l->busy = true;
+                l->err = rc;
+                w->logs_busy++;
+                finish(w, l);
+                l = next;
+                continue;
+            }
             seal(l, b);
             l->busy = true;
             l->done = 0;
@@ -378,6 +389,7 @@ static void finish(struct worker *w, struct commit_log *l)
          * written after them (a later batch start would make them look like
          * durable data to recovery): retried before every batch until it works */
         l->truncate_pending = ftruncate(l->lw.fd, (off_t)l->lw.end) != 0;
+        if (!l->truncate_pending) l->lw.alloc = l->lw.end; /* the space ahead went too */
         l->lw.next_seq = l->first_seq;
         log_writer_unnote(&l->lw);
         atomic_fetch_add_explicit(&w->st.commit_failures, 1, memory_order_relaxed);

@@ -107,7 +107,7 @@ static int create_segment(struct log_writer *w, const char *dir, uint64_t base, 
         return rc;
     }
     w->fd = fd;
-    w->end = SEGMENT_HEADER_SIZE;
+    w->end = w->alloc = SEGMENT_HEADER_SIZE;
     w->next_seq = base;
     w->created_ns = h.created_ns;
     w->idx.n = 0;
@@ -116,6 +116,51 @@ static int create_segment(struct log_writer *w, const char *dir, uint64_t base, 
     w->idx.max_ns = 0;
     w->index_complete = true;
     return 0;
+}
+
+static const uint8_t zeros[1 << 16];
+
+int log_all_zero(int fd, uint64_t from, uint64_t to)
+{
+    uint8_t buf[1 << 16];
+    while (from < to) {
+        size_t want = to - from < sizeof buf ? (size_t)(to - from) : sizeof buf;
+        ssize_t got = pread(fd, buf, want, (off_t)from);
+        if (got < 0) return -errno;
+        if (got == 0) break;
+        if (memcmp(buf, zeros, (size_t)got)) return 0;
+        from += (uint64_t)got;
+    }
+    return 1;
+}
+
+int log_writer_reserve(struct log_writer *w, uint64_t need, uint64_t cap)
+{
+    if (w->end + need <= w->alloc) return 0;
+    uint64_t want = w->alloc + LOG_PREALLOC_STEP;
+    if (want > cap) want = cap;
+    if (want < w->end + need) want = w->end + need;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        uint64_t at = w->alloc;
+        errno = 0;
+        while (at < want) {
+            size_t n = want - at < sizeof zeros ? (size_t)(want - at) : sizeof zeros;
+            ssize_t put = pwrite(w->fd, zeros, n, (off_t)at);
+            if (put <= 0) break;
+            at += (uint64_t)put;
+        }
+        if (at >= want) {
+            w->alloc = want;
+            return 0;
+        }
+        int err = errno ? errno : EIO;
+        /* take back a partial extension: the file must not end in a half step
+         * that later looks like anything but zeros */
+        if (ftruncate(w->fd, (off_t)w->alloc)) return -errno;
+        if (err != ENOSPC || want == w->end + need) return -err;
+        want = w->end + need; /* a full disk may still hold just this batch */
+    }
+    return -ENOSPC;
 }
 
 int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, unsigned worker,
@@ -172,7 +217,16 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
         return rc;
     }
     w->created_ns = scan.hdr.created_ns;
-    if (scan.valid_end < scan.file_size) {
+    uint64_t alloc = scan.file_size;
+    rc = log_all_zero(fd, scan.valid_end, scan.file_size);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    if (rc == 1) {
+        /* space written ahead (log_writer_reserve) and not used yet: the log
+         * ends at valid_end, nothing was cut */
+    } else if (scan.valid_end < scan.file_size) {
         uint64_t found = 0;
         rc = log_scan_resync(fd, scan.valid_end, scan.next_seq, &found);
         if (rc < 0) {
@@ -202,9 +256,11 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
         snprintf(report, report_cap, "%s: cut %" PRIu64 " bytes after offset %" PRIu64 " (%s)",
                  w->path, scan.file_size - scan.valid_end, scan.valid_end,
                  scan.why ? scan.why : "torn tail");
+        alloc = scan.valid_end;
     }
     w->fd = fd;
     w->end = scan.valid_end;
+    w->alloc = alloc;
     w->next_seq = scan.next_seq;
     w->idx.n = 0;
     w->idx.base_seq = base;
@@ -252,6 +308,12 @@ int log_writer_roll(struct log_writer *w)
     char *slash = strrchr(dir, '/');
     if (!slash) return -EINVAL;
     *slash = '\0';
+    /* a sealed segment ends at its last record: cut the space written ahead,
+     * durably, before anything can follow it */
+    if (w->alloc > w->end) {
+        if (ftruncate(w->fd, (off_t)w->end) || fdatasync(w->fd)) return -errno;
+        w->alloc = w->end;
+    }
     /* the index is a hint: failing to write it must not stop the log */
     if (w->index_complete)
         log_index_write(w->path, &w->idx);
@@ -311,6 +373,8 @@ int log_index_write(const char *seg_path, const struct log_index *idx)
 
 void log_writer_close(struct log_writer *w)
 {
+    if (w->fd >= 0 && w->alloc > w->end && ftruncate(w->fd, (off_t)w->end) == 0)
+        fdatasync(w->fd); /* best effort: recovery treats a zero tail as free space anyway */
     if (w->fd >= 0) close(w->fd);
     w->fd = -1;
     free(w->idx.e);

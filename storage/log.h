@@ -71,6 +71,7 @@ struct log_writer {
     uint32_t org;
     unsigned worker;
     uint64_t end;        /* file offset where the next batch is written */
+    uint64_t alloc;      /* file size: [end, alloc) is zero-filled space written ahead */
     uint64_t next_seq;   /* seq of the next record */
     uint64_t created_ns; /* when the current segment was created */
     bool index_complete; /* idx covers the segment from its first record */
@@ -85,6 +86,8 @@ struct log_writer {
  * Returns 0 or -errno / -EBADMSG. */
 int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, unsigned worker,
                     char *report, size_t report_cap);
+/* Closes the segment, first cutting the zero-filled space past w->end (and
+ * syncing that), so a cleanly closed segment ends at its last record. */
 void log_writer_close(struct log_writer *w);
 
 /* Notes a record about to be written at `offset` (called while sealing a batch,
@@ -94,6 +97,15 @@ void log_writer_note(struct log_writer *w, uint64_t offset, uint64_t seq, uint64
 
 /* Forgets index notes at or past w->end (their batch failed and was cut off). */
 void log_writer_unnote(struct log_writer *w);
+
+/* Makes sure the segment has zero-filled space for `need` more bytes at w->end,
+ * extending it by at least LOG_PREALLOC_STEP (but not past `cap`, the segment
+ * size limit, unless need requires it). Appends then overwrite blocks that are
+ * already allocated and written, so the batch's fdatasync has no file size to
+ * persist (on ext4 that is most of its cost); the size changes once per step.
+ * Returns 0 or -errno (-ENOSPC: not even `need` bytes could be had). */
+#define LOG_PREALLOC_STEP (4u << 20)
+int log_writer_reserve(struct log_writer *w, uint64_t need, uint64_t cap);
 
 /* Seals the current segment (writes its index) and starts a new one whose base
  * is w->next_seq, fsyncing the directory. Call only with no write in flight.
@@ -246,6 +258,11 @@ int log_worker_name(const char *name, unsigned *worker);
  * fn returns < 0. Returns 0, fn's negative code, or -errno (opendir's: -ENOENT,
  * -ENOTDIR ...; or readdir's). */
 int log_dir_each(const char *dir, int (*fn)(void *ctx, const char *name), void *ctx);
+
+/* 1 when every byte of [from, to) in fd is zero (an empty range included): the
+ * space a writer wrote ahead (log_writer_reserve), which ends a newest segment's
+ * data without being a torn tail. 0 when a byte is not, -errno. */
+int log_all_zero(int fd, uint64_t from, uint64_t to);
 
 /* fsync()s a directory, making the names created or removed in it durable.
  * Returns 0 or -errno. */

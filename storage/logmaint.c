@@ -431,7 +431,9 @@ static int verify_records(struct verify *v, const char *path, int fd, int newest
             damaged = 1;
             continue;
         }
-        if (newest) {
+        if (newest && log_all_zero(fd, stop, sc.file_size) == 1) {
+            /* space written ahead by a running writer: the data ends here */
+        } else if (newest) {
             say(v, LOG_VERIFY_WARNING, path, stop,
                 "torn tail: %" PRIu64 " bytes after the last complete record (%s); a write in "
                 "progress, or cut when sluiced next starts",

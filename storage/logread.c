@@ -855,11 +855,21 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
              * verifies in this segment (the readings after it are intact), or
              * with the next segment when there is none */
             uint64_t found;
-            if (log_scan_resync(s->rd.fd, s->pos, s->next_seq, &found) == 1) {
+            int rs = log_scan_resync(s->rd.fd, s->pos, s->next_seq, &found);
+            if (rs == 1) {
                 stream_error(c, s, s->pos, why, -EBADMSG);
                 s->pos = found;
                 s->resynced = 1;
                 return -EBADMSG;
+            }
+            if (rs == 0 && newest) {
+                /* the newest segment has space written ahead of the writer
+                 * (zeros), and a batch being written shows there as a record
+                 * that does not verify yet: with no later batch after it this
+                 * is the end of the data for now, as the writer's recovery
+                 * would also decide (log_cursor_poll looks again) */
+                s->idle = 1;
+                return 0;
             }
             return stream_skip_seg(c, s, s->pos, why, -EBADMSG);
         }

@@ -895,7 +895,13 @@ static void power_loss(const char *name, enum fate f, int k, bool roll)
                   w.next_seq, acked);
     cr_assert_str_eq(w.path, path, "%s: recovery moved to a new segment (%s): %s", name, w.path,
                      report);
-    cr_assert_eq(w.end, file_size(path), "%s: end %" PRIu64 " is not the file's end", name, w.end);
+    /* zeros past the last record read as space written ahead (log_writer_reserve):
+     * kept, not cut; anything else past it is cut */
+    cr_assert_eq(w.alloc, file_size(path), "%s: alloc %" PRIu64 " is not the file's size", name,
+                 w.alloc);
+    if (f != ZEROS)
+        cr_assert_eq(w.end, file_size(path), "%s: end %" PRIu64 " is not the file's end", name,
+                     w.end);
     switch (f) {
     case KEPT:
         cr_assert_eq(extra, 8, "%s", name);
@@ -905,8 +911,11 @@ static void power_loss(const char *name, enum fate f, int k, bool roll)
         cr_assert_eq(extra, 0, "%s", name);
         cr_assert_str_empty(report, "%s: %s", name, report);
         break;
-    case GARBAGE:
     case ZEROS:
+        cr_assert_eq(extra, 0, "%s: %" PRIu64 " records accepted from a lost write", name, extra);
+        cr_assert_eq(w.end, u.off, "%s: the log does not end where the lost batch began", name);
+        break;
+    case GARBAGE:
     case LATE_HALF:
         cr_assert_eq(extra, 0, "%s: %" PRIu64 " records accepted from a lost write", name, extra);
         cr_assert_neq(report[0], '\0', "%s: the cut was not reported", name);
@@ -1032,4 +1041,50 @@ Test(log, power_loss_each_sector_of_unsynced_batch_kept_lost_or_garbage)
                  "%d of %d trials: a torn unsynced batch was taken for damage in the middle of "
                  "the log (first: trial %d: %s)",
                  bad, TRIALS, first_bad, first_why);
+}
+
+/* Space written ahead (log_writer_reserve): zeros past the last record are free
+ * space, not a tail to cut; a clean close and a roll trim them away. */
+Test(log, reserve_writes_zeros_ahead_in_steps_capped_by_the_segment_size)
+{
+    char dir[128], report[LOG_PATH_MAX + 256];
+    subdir(dir, sizeof dir, "reserve");
+    struct log_writer w;
+    must_open(&w, dir, report, sizeof report);
+    cr_assert_eq(log_writer_reserve(&w, 100, 64u << 20), 0);
+    cr_expect_eq(w.alloc, SEGMENT_HEADER_SIZE + LOG_PREALLOC_STEP, "one step ahead");
+    cr_expect_eq(file_size(w.path), w.alloc);
+    cr_expect_eq(log_writer_reserve(&w, 100, 64u << 20), 0);
+    cr_expect_eq(w.alloc, SEGMENT_HEADER_SIZE + LOG_PREALLOC_STEP, "no growth while it fits");
+    ack_batch(&w, 3, 0);
+    uint64_t end = w.end;
+    /* a cap below the step: never beyond it, except for what a batch needs */
+    struct log_writer v;
+    char dir2[128];
+    subdir(dir2, sizeof dir2, "reserve-cap");
+    must_open(&v, dir2, report, sizeof report);
+    cr_assert_eq(log_writer_reserve(&v, 10, 4096), 0);
+    cr_expect_eq(v.alloc, 4096);
+    cr_assert_eq(log_writer_reserve(&v, 8000, 4096), 0);
+    cr_expect_eq(v.alloc, SEGMENT_HEADER_SIZE + 8000, "a batch larger than the cap still fits");
+    log_writer_close(&v);
+    cr_expect_eq(file_size(v.path), SEGMENT_HEADER_SIZE, "close trims the unused space");
+
+    /* a crash with space ahead: reopening keeps it silently, end unchanged */
+    char path[LOG_PATH_MAX];
+    strcpy(path, w.path);
+    close(w.fd); /* no log_writer_close: the zeros stay, as after kill -9 */
+    w.fd = -1;
+    free(w.idx.e);
+    must_open(&w, dir, report, sizeof report);
+    cr_expect_str_empty(report, "zeros reported as a cut: %s", report);
+    cr_expect_eq(w.end, end);
+    cr_expect_eq(w.alloc, file_size(path));
+    ack_batch(&w, 2, 0);
+    uint64_t sealed_end = w.end;
+    cr_expect_gt(file_size(path), sealed_end, "space ahead before the roll");
+    cr_assert_eq(log_writer_roll(&w), 0);
+    cr_expect_eq(file_size(path), sealed_end, "the roll trims the sealed segment to its data");
+    verify_segment(path); /* and it verifies to its end */
+    log_writer_close(&w);
 }

@@ -356,13 +356,19 @@ Test(logmaint, verify_torn_tail_of_newest_is_a_warning_every_length)
         cr_expect_str_eq(pr.path[0], p[2]);
         cr_expect(strstr(pr.msg[0], "torn tail") != NULL, "%s", pr.msg[0]);
     }
-    /* Garbage (zeros) past the end: what a crash can leave, also a tail. */
+    /* Zeros past the end are space a running writer wrote ahead
+     * (log_writer_reserve): the data simply ends there, nothing to warn of. */
     uint8_t *z = calloc(1, s[2].len + 100);
     memcpy(z, s[2].data, s[2].len);
     struct seg zs = {.data = z, .len = s[2].len + 100};
     seg_write_len(&zs, ORG, 0, 8, zs.len, NULL);
     struct problems pr;
     struct log_verify_stats st;
+    cr_expect_eq(verify(&pr, &st), 0);
+    cr_expect_eq(pr.warnings, 0);
+    /* A torn record followed by zeros is still a torn tail. */
+    memcpy(z + s[2].len, "\x53\x52\x01", 3);
+    seg_write_len(&zs, ORG, 0, 8, zs.len, NULL);
     cr_expect_eq(verify(&pr, &st), 0);
     cr_expect_eq(pr.warnings, 1);
     free(z);
