@@ -104,7 +104,7 @@ void log_writer_unnote(struct log_writer *w);
  * already allocated and written, so the batch's fdatasync has no file size to
  * persist (on ext4 that is most of its cost); the size changes once per step.
  * Returns 0 or -errno (-ENOSPC: not even `need` bytes could be had). */
-#define LOG_PREALLOC_STEP (4u << 20)
+#define LOG_PREALLOC_STEP (1u << 20)
 int log_writer_reserve(struct log_writer *w, uint64_t need, uint64_t cap);
 
 /* Seals the current segment (writes its index) and starts a new one whose base
