@@ -1080,12 +1080,11 @@ int log_cursor_poll(struct log_cursor *c)
         if (s->rd.fd >= 0) {
             struct stat st;
             if (fstat(s->rd.fd, &st) < 0) return -errno;
-            if ((uint64_t)st.st_size != s->rd.size) {
-                /* Drop the buffered window: a restarted writer may have cut a
-                 * torn tail that is still in it and written over its place. */
-                s->rd.size = (uint64_t)st.st_size;
-                s->rd.blen = 0;
-            }
+            /* Drop the buffered window every time: records are written over
+             * the zeros a writer wrote ahead without the size changing, and a
+             * restarted writer may have cut a torn tail that is still in it. */
+            s->rd.size = (uint64_t)st.st_size;
+            s->rd.blen = 0;
         }
         s->idle = 0;
         c->todo[c->ntodo++] = i;

@@ -1240,6 +1240,46 @@ static void append_file(const char *path, const void *b, size_t len)
     close(fd);
 }
 
+/* A writer that wrote zeros ahead (log_writer_reserve) puts records over them:
+ * the file size does not change, and the cursor must read again anyway. */
+Test(logread, poll_picks_up_records_written_over_zeros_ahead)
+{
+    struct seg s0;
+    seg_begin(&s0, 0, ORG, 0);
+    seg_add(&s0, 10, "\"a\"");
+    size_t first = s0.len;
+    seg_add(&s0, 20, "\"b\"");
+    seg_add(&s0, 30, "\"c\"");
+    size_t total = s0.len;
+    uint8_t *img = calloc(1, total + 4096);
+    memcpy(img, s0.data, first); /* record a, then zeros where b and c will go */
+    struct seg z = {.data = img, .len = total + 4096};
+    char p0[300];
+    seg_write(&z, ORG, 0, 0, p0);
+    struct log_cursor *c;
+    cr_assert_eq(log_cursor_open(root, ORG, &c), 0);
+    struct rec_id got[16];
+    cr_assert_eq(collect(c, got, 16), 1, "record a; the zeros are not an error");
+    /* b arrives over the zeros, then half of c (a write in progress) */
+    int fd = open(p0, O_WRONLY);
+    cr_assert(fd >= 0);
+    size_t cstart = s0.rec_off[2];
+    cr_assert_eq(pwrite(fd, s0.data + first, cstart - first + 10, (off_t)first),
+                 (ssize_t)(cstart - first + 10));
+    cr_assert_eq(log_cursor_poll(c), 0);
+    cr_assert_eq(collect(c, got, 16), 1, "record b; half a c is not an error either");
+    cr_expect_eq(got[0].seq, 1);
+    cr_assert_eq(pwrite(fd, s0.data + cstart + 10, total - cstart - 10, (off_t)(cstart + 10)),
+                 (ssize_t)(total - cstart - 10));
+    close(fd);
+    cr_assert_eq(log_cursor_poll(c), 0);
+    cr_assert_eq(collect(c, got, 16), 1, "record c once complete");
+    cr_expect_eq(got[0].seq, 2);
+    log_cursor_close(c);
+    free(img);
+    free(s0.data);
+}
+
 Test(logread, poll_picks_up_appends_new_segments_and_new_workers)
 {
     struct seg s0, s1, t;
