@@ -83,6 +83,22 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Points w at the segment open on fd: data up to end, zeros up to alloc, the
+ * next record numbered next_seq, and an empty in-memory index. */
+static void writer_at(struct log_writer *w, int fd, uint64_t base, uint64_t end, uint64_t alloc,
+                      uint64_t next_seq, bool index_complete)
+{
+    w->fd = fd;
+    w->end = end;
+    w->alloc = alloc;
+    w->next_seq = next_seq;
+    w->idx.n = 0;
+    w->idx.base_seq = base;
+    w->idx.min_ns = UINT64_MAX;
+    w->idx.max_ns = 0;
+    w->index_complete = index_complete;
+}
+
 /* Creates segment <dir>/<base>.seg with its header, durably (file and name).
  * replace: an existing file of that name is overwritten (a newest segment that
  * a crash left shorter than its header). */
@@ -106,15 +122,8 @@ static int create_segment(struct log_writer *w, const char *dir, uint64_t base, 
         unlink(w->path);
         return rc;
     }
-    w->fd = fd;
-    w->end = w->alloc = SEGMENT_HEADER_SIZE;
-    w->next_seq = base;
     w->created_ns = h.created_ns;
-    w->idx.n = 0;
-    w->idx.base_seq = base;
-    w->idx.min_ns = UINT64_MAX;
-    w->idx.max_ns = 0;
-    w->index_complete = true;
+    writer_at(w, fd, base, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE, base, true);
     return 0;
 }
 
@@ -258,17 +267,9 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
                  scan.why ? scan.why : "torn tail");
         alloc = scan.valid_end;
     }
-    w->fd = fd;
-    w->end = scan.valid_end;
-    w->alloc = alloc;
-    w->next_seq = scan.next_seq;
-    w->idx.n = 0;
-    w->idx.base_seq = base;
-    w->idx.min_ns = UINT64_MAX;
-    w->idx.max_ns = 0;
     /* records written before this open are not in the in-memory index; the
      * roll rebuilds the index by scanning instead */
-    w->index_complete = scan.records == 0;
+    writer_at(w, fd, base, scan.valid_end, alloc, scan.next_seq, scan.records == 0);
     return 0;
 }
 
