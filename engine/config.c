@@ -20,6 +20,7 @@ void sluice_config_init(sluice_config *cfg)
     snprintf(cfg->frame, sizeof cfg->frame, "0.0.0.0:7000");
     snprintf(cfg->admin, sizeof cfg->admin, "127.0.0.1:9090");
     cfg->fsync = SLUICE_FSYNC_BATCH;
+    cfg->direct_io = true;
     cfg->fsync_interval_ms = 100;
     cfg->max_body = 1u << 20;
     cfg->header_timeout_ms = 10000;
@@ -46,6 +47,8 @@ static const char help_text[] =
     "  --tls-cert FILE        (default DATA/tls/server.crt)\n"
     "  --tls-key FILE         (default DATA/tls/server.key)\n"
     "  --fsync MODE           batch | always | interval:MS | never (default batch)\n"
+    "  --direct-io on|off     append to logs with O_DIRECT where the filesystem allows;\n"
+    "                         off: through the page cache (default on)\n"
     "  --ports-file FILE      write the bound ports as JSON after binding (default none)\n"
     "  --max-body SIZE        largest request body, also after gunzip (default 1MiB)\n"
     "  --header-timeout DUR   absolute deadline for a request's headers (default 10s)\n"
@@ -241,6 +244,17 @@ int sluice_config_set(sluice_config *cfg, const char *key, const char *value, ch
             cfg->fsync_interval_ms = value[9 + n] == '\0' ? (unsigned)raw : ms;
         } else {
             why = "expected batch, always, interval:MS or never";
+            goto fail;
+        }
+        return SLUICE_OK;
+    }
+    if (!strcmp(k, "direct-io")) {
+        if (!strcmp(value, "on"))
+            cfg->direct_io = true;
+        else if (!strcmp(value, "off"))
+            cfg->direct_io = false;
+        else {
+            why = "expected on or off";
             goto fail;
         }
         return SLUICE_OK;

@@ -191,7 +191,10 @@ static int recover_worker_log(void *arg, uint32_t worker)
     }
     /* the worker that owns this log keeps it open; logs of workers beyond
      * --threads (a restart with fewer threads) were only recovered */
-    if (worker < e->nworkers && commit_log_adopt(&e->workers[worker], &lw) == 0) return 0;
+    if (worker < e->nworkers) {
+        commit_log_direct(e, &lw);
+        if (commit_log_adopt(&e->workers[worker], &lw) == 0) return 0;
+    }
     log_writer_close(&lw);
     return 0;
 }

@@ -85,6 +85,7 @@ int main(int argc, char **argv)
         {"tls-cert", required_argument, 0, 0},
         {"tls-key", required_argument, 0, 0},
         {"fsync", required_argument, 0, 0},
+        {"direct-io", required_argument, 0, 0},
         {"ports-file", required_argument, 0, 0},
         {"max-body", required_argument, 0, 0},
         {"header-timeout", required_argument, 0, 0},

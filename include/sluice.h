@@ -18,6 +18,7 @@
 #ifndef SLUICE_H
 #define SLUICE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -70,6 +71,7 @@ typedef struct sluice_config {
     unsigned idle_timeout_ms;   /* keep-alive connection with no request in progress */
     unsigned drain_timeout_ms;  /* graceful stop: how long requests in progress may take */
     unsigned max_connections;   /* per worker */
+    bool direct_io;             /* append with O_DIRECT where the filesystem allows (default on) */
     uint64_t segment_bytes;     /* a log segment rolls before growing past this */
     uint64_t segment_age_ms;    /* ... or once older than this (0: no age limit) */
     uint64_t retention_ms;      /* per org: delete sealed segments older than this (0: keep) */

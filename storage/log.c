@@ -127,7 +127,9 @@ static int create_segment(struct log_writer *w, const char *dir, uint64_t base, 
     return 0;
 }
 
-static const uint8_t zeros[1 << 16];
+/* zeros to write ahead and to compare against; aligned for direct writes (in
+ * .bss: reading it maps the shared zero page, it costs no memory) */
+static uint8_t zeros[1 << 20] __attribute__((aligned(LOG_DIO_ALIGN)));
 
 int log_all_zero(int fd, uint64_t from, uint64_t to)
 {
@@ -143,6 +145,33 @@ int log_all_zero(int fd, uint64_t from, uint64_t to)
     return 1;
 }
 
+static uint64_t dio_round_up(uint64_t v)
+{
+    return (v + LOG_DIO_ALIGN - 1) & ~(uint64_t)(LOG_DIO_ALIGN - 1);
+}
+
+/* Writes the zeros of [w->alloc, want) directly, from the aligned block that
+ * holds alloc (want is aligned). That block is rewritten as it is on disk:
+ * w->tail when it also holds end, else zeros (all past end is zeros).
+ * Returns where writing stopped (want when all went). */
+static uint64_t zero_fill_direct(struct log_writer *w, uint64_t want)
+{
+    uint64_t at = w->alloc & ~(uint64_t)(LOG_DIO_ALIGN - 1);
+    if (at < want && at == (w->end & ~(uint64_t)(LOG_DIO_ALIGN - 1))) {
+        if (pwrite(w->dfd, w->tail, LOG_DIO_ALIGN, (off_t)at) != (ssize_t)LOG_DIO_ALIGN)
+            return w->alloc;
+        at += LOG_DIO_ALIGN;
+    }
+    while (at < want) {
+        size_t n = want - at < sizeof zeros ? (size_t)(want - at) : sizeof zeros;
+        ssize_t put = pwrite(w->dfd, zeros, n, (off_t)at);
+        if (put <= 0) break;
+        at += (uint64_t)put & ~(uint64_t)(LOG_DIO_ALIGN - 1);
+        if ((size_t)put % LOG_DIO_ALIGN) break; /* a short direct write: stop here */
+    }
+    return at > w->alloc ? at : w->alloc;
+}
+
 int log_writer_reserve(struct log_writer *w, uint64_t need, uint64_t cap)
 {
     if (w->end + need <= w->alloc) return 0;
@@ -152,7 +181,11 @@ int log_writer_reserve(struct log_writer *w, uint64_t need, uint64_t cap)
     for (int attempt = 0; attempt < 2; attempt++) {
         uint64_t at = w->alloc;
         errno = 0;
-        while (at < want) {
+        if (w->dfd >= 0) {
+            want = dio_round_up(want);
+            at = zero_fill_direct(w, want);
+        }
+        while (at < want && w->dfd < 0) {
             size_t n = want - at < sizeof zeros ? (size_t)(want - at) : sizeof zeros;
             ssize_t put = pwrite(w->fd, zeros, n, (off_t)at);
             if (put <= 0) break;
@@ -166,8 +199,9 @@ int log_writer_reserve(struct log_writer *w, uint64_t need, uint64_t cap)
         /* take back a partial extension: the file must not end in a half step
          * that later looks like anything but zeros */
         if (ftruncate(w->fd, (off_t)w->alloc)) return -errno;
-        if (err != ENOSPC || want == w->end + need) return -err;
-        want = w->end + need; /* a full disk may still hold just this batch */
+        uint64_t least = w->dfd >= 0 ? dio_round_up(w->end + need) : w->end + need;
+        if (err != ENOSPC || want <= least) return -err;
+        want = least; /* a full disk may still hold just this batch */
     }
     return -ENOSPC;
 }
@@ -179,6 +213,7 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
     int rc;
     memset(w, 0, sizeof *w);
     w->fd = -1;
+    w->dfd = -1;
     w->org = org;
     w->worker = worker;
     report[0] = '\0';
@@ -320,13 +355,81 @@ int log_writer_roll(struct log_writer *w)
         log_index_write(w->path, &w->idx);
     else
         log_index_build(w->path);
-    int old = w->fd;
+    int old = w->fd, old_direct = w->dfd;
     struct log_writer next = *w;
     int rc = create_segment(&next, dir, w->next_seq, false);
     if (rc) return rc; /* w is untouched: the old segment stays current */
     close(old);
+    next.dfd = -1;
     *w = next;
+    if (old_direct >= 0) {
+        close(old_direct);
+        /* the same filesystem took O_DIRECT a moment ago; should it refuse
+         * now, the new segment is written through the page cache */
+        log_writer_direct(w);
+    }
     return 0;
+}
+
+int log_writer_direct(struct log_writer *w)
+{
+    if (!w->tail) {
+        void *p;
+        if (posix_memalign(&p, LOG_DIO_ALIGN, LOG_DIO_ALIGN)) return -ENOMEM;
+        w->tail = p;
+    }
+    int fd = open(w->path, O_RDWR | O_DIRECT | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    uint64_t at = w->end & ~(uint64_t)(LOG_DIO_ALIGN - 1);
+    size_t head = (size_t)(w->end - at);
+    memset(w->tail, 0, LOG_DIO_ALIGN);
+    ssize_t got = pread(fd, w->tail, LOG_DIO_ALIGN, (off_t)at);
+    if (got < 0 || (size_t)got < head) {
+        int err = got < 0 ? errno : EIO;
+        close(fd);
+        return -err;
+    }
+    /* past end is zeros on disk (written ahead) or nothing; keep it zeros here */
+    memset(w->tail + head, 0, LOG_DIO_ALIGN - head);
+    w->dfd = fd;
+    return 0;
+}
+
+uint64_t log_writer_dio_need(const struct log_writer *w, size_t len)
+{
+    uint64_t head = w->end & (LOG_DIO_ALIGN - 1);
+    return dio_round_up(head + len) - head;
+}
+
+const void *log_writer_dio_stage(struct log_writer *w, const void *batch, size_t len, uint64_t *off,
+                                 size_t *wlen)
+{
+    size_t head = (size_t)(w->end & (LOG_DIO_ALIGN - 1));
+    size_t total = head + len, n = (size_t)dio_round_up(total);
+    if (n > w->stage_cap) {
+        size_t cap = w->stage_cap ? w->stage_cap : 64 * 1024;
+        while (cap < n)
+            cap *= 2;
+        void *p;
+        if (posix_memalign(&p, LOG_DIO_ALIGN, cap)) return NULL;
+        free(w->stage);
+        w->stage = p;
+        w->stage_cap = cap;
+    }
+    memcpy(w->stage, w->tail, head);
+    memcpy(w->stage + head, batch, len);
+    memset(w->stage + total, 0, n - total);
+    *off = w->end - head;
+    *wlen = n;
+    return w->stage;
+}
+
+void log_writer_dio_done(struct log_writer *w, size_t len)
+{
+    size_t total = (size_t)(w->end & (LOG_DIO_ALIGN - 1)) + len;
+    size_t block = total & ~(size_t)(LOG_DIO_ALIGN - 1), head = total - block;
+    memcpy(w->tail, w->stage + block, head);
+    memset(w->tail + head, 0, LOG_DIO_ALIGN - head);
 }
 
 static void put_le(uint8_t *p, uint64_t v, int n)
@@ -377,7 +480,12 @@ void log_writer_close(struct log_writer *w)
     if (w->fd >= 0 && w->alloc > w->end && ftruncate(w->fd, (off_t)w->end) == 0)
         fdatasync(w->fd); /* best effort: recovery treats a zero tail as free space anyway */
     if (w->fd >= 0) close(w->fd);
-    w->fd = -1;
+    if (w->dfd >= 0) close(w->dfd);
+    w->fd = w->dfd = -1;
+    free(w->tail);
+    free(w->stage);
+    w->tail = w->stage = NULL;
+    w->stage_cap = 0;
     free(w->idx.e);
     w->idx.e = NULL;
     w->idx.n = w->idx.cap = 0;

@@ -68,6 +68,10 @@ int log_index_build(const char *seg_path);
 /* ---- writer ---- */
 struct log_writer {
     int fd;
+    int dfd;        /* the same segment opened O_DIRECT, or -1 (log_writer_direct) */
+    uint8_t *tail;  /* with dfd: the LOG_DIO_ALIGN-byte block holding end, as on disk */
+    uint8_t *stage; /* with dfd: aligned buffer of the write being staged */
+    size_t stage_cap;
     uint32_t org;
     unsigned worker;
     uint64_t end;        /* file offset where the next batch is written */
@@ -106,6 +110,39 @@ void log_writer_unnote(struct log_writer *w);
  * Returns 0 or -errno (-ENOSPC: not even `need` bytes could be had). */
 #define LOG_PREALLOC_STEP (1u << 20)
 int log_writer_reserve(struct log_writer *w, uint64_t need, uint64_t cap);
+
+/* ---- direct I/O appends ----
+ * With O_DIRECT an append is issued to the device from the submitting thread
+ * and completes by interrupt: no page cache, no writeback, no kernel worker
+ * thread on the event loop's core. Direct writes must start and end on
+ * LOG_DIO_ALIGN boundaries, so a batch is written as the block that holds the
+ * current end (its head already on disk, kept in w->tail), the batch, and zeros
+ * up to the next boundary: bytes that were zeros on disk already (space written
+ * ahead), and the rewritten head is byte for byte what is there — the same
+ * block the page cache's writeback would rewrite. */
+#define LOG_DIO_ALIGN 4096u
+
+/* Opens the current segment a second time with O_DIRECT and reads its tail
+ * block; from then on log_writer_reserve writes zeros directly and
+ * log_writer_roll carries the mode to the next segment. Returns 0, or -errno
+ * when the filesystem refuses O_DIRECT (the writer stays buffered; not an
+ * error for the caller to report). */
+int log_writer_direct(struct log_writer *w);
+
+/* Lays out the `len` bytes at `batch` for one direct write at w->end: returns
+ * the aligned buffer (w->stage) and sets *off and *wlen (multiples of
+ * LOG_DIO_ALIGN). The space must have been reserved with
+ * log_writer_dio_need(w, len). NULL when the buffer cannot grow (ENOMEM). */
+const void *log_writer_dio_stage(struct log_writer *w, const void *batch, size_t len, uint64_t *off,
+                                 size_t *wlen);
+
+/* Bytes past w->end a direct write of `len` bytes covers (len plus the zero
+ * padding to the next boundary): what to pass to log_writer_reserve. */
+uint64_t log_writer_dio_need(const struct log_writer *w, size_t len);
+
+/* The staged write of `len` bytes succeeded: keeps the block that now holds
+ * the end. Call before advancing w->end. */
+void log_writer_dio_done(struct log_writer *w, size_t len);
 
 /* Seals the current segment (writes its index) and starts a new one whose base
  * is w->next_seq, fsyncing the directory. Call only with no write in flight.

@@ -203,6 +203,10 @@ def crash_loop(name, flags, rounds):
     check_eq(d.terminate(10), 0, "exit status of the final SIGTERM")
     started.append(d)
     cuts = sum(x.stderr().count("sluiced: recovery: /") for x in started)
+    if "--direct-io" not in flags:
+        # the default path is O_DIRECT: a silent fallback would test the other one
+        check(not any("O_DIRECT" in x.stderr() for x in started),
+              "sluiced fell back from O_DIRECT: %s" % started[0].stderr()[-300:])
     ids = audit.check_log(cli, "acme")
     segs = glob.glob(os.path.join(data, "logs", "*", "w*", "*.seg"))
     note("%s: %d rounds, %d requests, %d acked readings, %d of %d in-flight readings stored, "
@@ -222,6 +226,11 @@ def _():
 @suite.case("crash loop, --fsync always: 3 × kill -9 under load, every 202 stored exactly once")
 def _():
     crash_loop("always", ["--fsync", "always"], 3)
+
+
+@suite.case("crash loop, --direct-io off (appends through the page cache): 3 × kill -9, every 202 stored once")
+def _():
+    crash_loop("buffered", ["--fsync", "batch", "--direct-io", "off"], 3)
 
 
 @suite.case("kill -9 with --fsync interval:200 loses nothing acknowledged (page cache)")

@@ -69,6 +69,17 @@ Test(config, fsync_modes)
     cr_assert_eq(sluice_config_set(&cfg, "fsync", "interval:0", err, sizeof err), SLUICE_EINVAL);
 }
 
+Test(config, direct_io_on_by_default_and_switchable)
+{
+    cr_assert(cfg.direct_io);
+    cr_assert_eq(sluice_config_set(&cfg, "direct-io", "off", err, sizeof err), 0);
+    cr_assert(!cfg.direct_io);
+    cr_assert_eq(sluice_config_set(&cfg, "direct_io", "on", err, sizeof err), 0);
+    cr_assert(cfg.direct_io);
+    cr_assert_eq(sluice_config_set(&cfg, "direct-io", "yes", err, sizeof err), SLUICE_EINVAL);
+    cr_assert(strstr(err, "direct-io"), "reason does not name the key: %s", err);
+}
+
 Test(config, sizes_and_durations)
 {
     cr_assert_eq(sluice_config_set(&cfg, "max-body", "512KiB", err, sizeof err), 0);

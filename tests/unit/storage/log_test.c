@@ -60,7 +60,22 @@ struct batch {
 
 /* Writes one batch of n records at w->end the way the engine does and
  * advances w. fixed > 0: every payload has that size. */
+static uint8_t *build_batch(struct log_writer *w, unsigned n, size_t fixed, struct batch *out);
+
 static struct batch append_batch(struct log_writer *w, unsigned n, size_t fixed)
+{
+    struct batch b;
+    uint8_t *buf = build_batch(w, n, fixed, &b);
+    cr_assert_eq(pwrite(w->fd, buf, b.len, (off_t)w->end), (ssize_t)b.len, "pwrite: %s",
+                 strerror(errno));
+    free(buf);
+    w->end += b.len;
+    return b;
+}
+
+/* Seals the next n records (noted for the index) into a new buffer; the caller
+ * writes it at w->end and advances w->end. */
+static uint8_t *build_batch(struct log_writer *w, unsigned n, size_t fixed, struct batch *out)
 {
     struct batch b = {.off = w->end, .first_seq = w->next_seq, .n = n};
     size_t cap = n * (RECORD_HEADER_SIZE + (fixed ? fixed : 128)), len = 0;
@@ -81,12 +96,9 @@ static struct batch append_batch(struct log_writer *w, unsigned n, size_t fixed)
         log_writer_note(w, w->end + len, seq, r.recv_ns);
         len += RECORD_HEADER_SIZE + plen;
     }
-    cr_assert_eq(pwrite(w->fd, buf, len, (off_t)w->end), (ssize_t)len, "pwrite: %s",
-                 strerror(errno));
-    free(buf);
-    w->end += len;
     b.len = len;
-    return b;
+    *out = b;
+    return buf;
 }
 
 /* Appends a batch and makes it durable: the point where the engine answers 202. */
@@ -1086,5 +1098,226 @@ Test(log, reserve_writes_zeros_ahead_in_steps_capped_by_the_segment_size)
     cr_assert_eq(log_writer_roll(&w), 0);
     cr_expect_eq(file_size(path), sealed_end, "the roll trims the sealed segment to its data");
     verify_segment(path); /* and it verifies to its end */
+    log_writer_close(&w);
+}
+
+/* ---- direct I/O appends (log_writer_direct): the way engine/commit.c writes ---- */
+
+/* Switches w to direct writes, or skips the test where this filesystem has no
+ * O_DIRECT (then the engine writes through the page cache, tested above). */
+static void must_direct(struct log_writer *w)
+{
+    int rc = log_writer_direct(w);
+    if (rc == -EINVAL || rc == -EOPNOTSUPP) cr_skip_test("no O_DIRECT under %s", root);
+    cr_assert_eq(rc, 0, "log_writer_direct: %s", strerror(-rc));
+    cr_assert(w->dfd >= 0);
+}
+
+/* One batch of n records written as the engine does with O_DIRECT: reserve,
+ * stage (tail block head + batch + zero padding), one aligned pwrite on the
+ * direct descriptor, fdatasync, then the tail block kept and end advanced. */
+static struct batch direct_batch(struct log_writer *w, unsigned n, uint64_t cap)
+{
+    struct batch b;
+    uint8_t *buf = build_batch(w, n, 0, &b);
+    cr_assert_eq(log_writer_reserve(w, log_writer_dio_need(w, b.len), cap), 0);
+    uint64_t off;
+    size_t wlen;
+    const void *p = log_writer_dio_stage(w, buf, b.len, &off, &wlen);
+    cr_assert_not_null(p);
+    cr_assert_eq(off % LOG_DIO_ALIGN, 0);
+    cr_assert_eq(wlen % LOG_DIO_ALIGN, 0);
+    cr_assert(off <= w->end && off + wlen >= w->end + b.len && off + wlen <= w->alloc,
+              "staged write [%" PRIu64 ", +%zu) does not cover [%" PRIu64 ", +%" PRIu64
+              ") inside the reserved %" PRIu64,
+              off, wlen, w->end, b.len, w->alloc);
+    cr_assert_eq(pwrite(w->dfd, p, wlen, (off_t)off), (ssize_t)wlen, "direct pwrite: %s",
+                 strerror(errno));
+    cr_assert_eq(fdatasync(w->dfd), 0);
+    log_writer_dio_done(w, b.len);
+    w->end += b.len;
+    free(buf);
+    return b;
+}
+
+static uint64_t dio_round(uint64_t v)
+{
+    return (v + LOG_DIO_ALIGN - 1) / LOG_DIO_ALIGN * LOG_DIO_ALIGN;
+}
+
+/* The file's bytes past end up to its size are zeros, and [0, end) scans. */
+static void check_direct_file(const struct log_writer *w)
+{
+    size_t len;
+    uint8_t *p = slurp(w->path, &len);
+    cr_assert(len >= w->end, "file of %zu bytes, end %" PRIu64, len, w->end);
+    for (size_t i = w->end; i < len; i++)
+        cr_assert_eq(p[i], 0, "byte %zu past end %" PRIu64 " is not zero", i, w->end);
+    free(p);
+    struct log_scan sc;
+    int fd = open(w->path, O_RDONLY);
+    cr_assert(fd >= 0);
+    cr_assert_eq(log_scan_segment(fd, &sc), 0);
+    close(fd);
+    cr_assert_eq(sc.valid_end, w->end, "scan stops at %" PRIu64 " (%s), end %" PRIu64, sc.valid_end,
+                 sc.why ? sc.why : "?", w->end);
+    cr_assert_eq(sc.next_seq, w->next_seq);
+}
+
+Test(log, direct_appends_of_every_size_rewrite_the_tail_block_without_damage)
+{
+    struct log_writer w;
+    char report[512];
+    must_open(&w, root, report, sizeof report);
+    must_direct(&w);
+    /* 1..40 records of 48..167 bytes: batches end at every offset in a block,
+     * cross boundaries, fill several blocks, and end exactly on one */
+    srand(7);
+    for (int i = 0; i < 400; i++) {
+        direct_batch(&w, 1 + (unsigned)(rand() % 40), 64ull << 20);
+        if (i % 50 == 0) check_direct_file(&w);
+    }
+    check_direct_file(&w);
+    uint64_t end = w.end, seq = w.next_seq;
+    log_writer_close(&w);
+
+    /* reopened: everything there, the tail block read back, appends go on */
+    must_open(&w, root, report, sizeof report);
+    cr_expect_str_empty(report);
+    cr_assert_eq(w.end, end);
+    cr_assert_eq(w.next_seq, seq);
+    must_direct(&w);
+    for (int i = 0; i < 50; i++)
+        direct_batch(&w, 1 + (unsigned)(rand() % 40), 64ull << 20);
+    check_direct_file(&w);
+    seq = w.next_seq;
+    log_writer_close(&w);
+    cr_assert_eq(read_clean(root), seq);
+}
+
+Test(log, direct_batch_ending_on_a_block_boundary_leaves_an_all_zero_tail)
+{
+    struct log_writer w;
+    char report[512];
+    must_open(&w, root, report, sizeof report);
+    must_direct(&w);
+    /* 32-byte header + 31 records of 40 + 88 = 128 bytes end at 4000; one
+     * more of 40 + 56 brings end to 4096 exactly */
+    struct batch b;
+    for (int i = 0; i < 31; i++) {
+        uint8_t *p = build_batch(&w, 1, 88, &b);
+        cr_assert_eq(log_writer_reserve(&w, log_writer_dio_need(&w, b.len), 64ull << 20), 0);
+        uint64_t off;
+        size_t wlen;
+        const void *s = log_writer_dio_stage(&w, p, b.len, &off, &wlen);
+        cr_assert_eq(pwrite(w.dfd, s, wlen, (off_t)off), (ssize_t)wlen);
+        log_writer_dio_done(&w, b.len);
+        w.end += b.len;
+        free(p);
+    }
+    cr_assert_eq(w.end, 4000);
+    uint8_t *p = build_batch(&w, 1, 56, &b);
+    uint64_t off;
+    size_t wlen;
+    cr_assert_eq(log_writer_reserve(&w, log_writer_dio_need(&w, b.len), 64ull << 20), 0);
+    const void *s = log_writer_dio_stage(&w, p, b.len, &off, &wlen);
+    cr_assert_eq(off, 0);
+    cr_assert_eq(wlen, 4096);
+    cr_assert_eq(pwrite(w.dfd, s, wlen, (off_t)off), (ssize_t)wlen);
+    log_writer_dio_done(&w, b.len);
+    w.end += b.len;
+    free(p);
+    cr_assert_eq(w.end, 4096);
+    for (int i = 0; i < (int)LOG_DIO_ALIGN; i++)
+        cr_assert_eq(w.tail[i], 0, "tail byte %d of a block-aligned end is not zero", i);
+    direct_batch(&w, 3, 64ull << 20); /* starts a new block, head empty */
+    check_direct_file(&w);
+    log_writer_close(&w);
+}
+
+Test(log, direct_writer_cut_back_to_an_unaligned_end_reserves_and_appends_again)
+{
+    struct log_writer w;
+    char report[512];
+    must_open(&w, root, report, sizeof report);
+    must_direct(&w);
+    for (int i = 0; i < 20; i++)
+        direct_batch(&w, 7, 64ull << 20);
+    /* what engine/commit.c does after a failed batch: the file is cut back to
+     * end (not a block boundary) and the space ahead is gone */
+    cr_assert_neq(w.end % LOG_DIO_ALIGN, 0);
+    cr_assert_eq(ftruncate(w.fd, (off_t)w.end), 0);
+    w.alloc = w.end;
+    for (int i = 0; i < 20; i++)
+        direct_batch(&w, 7, 64ull << 20);
+    check_direct_file(&w);
+    uint64_t seq = w.next_seq;
+    log_writer_close(&w);
+    cr_assert_eq(read_clean(root), seq);
+}
+
+Test(log, direct_writer_reopened_after_a_clean_close_at_an_unaligned_size)
+{
+    struct log_writer w;
+    char report[512];
+    must_open(&w, root, report, sizeof report);
+    must_direct(&w);
+    direct_batch(&w, 5, 64ull << 20);
+    uint64_t end = w.end;
+    log_writer_close(&w); /* trims the zeros ahead: the file ends at end */
+    cr_assert_eq(file_size(w.path), end);
+    must_open(&w, root, report, sizeof report);
+    must_direct(&w);
+    cr_assert_eq(w.alloc, end);
+    direct_batch(&w, 5, 64ull << 20);
+    check_direct_file(&w);
+    log_writer_close(&w);
+    cr_assert_eq(read_clean(root), 10);
+}
+
+Test(log, direct_mode_carries_over_a_roll_and_the_sealed_segment_ends_at_its_last_record)
+{
+    struct log_writer w;
+    char report[512], first[LOG_PATH_MAX];
+    must_open(&w, root, report, sizeof report);
+    must_direct(&w);
+    for (int i = 0; i < 10; i++)
+        direct_batch(&w, 9, 64ull << 20);
+    snprintf(first, sizeof first, "%s", w.path);
+    uint64_t end = w.end;
+    cr_assert_eq(log_writer_roll(&w), 0);
+    cr_assert(w.dfd >= 0, "the new segment is not written directly");
+    cr_assert_eq(file_size(first), end);
+    verify_segment(first);
+    cr_assert_eq(w.end, SEGMENT_HEADER_SIZE);
+    for (int i = 0; i < 10; i++)
+        direct_batch(&w, 9, 64ull << 20);
+    check_direct_file(&w);
+    log_writer_close(&w);
+    cr_assert_eq(read_clean(root), 180);
+}
+
+Test(log, direct_reserve_is_block_aligned_and_capped_like_the_buffered_one)
+{
+    struct log_writer w;
+    char report[512];
+    must_open(&w, root, report, sizeof report);
+    must_direct(&w);
+    cr_assert_eq(log_writer_reserve(&w, 100, 64ull << 20), 0);
+    cr_assert_eq(w.alloc, dio_round(SEGMENT_HEADER_SIZE + LOG_PREALLOC_STEP));
+    cr_assert_eq(file_size(w.path), w.alloc);
+    log_writer_close(&w);
+
+    /* a cap below one step: the space ends at the cap rounded up to a block,
+     * and never short of what a batch needs */
+    char other[LOG_PATH_MAX];
+    subdir(other, sizeof other, "capped");
+    must_open(&w, other, report, sizeof report);
+    must_direct(&w);
+    cr_assert_eq(log_writer_reserve(&w, 100, 10000), 0);
+    cr_assert_eq(w.alloc, dio_round(10000));
+    cr_assert_eq(log_writer_reserve(&w, 20000, 10000), 0);
+    cr_assert_eq(w.alloc, dio_round(SEGMENT_HEADER_SIZE + 20000));
+    cr_assert_eq(file_size(w.path), w.alloc);
     log_writer_close(&w);
 }
