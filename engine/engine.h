@@ -264,8 +264,9 @@ bool commit_syncs_batches(const struct worker *w);
 void commit_interval_sync(struct worker *w);
 /* Hands a log recovered at start-up to its worker. */
 int commit_log_adopt(struct worker *w, const struct log_writer *lw);
-/* Switches a freshly opened log to direct writes when --direct-io is on and
- * the filesystem allows it (says so on stderr when it does not). */
+/* Switches a freshly opened log to direct writes when --direct-io is on, every
+ * batch is synced (--fsync batch|always) and the filesystem allows it (says so
+ * on stderr when it does not). */
 void commit_log_direct(struct sluice_engine *e, struct log_writer *lw);
 
 #endif
