@@ -22,7 +22,8 @@
 # other processes used more than 10 % of a CPU is redone, up to 3 tries),
 # FSYNC (sluiced's --fsync, default batch — the product's default and the only
 # honest comparison; `never` exists to measure what durability costs, and is
-# labelled as such). Loopback only.
+# labelled as such), SLUICED_FLAGS (more sluiced flags, e.g. "--direct-io off",
+# named in the table's label). Loopback only.
 #
 # Other load on the machine skews everything, so it is measured, not assumed:
 # the script says how busy both CPUs were before it started (and who was
@@ -44,6 +45,7 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 WAIT_QUIET=${WAIT_QUIET:-0}
 FSYNC=${FSYNC:-batch}
+SLUICED_FLAGS=${SLUICED_FLAGS:-}
 SERVER_CPU=0
 CLIENT_CPU=1
 
@@ -239,7 +241,7 @@ export SLUICE_TOKEN=$token
 
 taskset -c "$SERVER_CPU" "$build/sluiced" --data-dir "$data" --threads 1 \
     --fsync "$FSYNC" --http 127.0.0.1:0 --admin 127.0.0.1:0 --https off --mqtt off --mqtts off \
-    --frame off --ports-file "$tmp/ports.json" >"$tmp/sluiced.out" 2>"$tmp/sluiced.err" &
+    --frame off --ports-file "$tmp/ports.json" $SLUICED_FLAGS >"$tmp/sluiced.out" 2>"$tmp/sluiced.err" &
 sluiced_pid=$!
 wait_for 10 grep -qx ready "$tmp/sluiced.out" || {
     cat "$tmp/sluiced.err" >&2
@@ -425,6 +427,7 @@ for s in sluiced nginx; do
         never) label="sluiced --threads 1 --fsync never (NOT durable)" ;;
         *) label="sluiced --threads 1 --fsync $FSYNC" ;;
         esac
+        [ -n "$SLUICED_FLAGS" ] && label="$label $SLUICED_FLAGS"
     fi
     [ "$s" = nginx ] && label="nginx 1 worker (\`return 204;\`)"
     rpc=$(median "$s" 11)
