@@ -458,6 +458,20 @@ void commit_complete(struct worker *w, struct io_uring_cqe *cqe)
             res = l->inject_write;
             l->inject_write = 0;
         }
+        if (res == -EINVAL && l->lw.dfd >= 0 && !l->err) {
+            /* the filesystem took O_DIRECT but not this write (alignment it did
+             * not announce): nothing was written; write the batch again through
+             * the page cache, now and from now on. With a linked sync, its
+             * cancellation follows and resubmits. */
+            fprintf(stderr,
+                    "sluiced: worker %u: direct write to %s refused (%s); writing it through "
+                    "the page cache\n",
+                    w->id, l->lw.path, strerror(-res));
+            log_writer_buffered(&l->lw);
+            l->done = 0;
+            if (!commit_syncs_batches(w)) submit_io(w, l);
+            return;
+        }
         if (res < 0 && !l->err)
             l->err = res;
         else if (res > 0 && l->lw.dfd < 0)
@@ -480,8 +494,10 @@ void commit_complete(struct worker *w, struct io_uring_cqe *cqe)
             res = l->inject_sync;
             l->inject_sync = 0;
         }
-        /* the sync CQE ends the batch, unless a short write cancelled it */
-        if (res == -ECANCELED && !l->err && l->done < b->len) {
+        /* the sync CQE ends the batch, unless its write came back short (the
+         * sync was cancelled) or refused and to be redone through the page
+         * cache: then it covered nothing of the rest, which goes again */
+        if (!l->err && l->done < b->len) {
             submit_io(w, l);
             return;
         }

@@ -105,6 +105,7 @@ static int parse_fault(struct sluice_engine *e, char *err, size_t errcap)
                      : !strcmp(tok, "EIO")    ? EIO
                      : !strcmp(tok, "EDQUOT") ? EDQUOT
                      : !strcmp(tok, "EROFS")  ? EROFS
+                     : !strcmp(tok, "EINVAL") ? EINVAL
                                               : atoi(tok);
         } else if (!strncmp(tok, "org=", 4)) {
             f->org = (uint32_t)strtoul(tok + 4, NULL, 10);

@@ -380,6 +380,20 @@ int log_writer_direct(struct log_writer *w)
     }
     int fd = open(w->path, O_RDWR | O_DIRECT | O_CLOEXEC);
     if (fd < 0) return -errno;
+    /* where the kernel says what direct I/O needs (6.1+), check that our
+     * alignment is enough; elsewhere a refused write falls back at run time */
+    struct statx sx;
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 && (sx.stx_mask & STATX_DIOALIGN)) {
+        uint32_t off_align = sx.stx_dio_offset_align, mem_align = sx.stx_dio_mem_align;
+        int why = off_align == 0                                           ? EOPNOTSUPP
+                  : off_align > LOG_DIO_ALIGN || LOG_DIO_ALIGN % off_align ? EINVAL
+                  : mem_align > LOG_DIO_ALIGN                              ? EINVAL
+                                                                           : 0;
+        if (why) {
+            close(fd);
+            return -why;
+        }
+    }
     uint64_t at = w->end & ~(uint64_t)(LOG_DIO_ALIGN - 1);
     size_t head = (size_t)(w->end - at);
     memset(w->tail, 0, LOG_DIO_ALIGN);
@@ -395,6 +409,12 @@ int log_writer_direct(struct log_writer *w)
     return 0;
 }
 
+void log_writer_buffered(struct log_writer *w)
+{
+    if (w->dfd >= 0) close(w->dfd);
+    w->dfd = -1;
+}
+
 uint64_t log_writer_dio_need(const struct log_writer *w, size_t len)
 {
     uint64_t head = w->end & (LOG_DIO_ALIGN - 1);
@@ -407,7 +427,7 @@ const void *log_writer_dio_stage(struct log_writer *w, const void *batch, size_t
     size_t head = (size_t)(w->end & (LOG_DIO_ALIGN - 1));
     size_t total = head + len, n = (size_t)dio_round_up(total);
     if (n > w->stage_cap) {
-        size_t cap = w->stage_cap ? w->stage_cap : 64 * 1024;
+        size_t cap = w->stage_cap ? w->stage_cap : 4 * LOG_DIO_ALIGN;
         while (cap < n)
             cap *= 2;
         void *p;

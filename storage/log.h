@@ -129,6 +129,9 @@ int log_writer_reserve(struct log_writer *w, uint64_t need, uint64_t cap);
  * error for the caller to report). */
 int log_writer_direct(struct log_writer *w);
 
+/* Back to writing through the page cache (closes the O_DIRECT descriptor). */
+void log_writer_buffered(struct log_writer *w);
+
 /* Lays out the `len` bytes at `batch` for one direct write at w->end: returns
  * the aligned buffer (w->stage) and sets *off and *wlen (multiples of
  * LOG_DIO_ALIGN). The space must have been reserved with

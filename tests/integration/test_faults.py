@@ -169,6 +169,28 @@ def _():
     check_exactly(cli, "acme", c)
 
 
+@suite.case("a direct write refused with EINVAL (write:EINVAL:after=2:count=1): redone through the page cache, all 202")
+def _():
+    data, cli, made = fresh("einval")
+    _, tok = made["acme"]
+    d = start(data, "einval", "write:EINVAL:after=2:count=1")
+    wait_token_live(d.http, tok)
+    c = Client(d.http, tok)
+    for i in range(8):
+        c.post("einval.%d" % i)
+    c.close()
+    check_eq([st for _, st in c.got], [202] * 8, "statuses")
+    m = metrics(d.admin)
+    check_eq(m.get("sluice_commit_failures_total"), 0.0, "sluice_commit_failures_total")
+    err = d.stderr()
+    check("direct write to" in err and "through the page cache" in err,
+          "stderr does not say the log went back to the page cache: %r" % err[-600:])
+    check_eq(d.terminate(10), 0, "exit status of SIGTERM")
+    check_exactly(cli, "acme", c)
+    rc, out, err = cli.run("log", "verify")
+    check_eq(rc, 0, "sluice log verify (stdout %r stderr %r)" % (out[-300:], err[-300:]))
+
+
 @suite.case("--fsync never: write:ENOSPC:count=3 -> 3 × 503, then 202; log = the 202s")
 def _():
     seam_case("never", "write:ENOSPC:count=3", "No space left on device",
