@@ -154,16 +154,22 @@ def _():
     seam_case("seio", "sync:EIO:count=3", "Input/output error")
 
 
-@suite.case("write:EDQUOT:after=2:count=3 -> 202 202, 3 × 503, then 202")
-def _():
-    data, cli, made = fresh("after")
+def posts_through(name, spec, n):
+    """A daemon with the seam set to spec, n sequential POSTs: (daemon, cli, client)."""
+    data, cli, made = fresh(name)
     _, tok = made["acme"]
-    d = start(data, "after", "write:EDQUOT:after=2:count=3")
+    d = start(data, name, spec)
     wait_token_live(d.http, tok)
     c = Client(d.http, tok)
-    for i in range(8):
-        c.post("after.%d" % i)
+    for i in range(n):
+        c.post("%s.%d" % (name, i))
     c.close()
+    return d, cli, c
+
+
+@suite.case("write:EDQUOT:after=2:count=3 -> 202 202, 3 × 503, then 202")
+def _():
+    d, cli, c = posts_through("after", "write:EDQUOT:after=2:count=3", 8)
     check_eq([st for _, st in c.got], [202, 202, 503, 503, 503, 202, 202, 202], "statuses")
     check_eq(d.terminate(10), 0, "exit status of SIGTERM")
     check_exactly(cli, "acme", c)
@@ -171,14 +177,7 @@ def _():
 
 @suite.case("a direct write refused with EINVAL (write:EINVAL:after=2:count=1): redone through the page cache, all 202")
 def _():
-    data, cli, made = fresh("einval")
-    _, tok = made["acme"]
-    d = start(data, "einval", "write:EINVAL:after=2:count=1")
-    wait_token_live(d.http, tok)
-    c = Client(d.http, tok)
-    for i in range(8):
-        c.post("einval.%d" % i)
-    c.close()
+    d, cli, c = posts_through("einval", "write:EINVAL:after=2:count=1", 8)
     check_eq([st for _, st in c.got], [202] * 8, "statuses")
     m = metrics(d.admin)
     check_eq(m.get("sluice_commit_failures_total"), 0.0, "sluice_commit_failures_total")

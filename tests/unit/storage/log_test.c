@@ -1113,13 +1113,24 @@ static void must_direct(struct log_writer *w)
     cr_assert(w->dfd >= 0);
 }
 
+#define SEG_CAP (64ull << 20) /* the default --segment-bytes */
+
+/* Opens the writer of dir (no recovery to report) and switches it to direct. */
+static void open_direct(struct log_writer *w, const char *dir)
+{
+    char report[512];
+    must_open(w, dir, report, sizeof report);
+    cr_expect_str_empty(report);
+    must_direct(w);
+}
+
 /* One batch of n records written as the engine does with O_DIRECT: reserve,
  * stage (tail block head + batch + zero padding), one aligned pwrite on the
  * direct descriptor, fdatasync, then the tail block kept and end advanced. */
-static struct batch direct_batch(struct log_writer *w, unsigned n, uint64_t cap)
+static struct batch direct_batch(struct log_writer *w, unsigned n, size_t fixed, uint64_t cap)
 {
     struct batch b;
-    uint8_t *buf = build_batch(w, n, 0, &b);
+    uint8_t *buf = build_batch(w, n, fixed, &b);
     cr_assert_eq(log_writer_reserve(w, log_writer_dio_need(w, b.len), cap), 0);
     uint64_t off;
     size_t wlen;
@@ -1167,14 +1178,12 @@ static void check_direct_file(const struct log_writer *w)
 Test(log, direct_appends_of_every_size_rewrite_the_tail_block_without_damage)
 {
     struct log_writer w;
-    char report[512];
-    must_open(&w, root, report, sizeof report);
-    must_direct(&w);
+    open_direct(&w, root);
     /* 1..40 records of 48..167 bytes: batches end at every offset in a block,
      * cross boundaries, fill several blocks, and end exactly on one */
     srand(7);
     for (int i = 0; i < 400; i++) {
-        direct_batch(&w, 1 + (unsigned)(rand() % 40), 64ull << 20);
+        direct_batch(&w, 1 + (unsigned)(rand() % 40), 0, SEG_CAP);
         if (i % 50 == 0) check_direct_file(&w);
     }
     check_direct_file(&w);
@@ -1182,13 +1191,11 @@ Test(log, direct_appends_of_every_size_rewrite_the_tail_block_without_damage)
     log_writer_close(&w);
 
     /* reopened: everything there, the tail block read back, appends go on */
-    must_open(&w, root, report, sizeof report);
-    cr_expect_str_empty(report);
+    open_direct(&w, root);
     cr_assert_eq(w.end, end);
     cr_assert_eq(w.next_seq, seq);
-    must_direct(&w);
     for (int i = 0; i < 50; i++)
-        direct_batch(&w, 1 + (unsigned)(rand() % 40), 64ull << 20);
+        direct_batch(&w, 1 + (unsigned)(rand() % 40), 0, SEG_CAP);
     check_direct_file(&w);
     seq = w.next_seq;
     log_writer_close(&w);
@@ -1198,39 +1205,17 @@ Test(log, direct_appends_of_every_size_rewrite_the_tail_block_without_damage)
 Test(log, direct_batch_ending_on_a_block_boundary_leaves_an_all_zero_tail)
 {
     struct log_writer w;
-    char report[512];
-    must_open(&w, root, report, sizeof report);
-    must_direct(&w);
+    open_direct(&w, root);
     /* 32-byte header + 31 records of 40 + 88 = 128 bytes end at 4000; one
      * more of 40 + 56 brings end to 4096 exactly */
-    struct batch b;
-    for (int i = 0; i < 31; i++) {
-        uint8_t *p = build_batch(&w, 1, 88, &b);
-        cr_assert_eq(log_writer_reserve(&w, log_writer_dio_need(&w, b.len), 64ull << 20), 0);
-        uint64_t off;
-        size_t wlen;
-        const void *s = log_writer_dio_stage(&w, p, b.len, &off, &wlen);
-        cr_assert_eq(pwrite(w.dfd, s, wlen, (off_t)off), (ssize_t)wlen);
-        log_writer_dio_done(&w, b.len);
-        w.end += b.len;
-        free(p);
-    }
+    for (int i = 0; i < 31; i++)
+        direct_batch(&w, 1, 88, SEG_CAP);
     cr_assert_eq(w.end, 4000);
-    uint8_t *p = build_batch(&w, 1, 56, &b);
-    uint64_t off;
-    size_t wlen;
-    cr_assert_eq(log_writer_reserve(&w, log_writer_dio_need(&w, b.len), 64ull << 20), 0);
-    const void *s = log_writer_dio_stage(&w, p, b.len, &off, &wlen);
-    cr_assert_eq(off, 0);
-    cr_assert_eq(wlen, 4096);
-    cr_assert_eq(pwrite(w.dfd, s, wlen, (off_t)off), (ssize_t)wlen);
-    log_writer_dio_done(&w, b.len);
-    w.end += b.len;
-    free(p);
+    direct_batch(&w, 1, 56, SEG_CAP);
     cr_assert_eq(w.end, 4096);
     for (int i = 0; i < (int)LOG_DIO_ALIGN; i++)
         cr_assert_eq(w.tail[i], 0, "tail byte %d of a block-aligned end is not zero", i);
-    direct_batch(&w, 3, 64ull << 20); /* starts a new block, head empty */
+    direct_batch(&w, 3, 0, SEG_CAP); /* starts a new block, head empty */
     check_direct_file(&w);
     log_writer_close(&w);
 }
@@ -1238,18 +1223,16 @@ Test(log, direct_batch_ending_on_a_block_boundary_leaves_an_all_zero_tail)
 Test(log, direct_writer_cut_back_to_an_unaligned_end_reserves_and_appends_again)
 {
     struct log_writer w;
-    char report[512];
-    must_open(&w, root, report, sizeof report);
-    must_direct(&w);
+    open_direct(&w, root);
     for (int i = 0; i < 20; i++)
-        direct_batch(&w, 7, 64ull << 20);
+        direct_batch(&w, 7, 0, SEG_CAP);
     /* what engine/commit.c does after a failed batch: the file is cut back to
      * end (not a block boundary) and the space ahead is gone */
     cr_assert_neq(w.end % LOG_DIO_ALIGN, 0);
     cr_assert_eq(ftruncate(w.fd, (off_t)w.end), 0);
     w.alloc = w.end;
     for (int i = 0; i < 20; i++)
-        direct_batch(&w, 7, 64ull << 20);
+        direct_batch(&w, 7, 0, SEG_CAP);
     check_direct_file(&w);
     uint64_t seq = w.next_seq;
     log_writer_close(&w);
@@ -1259,17 +1242,14 @@ Test(log, direct_writer_cut_back_to_an_unaligned_end_reserves_and_appends_again)
 Test(log, direct_writer_reopened_after_a_clean_close_at_an_unaligned_size)
 {
     struct log_writer w;
-    char report[512];
-    must_open(&w, root, report, sizeof report);
-    must_direct(&w);
-    direct_batch(&w, 5, 64ull << 20);
+    open_direct(&w, root);
+    direct_batch(&w, 5, 0, SEG_CAP);
     uint64_t end = w.end;
     log_writer_close(&w); /* trims the zeros ahead: the file ends at end */
     cr_assert_eq(file_size(w.path), end);
-    must_open(&w, root, report, sizeof report);
-    must_direct(&w);
+    open_direct(&w, root);
     cr_assert_eq(w.alloc, end);
-    direct_batch(&w, 5, 64ull << 20);
+    direct_batch(&w, 5, 0, SEG_CAP);
     check_direct_file(&w);
     log_writer_close(&w);
     cr_assert_eq(read_clean(root), 10);
@@ -1278,11 +1258,10 @@ Test(log, direct_writer_reopened_after_a_clean_close_at_an_unaligned_size)
 Test(log, direct_mode_carries_over_a_roll_and_the_sealed_segment_ends_at_its_last_record)
 {
     struct log_writer w;
-    char report[512], first[LOG_PATH_MAX];
-    must_open(&w, root, report, sizeof report);
-    must_direct(&w);
+    char first[LOG_PATH_MAX];
+    open_direct(&w, root);
     for (int i = 0; i < 10; i++)
-        direct_batch(&w, 9, 64ull << 20);
+        direct_batch(&w, 9, 0, SEG_CAP);
     snprintf(first, sizeof first, "%s", w.path);
     uint64_t end = w.end;
     cr_assert_eq(log_writer_roll(&w), 0);
@@ -1291,7 +1270,7 @@ Test(log, direct_mode_carries_over_a_roll_and_the_sealed_segment_ends_at_its_las
     verify_segment(first);
     cr_assert_eq(w.end, SEGMENT_HEADER_SIZE);
     for (int i = 0; i < 10; i++)
-        direct_batch(&w, 9, 64ull << 20);
+        direct_batch(&w, 9, 0, SEG_CAP);
     check_direct_file(&w);
     log_writer_close(&w);
     cr_assert_eq(read_clean(root), 180);
@@ -1300,10 +1279,8 @@ Test(log, direct_mode_carries_over_a_roll_and_the_sealed_segment_ends_at_its_las
 Test(log, direct_reserve_is_block_aligned_and_capped_like_the_buffered_one)
 {
     struct log_writer w;
-    char report[512];
-    must_open(&w, root, report, sizeof report);
-    must_direct(&w);
-    cr_assert_eq(log_writer_reserve(&w, 100, 64ull << 20), 0);
+    open_direct(&w, root);
+    cr_assert_eq(log_writer_reserve(&w, 100, SEG_CAP), 0);
     cr_assert_eq(w.alloc, dio_round(SEGMENT_HEADER_SIZE + LOG_PREALLOC_STEP));
     cr_assert_eq(file_size(w.path), w.alloc);
     log_writer_close(&w);
@@ -1312,8 +1289,7 @@ Test(log, direct_reserve_is_block_aligned_and_capped_like_the_buffered_one)
      * and never short of what a batch needs */
     char other[LOG_PATH_MAX];
     subdir(other, sizeof other, "capped");
-    must_open(&w, other, report, sizeof report);
-    must_direct(&w);
+    open_direct(&w, other);
     cr_assert_eq(log_writer_reserve(&w, 100, 10000), 0);
     cr_assert_eq(w.alloc, dio_round(10000));
     cr_assert_eq(log_writer_reserve(&w, 20000, 10000), 0);
