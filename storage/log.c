@@ -184,6 +184,13 @@ int log_writer_reserve(struct log_writer *w, uint64_t need, uint64_t cap)
         if (w->dfd >= 0) {
             want = dio_round_up(want);
             at = zero_fill_direct(w, want);
+            /* A direct write that extends the file leaves the new size and the
+             * new blocks' allocation to the filesystem's metadata, which a
+             * later commit's fdatasync need not write: overwriting blocks
+             * changes no size. Make them durable now (full fsync: whatever
+             * the filesystem marks dirty), once per step, before any batch
+             * is written into them. */
+            if (at >= want && fsync(w->fd)) at = w->alloc;
         }
         while (at < want && w->dfd < 0) {
             size_t n = want - at < sizeof zeros ? (size_t)(want - at) : sizeof zeros;
