@@ -52,6 +52,10 @@ struct commit_log {
     bool unsynced;                 /* --fsync interval: written but not yet synced */
     bool truncate_pending;         /* a failed batch could not be cut off the file yet */
     bool bgsync;                   /* --fsync interval: a background fdatasync is in flight */
+    bool ahead;                    /* direct writers: zeros being written ahead (write + fsync) */
+    int ahead_err;
+    uint64_t ahead_from;
+    size_t ahead_len;
 };
 
 _Static_assert(sizeof(struct record) <= RECORD_HEADER_SIZE,
@@ -294,17 +298,23 @@ bool commit_syncs_batches(const struct worker *w)
 /* Rolls to a new segment when the batch would push the current one past its
  * size, or the current one is older than its age limit. A failed roll is
  * reported and writing goes on in the old segment (it just grows larger). */
-static void maybe_roll(struct worker *w, struct commit_log *l, size_t incoming)
+static bool roll_due(struct worker *w, struct commit_log *l, size_t incoming)
 {
     const sluice_config *cfg = &w->eng->cfg;
     struct log_writer *lw = &l->lw;
-    if (lw->end <= SEGMENT_HEADER_SIZE) return;
+    if (lw->end <= SEGMENT_HEADER_SIZE) return false;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     bool full = lw->end + incoming > cfg->segment_bytes;
     bool old = cfg->segment_age_ms && now - lw->created_ns > cfg->segment_age_ms * 1000000ull;
-    if (!full && !old) return;
+    return full || old;
+}
+
+static void maybe_roll(struct worker *w, struct commit_log *l, size_t incoming)
+{
+    struct log_writer *lw = &l->lw;
+    if (!roll_due(w, l, incoming)) return;
     if (l->unsynced && fdatasync(lw->fd)) {
         /* --fsync interval: the old segment's last writes must be durable before
          * it is sealed; a failure here is the background sync's failure */
@@ -325,6 +335,30 @@ static void maybe_roll(struct worker *w, struct commit_log *l, size_t incoming)
 
 static void finish(struct worker *w, struct commit_log *l);
 
+/* Direct writers keep the space ahead written in the background: the next step
+ * of zeros and its fsync go to io_uring when less than half a step is left, so
+ * a batch rarely waits for log_writer_reserve's synchronous write. */
+static void write_ahead(struct worker *w, struct commit_log *l)
+{
+    uint64_t from;
+    size_t len;
+    if (l->ahead || !log_writer_ahead_wanted(&l->lw, w->eng->cfg.segment_bytes, &from, &len))
+        return;
+    if (io_uring_sq_space_left(&w->ring) < 2) io_uring_submit(&w->ring);
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
+    io_uring_prep_write(sqe, l->lw.dfd, log_zeros(), (unsigned)len, from);
+    io_uring_sqe_set_data64(sqe, op_pack(OP_LOG_AHEAD, 0, l->lw.org));
+    sqe->flags |= IOSQE_IO_LINK;
+    sqe = io_uring_get_sqe(&w->ring);
+    io_uring_prep_fsync(sqe, l->lw.fd, 0); /* full: the new size and blocks, see log.c */
+    io_uring_sqe_set_data64(sqe, op_pack(OP_LOG_AHEAD_SYNC, 0, l->lw.org));
+    l->ahead = true;
+    l->ahead_err = 0;
+    l->ahead_from = from;
+    l->ahead_len = len;
+    w->logs_busy++;
+}
+
 void commit_submit(struct worker *w)
 {
     struct commit_log *l = w->dirty_logs, *keep = NULL;
@@ -332,10 +366,14 @@ void commit_submit(struct worker *w)
     while (l) {
         struct commit_log *next = l->next_dirty;
         l->on_dirty = false;
-        if (l->busy || (l->b[l->fill].len && l->bgsync)) {
+        struct batch *fb = &l->b[l->fill];
+        size_t need = l->lw.dfd >= 0 ? log_writer_dio_need(&l->lw, fb->len) : fb->len;
+        if (l->busy || (fb->len && l->bgsync) ||
+            (fb->len && l->ahead && (l->lw.end + need > l->lw.alloc || roll_due(w, l, fb->len)))) {
             /* one write+sync in flight per file, or a background sync of it
-             * (--fsync interval, which a roll must not overtake): this batch
-             * goes when that completes */
+             * (--fsync interval, which a roll must not overtake), or zeros
+             * being written ahead where this batch would go or that a roll
+             * would cut: this batch goes when that completes */
             l->on_dirty = true;
             l->next_dirty = keep;
             keep = l;
@@ -380,6 +418,7 @@ void commit_submit(struct worker *w)
                 finish(w, l);
             } else {
                 submit_io(w, l);
+                if (direct) write_ahead(w, l);
             }
         }
         l = next;
@@ -503,6 +542,20 @@ void commit_complete(struct worker *w, struct io_uring_cqe *cqe)
         }
         if (res < 0 && !l->err) l->err = res;
         finish(w, l);
+        return;
+    case OP_LOG_AHEAD:
+        if (res != (int)l->ahead_len) l->ahead_err = res < 0 ? res : -EIO;
+        return; /* its fsync (cancelled on failure) completes the step */
+    case OP_LOG_AHEAD_SYNC:
+        if (res < 0 && !l->ahead_err) l->ahead_err = res;
+        /* a failed batch meanwhile cut the file back (alloc moved): this step
+         * is moot; a failed step leaves alloc as it was, and the synchronous
+         * reserve tries again (and reports) when a batch needs the space */
+        if (!l->ahead_err && l->lw.alloc == l->ahead_from)
+            l->lw.alloc = l->ahead_from + l->ahead_len;
+        l->ahead = false;
+        w->logs_busy--;
+        if (l->b[l->fill].len) mark_dirty(w, l);
         return;
     case OP_LOG_BGSYNC:
         if (l->inject_sync) {

@@ -32,9 +32,11 @@ enum op_kind {
     OP_TIMER,
     OP_LOG_WRITE,
     OP_LOG_SYNC,
-    OP_LOG_BGSYNC, /* --fsync interval: a standalone fdatasync */
-    OP_SYNC_TIMER, /* --fsync interval: its period */
-    OP_WAKE,       /* the worker's eventfd: sluice_engine_stop was called */
+    OP_LOG_BGSYNC,     /* --fsync interval: a standalone fdatasync */
+    OP_SYNC_TIMER,     /* --fsync interval: its period */
+    OP_WAKE,           /* the worker's eventfd: sluice_engine_stop was called */
+    OP_LOG_AHEAD,      /* direct writers: zeros written ahead in the background */
+    OP_LOG_AHEAD_SYNC, /* ... and their fsync */
 };
 
 /* The fault seam (tests only): SLUICE_FAULT_INJECT="write|sync:ERRNO[:org=N]

@@ -537,6 +537,8 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
     case OP_LOG_WRITE:
     case OP_LOG_SYNC:
     case OP_LOG_BGSYNC:
+    case OP_LOG_AHEAD:
+    case OP_LOG_AHEAD_SYNC:
         commit_complete(w, cqe);
         break;
     case OP_SYNC_TIMER:

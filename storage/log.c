@@ -416,6 +416,26 @@ int log_writer_direct(struct log_writer *w)
     return 0;
 }
 
+_Static_assert(sizeof zeros >= LOG_PREALLOC_STEP, "one step of zeros is one write");
+
+const void *log_zeros(void)
+{
+    return zeros;
+}
+
+bool log_writer_ahead_wanted(const struct log_writer *w, uint64_t cap, uint64_t *from, size_t *len)
+{
+    if (w->dfd < 0 || w->alloc % LOG_DIO_ALIGN || w->alloc - w->end >= LOG_PREALLOC_STEP / 2)
+        return false;
+    uint64_t want = w->alloc + LOG_PREALLOC_STEP;
+    if (want > cap) want = cap;
+    want = dio_round_up(want);
+    if (want <= w->alloc) return false;
+    *from = w->alloc;
+    *len = (size_t)(want - w->alloc);
+    return true;
+}
+
 void log_writer_buffered(struct log_writer *w)
 {
     if (w->dfd >= 0) close(w->dfd);

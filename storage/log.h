@@ -129,6 +129,16 @@ int log_writer_reserve(struct log_writer *w, uint64_t need, uint64_t cap);
  * error for the caller to report). */
 int log_writer_direct(struct log_writer *w);
 
+/* Writing ahead in the background (direct writers only): when less than half
+ * a step of space is left past end, returns true with the next step's
+ * [*from, *from + *len) — from is the current alloc, block-aligned, so no
+ * batch write overlaps it. The caller writes *len bytes of log_zeros() there
+ * with O_DIRECT, fsyncs (as log_writer_reserve does), then sets alloc to
+ * *from + *len; a failure leaves alloc as it was and log_writer_reserve
+ * tries again when a batch needs the space. */
+bool log_writer_ahead_wanted(const struct log_writer *w, uint64_t cap, uint64_t *from, size_t *len);
+const void *log_zeros(void); /* LOG_PREALLOC_STEP zero bytes, LOG_DIO_ALIGN-aligned */
+
 /* Back to writing through the page cache (closes the O_DIRECT descriptor). */
 void log_writer_buffered(struct log_writer *w);
 

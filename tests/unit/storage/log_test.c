@@ -1297,3 +1297,35 @@ Test(log, direct_reserve_is_block_aligned_and_capped_like_the_buffered_one)
     cr_assert_eq(file_size(w.path), w.alloc);
     log_writer_close(&w);
 }
+
+Test(log, direct_writer_asks_for_the_next_step_ahead_only_past_half_a_step)
+{
+    struct log_writer w;
+    open_direct(&w, root);
+    uint64_t from;
+    size_t len;
+    /* a fresh segment: alloc (the header's end) is not block-aligned, the
+     * synchronous reserve goes first */
+    cr_assert_not(log_writer_ahead_wanted(&w, SEG_CAP, &from, &len));
+    direct_batch(&w, 10, 0, SEG_CAP);
+    cr_assert_not(log_writer_ahead_wanted(&w, SEG_CAP, &from, &len), "a whole step is left");
+    while (w.alloc - w.end >= LOG_PREALLOC_STEP / 2)
+        direct_batch(&w, 40, 0, SEG_CAP);
+    /* capped: never past the segment size, rounded up to a block */
+    cr_assert_not(log_writer_ahead_wanted(&w, w.alloc, &from, &len));
+    cr_assert(log_writer_ahead_wanted(&w, w.alloc + 100, &from, &len));
+    cr_assert_eq(len, LOG_DIO_ALIGN);
+    cr_assert(log_writer_ahead_wanted(&w, SEG_CAP, &from, &len));
+    cr_assert_eq(from, w.alloc);
+    cr_assert_eq(len, LOG_PREALLOC_STEP);
+    /* what the engine does with it: write the zeros there, fsync, take them */
+    cr_assert_eq(pwrite(w.dfd, log_zeros(), len, (off_t)from), (ssize_t)len);
+    cr_assert_eq(fsync(w.fd), 0);
+    w.alloc = from + len;
+    cr_assert_not(log_writer_ahead_wanted(&w, SEG_CAP, &from, &len));
+    direct_batch(&w, 40, 0, SEG_CAP);
+    check_direct_file(&w);
+    uint64_t seq = w.next_seq;
+    log_writer_close(&w);
+    cr_assert_eq(read_clean(root), seq);
+}
