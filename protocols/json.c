@@ -23,6 +23,7 @@
  */
 #include "protocols/json.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -370,32 +371,24 @@ after_value:
     if (depth == 0) return p;
     p = skip_ws(p, end);
     if (p == end) goto eof;
-    if (stack >> (depth - 1) & 1) {
+    {
+        /* inside an object or an array: the same separator rules, its own closer */
+        bool in_obj = stack >> (depth - 1) & 1;
+        char close = in_obj ? '}' : ']';
         if (*p == ',') {
             p = skip_ws(p + 1, end);
             if (p == end) goto eof;
-            if (*p == '}') return fail_at(f, p, E_TRAILING_COMMA);
-            goto key;
+            if (*p == close) return fail_at(f, p, E_TRAILING_COMMA);
+            if (in_obj) goto key;
+            goto value;
         }
-        if (*p == '}') {
+        if (*p == close) {
             p++;
             depth--;
             goto after_value;
         }
-        return fail_at(f, p, E_OBJ_SEP);
+        return fail_at(f, p, in_obj ? E_OBJ_SEP : E_ARR_SEP);
     }
-    if (*p == ',') {
-        p = skip_ws(p + 1, end);
-        if (p == end) goto eof;
-        if (*p == ']') return fail_at(f, p, E_TRAILING_COMMA);
-        goto value;
-    }
-    if (*p == ']') {
-        p++;
-        depth--;
-        goto after_value;
-    }
-    return fail_at(f, p, E_ARR_SEP);
 
 key:
     /* p < end, not whitespace */
