@@ -11,6 +11,14 @@
  * status line and Content-Length, so any HTTP/1.1 server can be driven (nginx
  * with `return 204;` for the side-by-side comparison).
  *
+ * --rate R runs an open loop instead: request i is due at start + i/R seconds
+ * whatever the answers do, and goes out on the next connection (round robin)
+ * with room for it (fewer than --pipeline in flight); when none has room it
+ * waits, and its latency still counts from when it was due, so a server that
+ * stalls shows in the percentiles instead of slowing the client down (the
+ * coordinated omission a closed loop suffers). Requests still waiting at the
+ * end are reported as "unsent": the server fell behind the offered rate.
+ *
  * Error kinds in the report: "http_NNN" per non-2xx status; "connect" failed
  * connection attempts; "reset" connections the peer closed (FIN or RST) while
  * requests were in flight; "timeout" connections dropped because a response
@@ -44,6 +52,7 @@
 #define MAX_PIPELINE       1024
 #define MAX_PAYLOAD        (1 << 20)
 #define MAX_READINGS       100000
+#define MAX_RATE           10000000.0
 #define MAX_BODY           (64 << 20)
 #define RBUF_CAP           16384 /* a response head longer than this is bad_response */
 #define REQUEST_TIMEOUT_NS (5 * NS_PER_S)
@@ -88,6 +97,7 @@ struct opts {
     long payload;
     long readings;
     long pipeline;
+    double rate; /* requests/s offered in an open loop; 0: closed loop */
     bool json;
 };
 
@@ -113,6 +123,10 @@ struct bench {
     bool ever_connected;
     int last_connect_errno; /* for the "cannot connect" line */
     bool stopping;          /* past the deadline: send nothing new */
+    int64_t t0;             /* --rate: the schedule's origin, the first connection's open */
+    uint64_t issued;        /* --rate: requests started, in schedule order */
+    long rr;                /* --rate: the connection to try first */
+    bool backlogged;        /* --rate: a due request found no connection with room */
     struct stats st;
 };
 
@@ -145,8 +159,11 @@ static void usage_error(const char *fmt, ...)
 static const char usage_text[] =
     "usage: sluice-bench http --target HOST:PORT --token T [--connections C (1)]\n"
     "         [--duration S (10, max 3600)] [--payload BYTES (64)] [--readings N (1)]\n"
-    "         [--pipeline N (1)] [--path P (/v1/readings)] [--json]\n"
-    "modes https, mqtt, mqtts, frame, udp, replay and --rate are not implemented yet\n";
+    "         [--pipeline N (1)] [--path P (/v1/readings)] [--rate R/s] [--json]\n"
+    "--rate: open loop, R requests/s whatever the answers; latency counts from when\n"
+    "        each request was due (without it: closed loop, each connection sends its\n"
+    "        next request when the previous one is answered)\n"
+    "modes https, mqtt, mqtts, frame, udp and replay are not implemented yet\n";
 
 /* ---- histogram ---- */
 
@@ -206,6 +223,18 @@ static long parse_long(const char *flag, const char *s, long lo, long hi)
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end || v < lo || v > hi)
         usage_error("%s wants an integer from %ld to %ld, got '%s'", flag, lo, hi, s);
+    return v;
+}
+
+/* "R" or "R/s", R a positive number of requests per second. */
+static double parse_rate(const char *s)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end != s && !strcmp(end, "/s")) end += 2;
+    if (errno || end == s || *end || !(v > 0) || v > MAX_RATE)
+        usage_error("--rate wants requests per second in (0, %.0f], got '%s'", MAX_RATE, s);
     return v;
 }
 
@@ -288,7 +317,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
         } else if (!strcmp(a, "--path")) {
             o->path = v;
         } else if (!strcmp(a, "--rate")) {
-            usage_error("--rate is not implemented yet");
+            o->rate = parse_rate(v);
         } else if (!strcmp(a, "--qos")) {
             usage_error("--qos applies to mqtt, which is not implemented yet");
         } else {
@@ -425,17 +454,30 @@ static void conn_bad(struct bench *b, struct conn *c)
     conn_kill(b, c, RECONNECT_DELAY_NS);
 }
 
-/* Writes requests until --pipeline are in flight or the socket is full. */
+static bool conn_has_room(const struct bench *b, const struct conn *c)
+{
+    return c->state == CONN_OPEN && !c->sending && c->inflight < (unsigned)b->o.pipeline &&
+           !c->close_after;
+}
+
+/* Starts a request whose latency counts from start_ns. */
+static void conn_begin(struct bench *b, struct conn *c, int64_t start_ns)
+{
+    c->start_ns[c->head] = start_ns;
+    c->head = (c->head + 1) % (unsigned)b->o.pipeline;
+    c->inflight++;
+    c->sending = true;
+    c->out_off = 0;
+}
+
+/* Writes the request under way, then (closed loop) new ones until --pipeline
+ * are in flight or the socket is full; under --rate, rate_dispatch starts them. */
 static void conn_pump(struct bench *b, struct conn *c)
 {
     while (c->state == CONN_OPEN) {
         if (!c->sending) {
-            if (b->stopping || c->inflight >= (unsigned)b->o.pipeline || c->close_after) break;
-            c->start_ns[c->head] = now_ns();
-            c->head = (c->head + 1) % (unsigned)b->o.pipeline;
-            c->inflight++;
-            c->sending = true;
-            c->out_off = 0;
+            if (b->o.rate > 0 || b->stopping || !conn_has_room(b, c)) break;
+            conn_begin(b, c, now_ns());
         }
         ssize_t n = send(c->fd, b->req + c->out_off, b->req_len - c->out_off, MSG_NOSIGNAL);
         if (n < 0) {
@@ -598,6 +640,7 @@ static void conn_event(struct bench *b, struct conn *c, uint32_t events)
         }
         if (!(events & EPOLLOUT)) return;
         c->state = CONN_OPEN;
+        if (!b->ever_connected) b->t0 = now_ns(); /* --rate: the schedule starts here */
         b->ever_connected = true;
         conn_pump(b, c);
         return;
@@ -614,6 +657,44 @@ static void conn_event(struct bench *b, struct conn *c, uint32_t events)
         }
     }
     if (c->state == CONN_OPEN && ((events & EPOLLOUT) || !c->sending)) conn_pump(b, c);
+}
+
+/* --rate: when request i of the schedule is due. */
+static int64_t due_ns(const struct bench *b, uint64_t i)
+{
+    return b->t0 + (int64_t)((double)i * 1e9 / b->o.rate);
+}
+
+/* --rate: starts every request due by now, each on the next connection with
+ * room; what finds none waits (backlogged) for an answer to free one. */
+static void rate_dispatch(struct bench *b, int64_t now)
+{
+    long nc = b->o.connections;
+    b->backlogged = false;
+    while (!b->stopping && due_ns(b, b->issued) <= now) {
+        struct conn *c = NULL;
+        for (long k = 0; k < nc && !c; k++) {
+            struct conn *x = &b->conns[(b->rr + k) % nc];
+            if (conn_has_room(b, x)) {
+                c = x;
+                b->rr = (b->rr + k + 1) % nc;
+            }
+        }
+        if (!c) {
+            b->backlogged = true;
+            return;
+        }
+        conn_begin(b, c, due_ns(b, b->issued++));
+        conn_pump(b, c);
+    }
+}
+
+/* --rate: requests due by the end that never went out. */
+static uint64_t unsent(const struct bench *b, int64_t end)
+{
+    if (b->o.rate <= 0 || end <= b->t0) return 0;
+    uint64_t due = (uint64_t)((double)(end - b->t0) * b->o.rate / 1e9) + 1;
+    return due > b->issued ? due - b->issued : 0;
 }
 
 /* Reopens the dead connections whose delay has passed; run between batches.
@@ -692,7 +773,7 @@ static void print_errors_json(const struct stats *st)
     putchar('}');
 }
 
-static void report(const struct bench *b, double elapsed)
+static void report(const struct bench *b, double elapsed, uint64_t behind)
 {
     const struct stats *st = &b->st;
     double rps = (double)st->ok * (double)b->o.readings / elapsed;
@@ -705,6 +786,9 @@ static void report(const struct bench *b, double elapsed)
                "\"p90\":%llu,\"p99\":%llu,\"p999\":%llu,\"max\":%llu},\"errors\":",
                rps, mbps, p50, p90, p99, p999, max);
         print_errors_json(st);
+        if (b->o.rate > 0)
+            printf(",\"offered_per_sec\":%.1f,\"unsent\":%llu", b->o.rate,
+                   (unsigned long long)behind);
         fputs("}\n", stdout);
         return;
     }
@@ -716,8 +800,11 @@ static void report(const struct bench *b, double elapsed)
            (unsigned long long)st->responses, (unsigned long long)st->ok);
     printf("throughput   %.1f readings/s, %.1f requests/s, %.3f MB/s sent\n", rps,
            (double)st->responses / elapsed, mbps);
-    printf("latency us   p50 %llu  p90 %llu  p99 %llu  p99.9 %llu  max %llu\n", p50, p90, p99, p999,
-           max);
+    if (b->o.rate > 0)
+        printf("open loop    %.1f requests/s offered, %llu due but never sent%s\n", b->o.rate,
+               (unsigned long long)behind, behind ? " (fell behind the offered rate)" : "");
+    printf("latency us   p50 %llu  p90 %llu  p99 %llu  p99.9 %llu  max %llu%s\n", p50, p90, p99,
+           p999, max, b->o.rate > 0 ? "  (from when each request was due)" : "");
     printf("errors       ");
     print_errors_json(st);
     putchar('\n');
@@ -790,8 +877,13 @@ int main(int argc, char **argv)
     int64_t last_tick = t0, next_check = t0 + 100 * NS_PER_MS;
     int64_t now = t0;
     while (!interrupted && now < deadline) {
-        int wait_ms = b->npending ? 10 : 100;
-        int n = epoll_wait(b->ep, evs, sizeof evs / sizeof evs[0], wait_ms);
+        int64_t wait = (b->npending ? 10 : 100) * NS_PER_MS;
+        if (b->o.rate > 0 && b->ever_connected && !b->backlogged) {
+            int64_t next = due_ns(b, b->issued) - now;
+            wait = next < 0 ? 0 : next < wait ? next : wait;
+        }
+        struct timespec ts = {.tv_sec = wait / NS_PER_S, .tv_nsec = wait % NS_PER_S};
+        int n = epoll_pwait2(b->ep, evs, sizeof evs / sizeof evs[0], &ts, NULL);
         if (n < 0 && errno != EINTR) {
             fprintf(stderr, "\nsluice-bench: epoll_wait: %s\n", strerror(errno));
             return 1;
@@ -800,6 +892,7 @@ int main(int argc, char **argv)
             conn_event(b, evs[i].data.ptr, evs[i].events);
         now = now_ns();
         if (b->npending) reconnect_due(b, now);
+        if (b->o.rate > 0 && b->ever_connected) rate_dispatch(b, now);
         if (!b->ever_connected && b->st.err_connect >= (uint64_t)nc) {
             cannot_connect(b);
             return 1;
@@ -821,7 +914,7 @@ int main(int argc, char **argv)
         cannot_connect(b);
         return 1;
     }
-    report(b, elapsed > 0 ? elapsed : 1e-9);
+    report(b, elapsed > 0 ? elapsed : 1e-9, unsent(b, now));
     fflush(stdout);
     for (long i = 0; i < nc; i++)
         if (b->conns[i].state != CONN_DEAD) close(b->conns[i].fd);
