@@ -23,7 +23,11 @@
 # FSYNC (sluiced's --fsync, default batch — the product's default and the only
 # honest comparison; `never` exists to measure what durability costs, and is
 # labelled as such), SLUICED_FLAGS (more sluiced flags, e.g. "--direct-io off",
-# named in the table's label). Loopback only.
+# named in the table's label), RATE (requests/s: an open loop with
+# `sluice-bench http --rate RATE` in wrk's place, same connections and CPU;
+# latency then counts from when each request was due, and requests the server
+# fell behind on are counted as "unsent" — see the sluice-bench header).
+# Loopback only.
 #
 # Other load on the machine skews everything, so it is measured, not assumed:
 # the script says how busy both CPUs were before it started (and who was
@@ -46,6 +50,7 @@ CONNS=${CONNS:-64}
 WAIT_QUIET=${WAIT_QUIET:-0}
 FSYNC=${FSYNC:-batch}
 SLUICED_FLAGS=${SLUICED_FLAGS:-}
+RATE=${RATE:-}
 SERVER_CPU=0
 CLIENT_CPU=1
 
@@ -59,7 +64,9 @@ skip() {
     exit 77
 }
 
-for tool in wrk nginx taskset curl; do
+client_tools="wrk nginx taskset curl"
+[ -n "$RATE" ] && client_tools="nginx taskset curl python3"
+for tool in $client_tools; do
     command -v "$tool" >/dev/null 2>&1 && continue
     case $tool in
     nginx) pkg=nginx-light ;;
@@ -75,6 +82,7 @@ ncpu=$(nproc --all)
 cli=$build/sluice
 [ -x "$cli" ] || cli=$build/tools/sluice
 [ -x "$cli" ] || die "no $build/sluice or $build/tools/sluice (the admin CLI): build first"
+[ -z "$RATE" ] || [ -x "$build/sluice-bench" ] || die "RATE needs $build/sluice-bench: build first"
 [ -f "$here/post.lua" ] || die "missing $here/post.lua"
 [ -f "$here/nginx-204.conf" ] || die "missing $here/nginx-204.conf"
 hz=$(getconf CLK_TCK)
@@ -291,7 +299,7 @@ say "$RUNS runs of $DURATION each, alternating"
 # ---------- runs ----------
 
 # one row per run: server run rps p50_ms p99_ms cpu_us_per_req cpu0% cpu1% non2xx sockerr
-# readings_per_commit server_share_of_cpu0% others%
+# readings_per_commit server_share_of_cpu0% others% p999_ms unsent (the last two: RATE only)
 results=$tmp/results
 : >"$results"
 
@@ -322,16 +330,23 @@ one_run() { # server run → one line in $tmp/row
         (sleep 3; thread_map "$sluiced_pid") >"$tmp/threads.txt" 2>/dev/null &
         sampler=$!
     fi
-    # in a subshell so that `times` reports wrk's own CPU (taskset execs it)
+    # in a subshell so that `times` reports the client's own CPU (taskset execs it)
     (
         rc=0
-        taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$here/post.lua" \
-            "$url" >"$out" 2>&1 || rc=$?
+        if [ -n "$RATE" ]; then
+            local hostport=${url#http://}
+            taskset -c "$CLIENT_CPU" "$build/sluice-bench" http --target "${hostport%%/*}" \
+                --path "/${hostport#*/}" --token "$SLUICE_TOKEN" --connections "$CONNS" \
+                --duration "${DURATION%s}" --payload 40 --rate "$RATE" --json >"$out" 2>/dev/null || rc=$?
+        else
+            taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$here/post.lua" \
+                "$url" >"$out" 2>&1 || rc=$?
+        fi
         times >"$tmp/wrk-times" # not piped: a piped `times` runs in a fresh subshell
         exit "$rc"
     ) || {
         cat "$out" >&2
-        die "wrk failed against $server"
+        die "the client failed against $server"
     }
     t1=$(cpu_ticks "${pids[@]}")
     c0b=$(cpu_jiffies "$SERVER_CPU")
@@ -348,16 +363,30 @@ one_run() { # server run → one line in $tmp/row
         say "  sluiced: Δreadings $((r1 - r0)), Δcommits $((k1 - k0))"
     fi
 
-    local reqs rps p50 p99 non2xx sockerr wrk_ticks
-    reqs=$(awk '/requests in/ { print $1 }' "$out")
-    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
-    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
-    non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
-    sockerr=$(awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$out")
+    local reqs rps p50 p99 p999=- unsent=- non2xx sockerr wrk_ticks
+    if [ -n "$RATE" ]; then
+        # sluice-bench --json: the last line; latencies µs → ms
+        read -r reqs rps p50 p99 p999 unsent non2xx sockerr <<<"$(python3 - "$out" "${DURATION%s}" <<'EOF' || true
+import json, sys
+r = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+lat, err = r["latency_us"], r["errors"]
+http = sum(v for k, v in err.items() if k.startswith("http_"))
+print(int(r["readings_per_sec"] * float(sys.argv[2])), r["readings_per_sec"],
+      *("%.3f" % (lat[k] / 1000) for k in ("p50", "p99", "p999")), r["unsent"], http,
+      sum(err.values()) - http)
+EOF
+)"
+    else
+        reqs=$(awk '/requests in/ { print $1 }' "$out")
+        rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+        p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
+        p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+        non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$out")
+        sockerr=$(awk '/Socket errors:/ { gsub(/,/, ""); print $4 + $6 + $8 + $10 }' "$out")
+    fi
     if [ -z "$reqs" ] || [ -z "$rps" ]; then
         cat "$out" >&2
-        die "could not read wrk's output for $server run $run"
+        die "could not read the client's output for $server run $run"
     fi
     read -r wu ws <<<"$(tail -n 1 "$tmp/wrk-times")"
     wrk_ticks=$(($(times_to_ticks "$wu") + $(times_to_ticks "$ws")))
@@ -372,11 +401,12 @@ one_run() { # server run → one line in $tmp/row
         tot = (y[1] + y[2]) - (x[1] + x[2]); busy = (y[1] - x[1]) + (v[1] - u[1]);
         o = tot > 0 ? 100 * (busy - d) / tot : 0; printf "%.0f", (o < 0 ? 0 : o) }')
     cpu_us=$(awk -v d=$((t1 - t0)) -v hz="$hz" -v n="$reqs" 'BEGIN { printf "%.2f", n ? d * 1e6 / hz / n : 0 }')
-    printf '%s %s %s %s %s %s %s %s %s %s %s %s %s\n' "$server" "$run" "$rps" "$p50" "$p99" "$cpu_us" \
+    printf '%s %s %s %s %s %s %s %s %s %s %s %s %s %s %s\n' "$server" "$run" "$rps" "$p50" "$p99" "$cpu_us" \
         "$(busy_pct "$c0a" "$c0b")" "$(busy_pct "$c1a" "$c1b")" "${non2xx:-0}" "${sockerr:-0}" "$rpc" \
-        "$share" "$others" >"$tmp/row"
+        "$share" "$others" "$p999" "$unsent" >"$tmp/row"
     say "  $server run $run: $rps req/s, p50 ${p50} ms, p99 ${p99} ms, ${cpu_us} µs CPU/req," \
-        "non-2xx ${non2xx:-0}, socket errors ${sockerr:-0}, others used ${others}% of a CPU"
+        "non-2xx ${non2xx:-0}, socket errors ${sockerr:-0}, others used ${others}% of a CPU" \
+        "${RATE:+(p99.9 $p999 ms, unsent $unsent)}"
 }
 
 # A run during which other processes used more than 10 % of a CPU is redone
@@ -407,18 +437,23 @@ median() { # server column
         awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-echo "### sluiced vs nginx — $(date -u +%Y-%m-%dT%H:%MZ)"
+client="wrk -t1 -c$CONNS -d$DURATION"
+[ -n "$RATE" ] && client="sluice-bench http --rate $RATE --connections $CONNS --duration ${DURATION%s} (open loop)"
+echo "### sluiced vs nginx${RATE:+, $RATE requests/s offered} — $(date -u +%Y-%m-%dT%H:%MZ)"
 echo
 echo "$(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p' | head -n 1)), kernel $(uname -r);" \
     "data dir on $fs_type, fdatasync ~${sync_overwrite}/s overwriting a block," \
-    "~${sync_append}/s appending; wrk -t1 -c$CONNS -d$DURATION on CPU $CLIENT_CPU," \
+    "~${sync_append}/s appending; $client on CPU $CLIENT_CPU," \
     "servers on CPU $SERVER_CPU; median of $RUNS runs each, alternating;" \
     "machine ${before_busy}% busy before the runs; other processes used at most" \
     "$(awk 'BEGIN { m = 0 } $13 > m { m = $13 } END { print m }' "$results")% of a CPU during a kept run" \
     "($redone runs redone because others used more than 10%)."
 echo
-echo "| server | requests/s | p50 ms | p99 ms | server CPU µs/request | CPU $SERVER_CPU busy % (server's own) | CPU $CLIENT_CPU busy % | readings/commit |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+# open loop: p99.9 and the requests the server fell behind on (RATE only)
+ol_head= ol_rule=
+[ -n "$RATE" ] && ol_head=" p99.9 ms | unsent |" ol_rule="---:|---:|"
+echo "| server | requests/s | p50 ms | p99 ms |$ol_head server CPU µs/request | CPU $SERVER_CPU busy % (server's own) | CPU $CLIENT_CPU busy % | readings/commit |"
+echo "|---|---:|---:|---:|$ol_rule---:|---:|---:|---:|"
 for s in sluiced nginx; do
     label=$s
     if [ "$s" = sluiced ]; then
@@ -432,16 +467,18 @@ for s in sluiced nginx; do
     [ "$s" = nginx ] && label="nginx 1 worker (\`return 204;\`)"
     rpc=$(median "$s" 11)
     [ "$s" = nginx ] && rpc="—"
-    printf '| %s | %.0f | %s | %s | %s | %s (%s) | %s | %s |\n' "$label" "$(median "$s" 3)" \
-        "$(median "$s" 4)" "$(median "$s" 5)" "$(median "$s" 6)" "$(median "$s" 7)" "$(median "$s" 12)" \
-        "$(median "$s" 8)" "$rpc"
+    ol=
+    [ -n "$RATE" ] && ol=" $(median "$s" 14) | $(median "$s" 15) |"
+    printf '| %s | %.0f | %s | %s |%s %s | %s (%s) | %s | %s |\n' "$label" "$(median "$s" 3)" \
+        "$(median "$s" 4)" "$(median "$s" 5)" "$ol" "$(median "$s" 6)" "$(median "$s" 7)" \
+        "$(median "$s" 12)" "$(median "$s" 8)" "$rpc"
 done
 echo
 echo "<details><summary>every run</summary>"
 echo
-echo "| server | run | requests/s | p50 ms | p99 ms | CPU µs/req | CPU $SERVER_CPU % (server's own) | CPU $CLIENT_CPU % | others' CPU % | non-2xx | socket errors | readings/commit |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-awk '{ printf "| %s | %s | %.0f | %s | %s | %s | %s (%s) | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $12, $8, $13, $9, $10, $11 }' "$results"
+echo "| server | run | requests/s | p50 ms | p99 ms | p99.9 ms | unsent | CPU µs/req | CPU $SERVER_CPU % (server's own) | CPU $CLIENT_CPU % | others' CPU % | non-2xx | socket errors | readings/commit |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+awk '{ printf "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s (%s) | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $14, $15, $6, $7, $12, $8, $13, $9, $10, $11 }' "$results"
 echo
 echo "</details>"
 
