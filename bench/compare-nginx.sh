@@ -208,16 +208,26 @@ before_busy=$quiet_busy
 
 fs_type=$(df --output=fstype "$tmp" | tail -n 1)
 [ "$fs_type" = tmpfs ] && say "WARNING: $tmp is on tmpfs: fdatasync is free there, sluiced's numbers flatter it"
-# The ceiling on group commits/s, two ways, 2 s each: overwriting one 4 KiB
-# block (no metadata to persist) and appending 2 KiB (about one sluiced batch
-# of 40-byte readings) — an append changes i_size, which fdatasync must also
-# make durable: on ext4 without a journal that is a second, synchronous write.
-sync_rate=$(python3 - "$tmp" <<'EOF' 2>/dev/null || echo "? ?"
+# The ceiling on group commits/s, three ways, 2 s each: overwriting one 4 KiB
+# block (no metadata to persist), appending 2 KiB (about one sluiced batch of
+# 40-byte readings) — an append changes i_size, which fdatasync must also make
+# durable: on ext4 without a journal that is a second, synchronous write — and
+# as sluiced commits by default, an O_DIRECT overwrite of 4 KiB then fdatasync
+# (no page cache: the write waits for the device, then the flush does).
+sync_rate=$(python3 - "$tmp" <<'EOF' 2>/dev/null || echo "? ? ?"
 import os, sys, time
-def rate(append):
+import mmap
+def rate(append, direct=False):
     p = os.path.join(sys.argv[1], "fdatasync-probe")
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     buf = b"x" * (2048 if append else 4096)
+    if direct:  # block-aligned memory, written once so that the block exists
+        os.pwrite(fd, buf, 0)
+        os.fsync(fd)
+        os.close(fd)
+        fd = os.open(p, os.O_WRONLY | os.O_DIRECT)
+        buf = mmap.mmap(-1, 4096)
+        buf.write(b"x" * 4096)
     n, t0 = 0, time.monotonic()
     while time.monotonic() - t0 < 2.0:
         if append:
@@ -230,12 +240,16 @@ def rate(append):
     os.close(fd)
     os.unlink(p)
     return n / el
-print("%.0f %.0f" % (rate(False), rate(True)))
+try:
+    d = "%.0f" % rate(False, True)
+except OSError:
+    d = "?"  # no O_DIRECT here (tmpfs)
+print("%.0f %.0f %s" % (rate(False), rate(True), d))
 EOF
 )
-sync_overwrite=${sync_rate% *}
-sync_append=${sync_rate#* }
-say "data dir $tmp ($fs_type): fdatasync ~${sync_overwrite}/s overwriting, ~${sync_append}/s appending"
+read -r sync_overwrite sync_append sync_direct <<<"$sync_rate"
+say "data dir $tmp ($fs_type): fdatasync ~${sync_overwrite}/s overwriting, ~${sync_append}/s appending," \
+    "~${sync_direct:-?}/s after a direct write"
 
 # ---------- sluiced ----------
 
@@ -443,7 +457,7 @@ echo "### sluiced vs nginx${RATE:+, $RATE requests/s offered} — $(date -u +%Y-
 echo
 echo "$(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p' | head -n 1)), kernel $(uname -r);" \
     "data dir on $fs_type, fdatasync ~${sync_overwrite}/s overwriting a block," \
-    "~${sync_append}/s appending; $client on CPU $CLIENT_CPU," \
+    "~${sync_append}/s appending, ~${sync_direct:-?}/s after a direct 4 KiB write; $client on CPU $CLIENT_CPU," \
     "servers on CPU $SERVER_CPU; median of $RUNS runs each, alternating;" \
     "machine ${before_busy}% busy before the runs; other processes used at most" \
     "$(awk 'BEGIN { m = 0 } $13 > m { m = $13 } END { print m }' "$results")% of a CPU during a kept run" \
