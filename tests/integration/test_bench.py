@@ -170,14 +170,19 @@ def dribble_server(close_every=0, delay=0.0):
     return ls.getsockname()[1], stop
 
 
-@suite.case("http: responses split into 1-byte writes and Connection: close are followed")
-def _():
-    port, stop = dribble_server(close_every=7)
+def bench_dribble(server_opts, *args):
+    """bench_json in http mode against a dribble_server(**server_opts)."""
+    port, stop = dribble_server(**server_opts)
     try:
-        r = bench_json("http", "--target", "127.0.0.1:%d" % port, "--token", "t",
-                       "--connections", "2", "--duration", "0.5", "--pipeline", "3")
+        return bench_json("http", "--target", "127.0.0.1:%d" % port, "--token", "t", *args)
     finally:
         stop.set()
+
+
+@suite.case("http: responses split into 1-byte writes and Connection: close are followed")
+def _():
+    r = bench_dribble({"close_every": 7}, "--connections", "2", "--duration", "0.5",
+                      "--pipeline", "3")
     check(r["readings_per_sec"] > 0, "readings_per_sec %r" % r["readings_per_sec"])
     # a close after a response with pipelined requests behind it loses them: "reset"
     extra = set(r["errors"]) - {"reset"}
@@ -243,12 +248,7 @@ def _():
     # one connection, answers 0.1 s after each request, 20 requests/s offered:
     # a closed loop would report ~100 ms; requests due meanwhile queue up, and
     # their waiting must show (coordinated omission corrected)
-    port, stop = dribble_server(delay=0.1)
-    try:
-        r = bench_json("http", "--target", "127.0.0.1:%d" % port, "--token", "t",
-                       "--connections", "1", "--duration", "1.5", "--rate", "20")
-    finally:
-        stop.set()
+    r = bench_dribble({"delay": 0.1}, "--connections", "1", "--duration", "1.5", "--rate", "20")
     lat = r["latency_us"]
     check(lat["max"] >= 400000, "max latency %d us: queueing behind slow answers not counted"
           % lat["max"])
