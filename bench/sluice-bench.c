@@ -885,7 +885,7 @@ int main(int argc, char **argv)
         struct timespec ts = {.tv_sec = wait / NS_PER_S, .tv_nsec = wait % NS_PER_S};
         int n = epoll_pwait2(b->ep, evs, sizeof evs / sizeof evs[0], &ts, NULL);
         if (n < 0 && errno != EINTR) {
-            fprintf(stderr, "\nsluice-bench: epoll_wait: %s\n", strerror(errno));
+            fprintf(stderr, "\nsluice-bench: epoll_pwait2: %s\n", strerror(errno));
             return 1;
         }
         for (int i = 0; i < n; i++)
