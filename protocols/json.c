@@ -309,29 +309,25 @@ static const uint8_t *scan_value(const uint8_t *p, const uint8_t *end, unsigned 
 value:
     switch (*p) {
     case '{':
+    case '[': {
+        /* one opening step for both: the stack bit says which one is open */
+        bool obj = *p == '{';
         if (outer + depth >= JSON_MAX_DEPTH) return fail_at(f, p, E_DEPTH);
-        stack |= 1ull << depth;
+        if (obj)
+            stack |= 1ull << depth;
+        else
+            stack &= ~(1ull << depth);
         depth++;
         p = skip_ws(p + 1, end);
         if (p == end) goto eof;
-        if (*p == '}') {
+        if (*p == (obj ? '}' : ']')) {
             p++;
             depth--;
             goto after_value;
         }
-        goto key;
-    case '[':
-        if (outer + depth >= JSON_MAX_DEPTH) return fail_at(f, p, E_DEPTH);
-        stack &= ~(1ull << depth);
-        depth++;
-        p = skip_ws(p + 1, end);
-        if (p == end) goto eof;
-        if (*p == ']') {
-            p++;
-            depth--;
-            goto after_value;
-        }
+        if (obj) goto key;
         goto value;
+    }
     case '"':
         p = scan_string(p + 1, end, f);
         break;
