@@ -263,13 +263,19 @@ static void handle_readings(struct worker *w, struct conn *c, const struct http_
     struct commit_mark mark;
     commit_mark(s.log, &mark);
     struct json_error jerr = {0};
-    long n;
-    if (ct == CT_OCTET)
-        n = append_reading(&s, body, blen) ? -2 : 1;
-    else if (ct == CT_JSON)
-        n = json_split_readings(body, blen, append_reading, &s, &jerr);
-    else
-        n = json_split_ndjson(body, blen, append_reading, &s, &jerr);
+    size_t count = 0;
+    int jrc;
+    /* the splitter's outcome and its count are separate: a failed append is
+     * JSON_STOPPED, never a count of accepted readings */
+    if (ct == CT_OCTET) {
+        jrc = append_reading(&s, body, blen) ? JSON_STOPPED : JSON_OK;
+        count = jrc == JSON_OK;
+    } else if (ct == CT_JSON) {
+        jrc = json_split_readings(body, blen, append_reading, &s, &count, &jerr);
+    } else {
+        jrc = json_split_ndjson(body, blen, append_reading, &s, &count, &jerr);
+    }
+    long n = jrc == JSON_OK ? (long)count : jrc;
     if (n < 0) {
         commit_rollback(s.log, &mark);
         if (n == JSON_ERROR) {

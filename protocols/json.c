@@ -403,7 +403,7 @@ eof:
     return fail_at(f, end, (stack >> (depth - 1) & 1) ? E_UNTERM_OBJ : E_UNTERM_ARR);
 }
 
-static long report(struct json_error *err, const uint8_t *buf, size_t element, const struct fail *f)
+static int report(struct json_error *err, const uint8_t *buf, size_t element, const struct fail *f)
 {
     if (err) {
         err->element = element;
@@ -444,16 +444,16 @@ int json_validate(const char *buf, size_t len, struct json_error *err)
     return 0;
 
 fail:
-    return (int)report(err, b, 0, &f);
+    return report(err, b, 0, &f);
 }
 
-long json_split_readings(const char *buf, size_t len, json_reading_fn fn, void *ctx,
-                         struct json_error *err)
+int json_split_readings(const char *buf, size_t len, json_reading_fn fn, void *ctx,
+                        size_t *count_out, struct json_error *err)
 {
     const uint8_t *b = (const uint8_t *)buf, *end = b + len, *p, *q;
     struct fail f;
-    long count = 0;
-    int rc;
+    size_t count = 0;
+    int rc = JSON_OK;
 
     if (has_bom(b, len)) {
         fail_at(&f, b, E_BOM);
@@ -473,8 +473,12 @@ long json_split_readings(const char *buf, size_t len, json_reading_fn fn, void *
             fail_at(&f, skip_ws(q, end), E_TRAILING);
             goto fail;
         }
-        rc = fn(ctx, (const char *)p, (size_t)(q - p));
-        return rc ? rc : 1;
+        if (fn(ctx, (const char *)p, (size_t)(q - p))) {
+            rc = JSON_STOPPED;
+        } else {
+            count = 1;
+        }
+        goto out;
     }
     if (*p != '[') {
         fail_at(&f, p, E_TOPLEVEL);
@@ -493,8 +497,10 @@ long json_split_readings(const char *buf, size_t len, json_reading_fn fn, void *
             }
             q = scan_value(p, end, 1, &f);
             if (!q) goto fail;
-            rc = fn(ctx, (const char *)p, (size_t)(q - p));
-            if (rc) return rc;
+            if (fn(ctx, (const char *)p, (size_t)(q - p))) {
+                rc = JSON_STOPPED;
+                goto out;
+            }
             count++;
             p = skip_ws(q, end);
             if (p == end) {
@@ -522,19 +528,22 @@ long json_split_readings(const char *buf, size_t len, json_reading_fn fn, void *
         fail_at(&f, p, E_TRAILING);
         goto fail;
     }
-    return count;
+    goto out;
 
 fail:
-    return report(err, b, (size_t)count, &f);
+    rc = report(err, b, count, &f);
+out:
+    if (count_out) *count_out = count;
+    return rc;
 }
 
-long json_split_ndjson(const char *buf, size_t len, json_reading_fn fn, void *ctx,
-                       struct json_error *err)
+int json_split_ndjson(const char *buf, size_t len, json_reading_fn fn, void *ctx, size_t *count_out,
+                      struct json_error *err)
 {
     const uint8_t *b = (const uint8_t *)buf, *end = b + len, *line = b;
     struct fail f;
-    long count = 0;
-    int rc;
+    size_t count = 0;
+    int rc = JSON_OK;
 
     if (has_bom(b, len)) {
         fail_at(&f, b, E_BOM);
@@ -559,16 +568,21 @@ long json_split_ndjson(const char *buf, size_t len, json_reading_fn fn, void *ct
             fail_at(&f, skip_ws(q, lend), E_TRAILING);
             goto fail;
         }
-        rc = fn(ctx, (const char *)p, (size_t)(q - p));
-        if (rc) return rc;
+        if (fn(ctx, (const char *)p, (size_t)(q - p))) {
+            rc = JSON_STOPPED;
+            goto out;
+        }
         count++;
     }
     if (count == 0) {
         fail_at(&f, end, E_EMPTY);
         goto fail;
     }
-    return count;
+    goto out;
 
 fail:
-    return report(err, b, (size_t)count, &f);
+    rc = report(err, b, count, &f);
+out:
+    if (count_out) *count_out = count;
+    return rc;
 }

@@ -28,12 +28,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
     struct json_error e;
     int v = json_validate(buf, n, &e);
     if (v != 0 && (v != JSON_ERROR || e.offset > n || !e.msg)) abort();
-    long s = json_split_readings(buf, n, check_reading, bounds, &e);
-    if (s >= 0 && v != 0) abort();
-    if (s == JSON_ERROR && (e.offset > n || !e.msg)) abort();
-    long nd = json_split_ndjson(buf, n, check_reading, bounds, &e);
+    size_t count = SIZE_MAX;
+    int s = json_split_readings(buf, n, check_reading, bounds, &count, &e);
+    if (count == SIZE_MAX || (s != JSON_OK && s != JSON_ERROR)) abort();
+    if (s == JSON_OK && v != 0) abort();
+    if (s == JSON_ERROR && (e.offset > n || !e.msg || e.element != count)) abort();
+    size_t nd_count = SIZE_MAX;
+    int nd = json_split_ndjson(buf, n, check_reading, bounds, &nd_count, &e);
+    if (nd_count == SIZE_MAX || (nd != JSON_OK && nd != JSON_ERROR)) abort();
     if (nd == JSON_ERROR && (e.offset > n || !e.msg)) abort();
-    if (v == 0 && n && buf[0] == '{' && s != 1) abort();
+    if (v == 0 && n && buf[0] == '{' && (s != JSON_OK || count != 1)) abort();
     free(buf);
     return 0;
 }

@@ -74,6 +74,7 @@ static const char *show(const char *s, size_t n)
 struct coll {
     const char *base;
     size_t calls;
+    size_t count;   /* the splitter's count of accepted readings, apart from its result */
     size_t stop_at; /* return `rc` from the call with this 0-based index */
     int rc;
     size_t off[64];
@@ -125,20 +126,24 @@ static void expect_invalid_n(const char *s, size_t n, const char *msg, size_t of
 }
 #define expect_invalid(s, msg, off) expect_invalid_n((s), sizeof(s) - 1, (msg), (off))
 
-static long split_n(const char *s, size_t n, struct coll *c, struct json_error *e)
+/* The splitter's result (JSON_OK / JSON_ERROR / JSON_STOPPED); its count of
+ * readings goes to c->count, a separate channel. */
+static int split_n(const char *s, size_t n, struct coll *c, struct json_error *e)
 {
     const char *b = guarded(s, n);
     coll_init(c, b);
     memset(e, 0, sizeof *e);
-    return json_split_readings(b, n, collect, c, e);
+    c->count = 12345; /* must be overwritten whatever the result */
+    return json_split_readings(b, n, collect, c, &c->count, e);
 }
 
-static long ndjson_n(const char *s, size_t n, struct coll *c, struct json_error *e)
+static int ndjson_n(const char *s, size_t n, struct coll *c, struct json_error *e)
 {
     const char *b = guarded(s, n);
     coll_init(c, b);
     memset(e, 0, sizeof *e);
-    return json_split_ndjson(b, n, collect, c, e);
+    c->count = 12345;
+    return json_split_ndjson(b, n, collect, c, &c->count, e);
 }
 #define split(s, c, e)  split_n((s), sizeof(s) - 1, (c), (e))
 #define ndjson(s, c, e) ndjson_n((s), sizeof(s) - 1, (c), (e))
@@ -157,7 +162,7 @@ static void expect_split_err(const char *s, size_t n, const char *msg, size_t el
 {
     struct coll c;
     struct json_error e;
-    long rc = split_n(s, n, &c, &e);
+    int rc = split_n(s, n, &c, &e);
     cr_expect_eq(rc, JSON_ERROR, "accepted: [%s]", show(s, n));
     if (rc != JSON_ERROR) return;
     cr_assert_not_null(e.msg);
@@ -215,8 +220,10 @@ Test(json_guard, input_ends_at_guard_page)
 
     struct coll c;
     struct json_error e;
-    cr_expect_eq(ndjson("{\"a\":1}\n{\"b\":2}", &c, &e), 2);
-    cr_expect_eq(split("[{}]", &c, &e), 1);
+    cr_expect_eq(ndjson("{\"a\":1}\n{\"b\":2}", &c, &e), JSON_OK);
+    cr_expect_eq(c.count, 2);
+    cr_expect_eq(split("[{}]", &c, &e), JSON_OK);
+    cr_expect_eq(c.count, 1);
 }
 
 /* ---------------------------------------------------------------- valid */
@@ -609,10 +616,11 @@ Test(json, truncated_at_every_point)
     expect_valid_n(doc, n);
     struct coll c;
     struct json_error e;
-    cr_assert_eq(split_n(doc, n, &c, &e), 3);
+    cr_assert_eq(split_n(doc, n, &c, &e), JSON_OK);
+    cr_assert_eq(c.count, 3);
     for (size_t cut = 0; cut < n - 2; cut++) {
         expect_invalid_n(doc, cut, NULL, NO_OFFSET);
-        long rc = split_n(doc, cut, &c, &e);
+        int rc = split_n(doc, cut, &c, &e);
         cr_expect_eq(rc, JSON_ERROR, "split accepted prefix of %zu bytes", cut);
         cr_expect_leq(e.offset, cut);
         cr_expect_eq(e.element, c.calls, "element index %zu after %zu readings", e.element,
@@ -632,7 +640,7 @@ Test(json, truncated_object_at_every_point)
     for (size_t cut = 0; cut < n; cut++) {
         struct coll c;
         struct json_error e;
-        long rc = split_n(obj, cut, &c, &e);
+        int rc = split_n(obj, cut, &c, &e);
         cr_expect_eq(rc, JSON_ERROR, "prefix of %zu bytes accepted", cut);
         cr_expect_eq(c.calls, 0, "a lone object must not be delivered before it is validated");
         cr_expect_eq(e.element, 0);
@@ -661,7 +669,8 @@ Test(json, depth_64_accepted_65_rejected)
     expect_valid_n(o, strlen(o));
     struct coll c;
     struct json_error e;
-    cr_expect_eq(split_n(o, strlen(o), &c, &e), 1);
+    cr_expect_eq(split_n(o, strlen(o), &c, &e), JSON_OK);
+    cr_expect_eq(c.count, 1);
     sprintf(o, "{\"a\":%s%s}", objs, close);
     expect_invalid_n(o, strlen(o), "too deeply nested", 64 * 5);
     free(objs);
@@ -680,8 +689,9 @@ Test(json, depth_limit_counts_the_readings_array)
     sprintf(s, "[{\"a\":%s%s}]", open, close); /* 1 + 1 + 62 = 64 */
     struct coll c;
     struct json_error e;
-    long rc = split_n(s, strlen(s), &c, &e);
-    cr_expect_eq(rc, 1, "64 levels refused: %s", e.msg ? e.msg : "");
+    int rc = split_n(s, strlen(s), &c, &e);
+    cr_expect_eq(rc, JSON_OK, "64 levels refused: %s", e.msg ? e.msg : "");
+    cr_expect_eq(c.count, 1);
     sprintf(s, "[{},{\"a\":[%s%s]}]", open, close); /* 65 */
     expect_split_err(s, strlen(s), "too deeply nested", 1, 9 + 62);
     free(open);
@@ -707,7 +717,8 @@ Test(json_split, one_object_is_one_reading)
 {
     struct coll c;
     struct json_error e;
-    cr_expect_eq(split(" \r\n{\"t\":21.5,\"id\":\"a\"} \n", &c, &e), 1);
+    cr_expect_eq(split(" \r\n{\"t\":21.5,\"id\":\"a\"} \n", &c, &e), JSON_OK);
+    cr_expect_eq(c.count, 1);
     cr_expect_eq(c.calls, 1);
     cr_expect_eq(c.off[0], 3);
     expect_slice(&c, 0, "{\"t\":21.5,\"id\":\"a\"}");
@@ -717,8 +728,9 @@ Test(json_split, array_elements_are_readings)
 {
     struct coll c;
     struct json_error e;
-    long rc = split("[ {\"a\":1} ,{\"b\":[2,{}]},\n\t{} ]", &c, &e);
-    cr_expect_eq(rc, 3);
+    int rc = split("[ {\"a\":1} ,{\"b\":[2,{}]},\n\t{} ]", &c, &e);
+    cr_expect_eq(rc, JSON_OK);
+    cr_expect_eq(c.count, 3);
     cr_assert_eq(c.calls, 3);
     cr_expect_eq(c.off[0], 2);
     expect_slice(&c, 0, "{\"a\":1}");
@@ -732,8 +744,10 @@ Test(json_split, empty_array_is_zero_readings)
 {
     struct coll c;
     struct json_error e;
-    cr_expect_eq(split("[]", &c, &e), 0);
-    cr_expect_eq(split(" [ \r\n ] ", &c, &e), 0);
+    cr_expect_eq(split("[]", &c, &e), JSON_OK);
+    cr_expect_eq(c.count, 0);
+    cr_expect_eq(split(" [ \r\n ] ", &c, &e), JSON_OK);
+    cr_expect_eq(c.count, 0);
     cr_expect_eq(c.calls, 0);
 }
 
@@ -777,32 +791,54 @@ Test(json_split, delivered_before_a_later_error)
     cr_expect_eq(e.element, 2);
 }
 
-Test(json_split, callback_nonzero_stops_the_scan)
+/* The bug this guards: the splitter used to return the callback's value where
+ * the count goes, so a failed append (callback 1) read as "1 reading accepted".
+ * A stop is JSON_STOPPED, never a count, and the count says what was accepted. */
+Test(json_split, callback_stop_is_not_a_count)
 {
     struct coll c;
     struct json_error e;
+    size_t count = 99;
     const char s[] = "[{\"a\":1},{\"b\":2},{\"c\":3}, this is not json";
     const char *b = guarded(s, sizeof s - 1);
     coll_init(&c, b);
     c.stop_at = 1;
-    c.rc = 7;
-    cr_expect_eq(json_split_readings(b, sizeof s - 1, collect, &c, &e), 7);
+    c.rc = 1;
+    cr_expect_eq(json_split_readings(b, sizeof s - 1, collect, &c, &count, &e), JSON_STOPPED);
     cr_expect_eq(c.calls, 2, "scan went on after the callback said stop");
+    cr_expect_eq(count, 1, "one reading was accepted before the stop");
 
     const char one[] = "{\"a\":1}";
     b = guarded(one, sizeof one - 1);
     coll_init(&c, b);
     c.stop_at = 0;
     c.rc = -5;
-    cr_expect_eq(json_split_readings(b, sizeof one - 1, collect, &c, &e), -5);
+    count = 99;
+    cr_expect_eq(json_split_readings(b, sizeof one - 1, collect, &c, &count, &e), JSON_STOPPED);
+    cr_expect_eq(count, 0, "the lone object was refused by the callback");
 
     const char nd[] = "{}\n{}\n{}\nnot json\n";
     b = guarded(nd, sizeof nd - 1);
     coll_init(&c, b);
     c.stop_at = 2;
     c.rc = 3;
-    cr_expect_eq(json_split_ndjson(b, sizeof nd - 1, collect, &c, &e), 3);
+    count = 99;
+    cr_expect_eq(json_split_ndjson(b, sizeof nd - 1, collect, &c, &count, &e), JSON_STOPPED);
     cr_expect_eq(c.calls, 3);
+    cr_expect_eq(count, 2);
+}
+
+Test(json_split, count_is_set_on_error_and_may_be_null)
+{
+    struct coll c;
+    struct json_error e;
+    cr_expect_eq(split("[{},{},{\"x\":}]", &c, &e), JSON_ERROR);
+    cr_expect_eq(c.count, 2, "readings delivered before the error");
+    const char s[] = "[{},{}]";
+    const char *b = guarded(s, sizeof s - 1);
+    coll_init(&c, b);
+    cr_expect_eq(json_split_readings(b, sizeof s - 1, collect, &c, NULL, NULL), JSON_OK);
+    cr_expect_eq(c.calls, 2);
 }
 
 Test(json_split, error_messages_are_static)
@@ -822,7 +858,8 @@ Test(json_ndjson, one_object_per_line)
 {
     struct coll c;
     struct json_error e;
-    cr_expect_eq(ndjson("{\"a\":1}\n{\"b\":[1,2]}\n  {} \n", &c, &e), 3);
+    cr_expect_eq(ndjson("{\"a\":1}\n{\"b\":[1,2]}\n  {} \n", &c, &e), JSON_OK);
+    cr_expect_eq(c.count, 3);
     expect_slice(&c, 0, "{\"a\":1}");
     expect_slice(&c, 1, "{\"b\":[1,2]}");
     expect_slice(&c, 2, "{}");
@@ -833,7 +870,8 @@ Test(json_ndjson, crlf_line_ends)
 {
     struct coll c;
     struct json_error e;
-    cr_expect_eq(ndjson("{\"a\":1}\r\n{\"b\":2}\r\n", &c, &e), 2);
+    cr_expect_eq(ndjson("{\"a\":1}\r\n{\"b\":2}\r\n", &c, &e), JSON_OK);
+    cr_expect_eq(c.count, 2);
     expect_slice(&c, 0, "{\"a\":1}");
     expect_slice(&c, 1, "{\"b\":2}");
     cr_expect_eq(c.off[1], 9);
@@ -843,7 +881,8 @@ Test(json_ndjson, blank_lines_skipped)
 {
     struct coll c;
     struct json_error e;
-    cr_expect_eq(ndjson("\n\r\n  \t\n{\"a\":1}\n\n\n{\"b\":2}\n \r\n", &c, &e), 2);
+    cr_expect_eq(ndjson("\n\r\n  \t\n{\"a\":1}\n\n\n{\"b\":2}\n \r\n", &c, &e), JSON_OK);
+    cr_expect_eq(c.count, 2);
     expect_slice(&c, 0, "{\"a\":1}");
     expect_slice(&c, 1, "{\"b\":2}");
 }
@@ -852,9 +891,11 @@ Test(json_ndjson, last_line_without_newline)
 {
     struct coll c;
     struct json_error e;
-    cr_expect_eq(ndjson("{\"a\":1}\n{\"b\":2}", &c, &e), 2);
+    cr_expect_eq(ndjson("{\"a\":1}\n{\"b\":2}", &c, &e), JSON_OK);
+    cr_expect_eq(c.count, 2);
     expect_slice(&c, 1, "{\"b\":2}");
-    cr_expect_eq(ndjson("{\"a\":1}\r\n{\"b\":2}\r", &c, &e), 2);
+    cr_expect_eq(ndjson("{\"a\":1}\r\n{\"b\":2}\r", &c, &e), JSON_OK);
+    cr_expect_eq(c.count, 2);
     expect_slice(&c, 1, "{\"b\":2}");
 }
 
@@ -921,12 +962,14 @@ Test(json_ndjson, truncated_at_every_point)
     size_t line2 = strchr(nd, '\n') - nd + 1;
     struct coll c;
     struct json_error e;
-    cr_assert_eq(ndjson_n(nd, n, &c, &e), 2);
+    cr_assert_eq(ndjson_n(nd, n, &c, &e), JSON_OK);
+    cr_assert_eq(c.count, 2);
     for (size_t cut = 1; cut < n; cut++) {
-        long rc = ndjson_n(nd, cut, &c, &e);
+        int rc = ndjson_n(nd, cut, &c, &e);
         int whole = cut == line2 - 2 || cut == line2 - 1 || cut == line2 || cut == n - 1;
         if (whole) {
-            cr_expect_eq(rc, cut <= line2 ? 1 : 2, "cut %zu", cut);
+            cr_expect_eq(rc, JSON_OK, "cut %zu", cut);
+            cr_expect_eq(c.count, cut <= line2 ? 1u : 2u, "cut %zu", cut);
             continue;
         }
         cr_expect_eq(rc, JSON_ERROR, "prefix of %zu bytes accepted", cut);
