@@ -140,3 +140,24 @@ void auth_table_free(struct auth_table *t)
 {
     free(t);
 }
+
+int auth_device(const struct auth_table *t, struct ratelimit *rl, const uint8_t peer[16],
+                uint64_t now_ms, const char *tok, size_t n, const struct auth_entry **out)
+{
+    const struct auth_entry *e = NULL;
+    *out = NULL;
+    /* the token is looked up first, so a valid one is never refused for what
+     * other clients at the same address did (CGNAT, a load balancer) */
+    if (n && n <= AUTH_TOKEN_MAX && t) {
+        uint8_t digest[STORE_DIGEST_LEN];
+        store_token_digest(tok, n, digest);
+        e = auth_table_lookup(t, digest);
+    }
+    if (e && e->state == STORE_DEVICE_ACTIVE) {
+        *out = e;
+        return AUTH_OK;
+    }
+    if (!ratelimit_allow(rl, peer, now_ms)) return AUTH_THROTTLED;
+    ratelimit_charge(rl, peer, now_ms);
+    return AUTH_FAIL;
+}

@@ -11,7 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/ratelimit.h"
 #include "storage/store.h"
+
+#define AUTH_TOKEN_MAX 64 /* longer "tokens" are refused without hashing */
 
 struct auth_entry {
     uint8_t digest[STORE_DIGEST_LEN];
@@ -34,6 +37,18 @@ const struct auth_entry *auth_table_lookup(const struct auth_table *t,
                                            const uint8_t digest[STORE_DIGEST_LEN]);
 
 size_t auth_table_size(const struct auth_table *t);
+
+enum auth_result { AUTH_OK = 0, AUTH_FAIL, AUTH_THROTTLED };
+
+/* Resolves a device token against table t (may be NULL: nothing is valid).
+ * A valid, active token is AUTH_OK with *out set, always: the limiter only
+ * ever slows down failing attempts, so a device behind the same address as a
+ * misbehaving one is never locked out. A missing, unknown or revoked token is
+ * AUTH_THROTTLED when peer has used up its failed attempts (rl, per second per
+ * address), else AUTH_FAIL (and the attempt is charged to peer). Callers
+ * answer AUTH_FAIL alike for all three causes (no oracle). */
+int auth_device(const struct auth_table *t, struct ratelimit *rl, const uint8_t peer[16],
+                uint64_t now_ms, const char *tok, size_t n, const struct auth_entry **out);
 void auth_table_free(struct auth_table *t);
 
 #endif

@@ -3,15 +3,20 @@
  * Each (worker, org) log has two batches: one filling with the readings of the
  * current loop turn, one in the kernel as a write linked to an fdatasync. At the
  * end of a turn the filling batch is sealed (sequence numbers and checksums
- * assigned) and submitted if no sync is in flight on that file; its responses
- * are released when the sync completes. Throughput therefore rises with load
+ * assigned) and submitted if no sync is in flight on that file; its waiters are
+ * completed when the sync completes. Throughput therefore rises with load
  * while a lone client waits about one fdatasync.
  *
  * A failed write or sync is final for its batch: the file is cut back to where
- * the batch began, every reading in it is answered 503, and nothing is retried
+ * the batch began, every waiter of it gets the error, and nothing is retried
  * and then acknowledged (a failed fsync may have dropped the dirty pages).
+ *
+ * What blocks — opening a log, rolling a segment, writing zeros ahead when the
+ * background write-ahead fell behind, cutting a failed batch off, closing an
+ * idle log — is a storage job (engine/iojob.h) run by the helper thread; while
+ * one runs, the log's readings keep filling its batch in memory.
  */
-#include "engine/engine.h"
+#include "engine/commit.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,10 +25,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BATCH_MAX (64u << 20) /* bytes a filling batch may hold before 503s */
+#include "engine/conn.h"
+#include "engine/iojob.h"
+
+#define ROLL_RETRY_MS 1000 /* a failed roll is tried again after this */
 
 struct waiter {
-    uint32_t slot, gen, qidx;
+    uint32_t slot, gen;
+    uint64_t cookie;
     size_t end; /* batch length after this request's readings (--fsync always splits here) */
 };
 
@@ -42,8 +51,15 @@ struct commit_log {
     bool busy;
     bool on_dirty;
     struct commit_log *next_dirty;
-    size_t done;      /* bytes of the in-flight batch written so far */
-    uint64_t dio_off; /* direct writes: the staged write of the in-flight batch */
+    bool open;       /* lw holds descriptors: batches can be written */
+    bool suspended;  /* lw keeps its position without descriptors (idle) */
+    bool was_direct; /* suspended while writing O_DIRECT */
+    bool job;        /* a storage job owns lw (engine/iojob.h) */
+    struct iojob io;
+    uint64_t last_write_ms; /* for idle suspension and the choice of which log to close */
+    uint64_t roll_retry_ms; /* a failed roll: not before then */
+    size_t done;            /* bytes of the in-flight batch written so far */
+    uint64_t dio_off;       /* direct writes: the staged write of the in-flight batch */
     size_t dio_len;
     unsigned short_writes; /* direct writes: times the in-flight batch came back short */
     uint64_t first_seq;    /* seq of the in-flight batch's first record */
@@ -76,17 +92,10 @@ static int logs_reserve(struct worker *w, uint32_t org)
     return 0;
 }
 
-void commit_log_direct(struct sluice_engine *e, struct log_writer *lw)
+static void logs_open_changed(struct worker *w, int d)
 {
-    /* only where every batch is synced: under interval/never the page cache
-     * is the point (it absorbs the many small writes; measured at -c64, direct
-     * writes of ~5 readings each cost 30 % more CPU per request) */
-    bool syncs = e->cfg.fsync == SLUICE_FSYNC_BATCH || e->cfg.fsync == SLUICE_FSYNC_ALWAYS;
-    if (!e->cfg.direct_io || !syncs) return;
-    int rc = log_writer_direct(lw);
-    if (rc)
-        fprintf(stderr, "sluiced: %s: no O_DIRECT (%s); writing it through the page cache\n",
-                lw->path, strerror(-rc));
+    w->logs_open = (unsigned)((int)w->logs_open + d);
+    worker_gauge(&w->st.logs_open, w->logs_open);
 }
 
 int commit_log_adopt(struct worker *w, const struct log_writer *lw)
@@ -94,34 +103,69 @@ int commit_log_adopt(struct worker *w, const struct log_writer *lw)
     struct commit_log *l;
     if (logs_reserve(w, lw->org) || !(l = calloc(1, sizeof *l))) return -ENOMEM;
     l->lw = *lw;
+    l->open = true;
     w->logs[lw->org] = l;
+    logs_open_changed(w, 1);
     return 0;
+}
+
+static void start_job(struct worker *w, struct commit_log *l, enum iojob_kind kind)
+{
+    l->job = true;
+    l->io.kind = kind;
+    l->io.w = w;
+    l->io.lw = &l->lw;
+    l->io.org = l->lw.org;
+    w->logs_busy++;
+    iojob_submit(w->eng, &l->io);
+}
+
+static bool log_idle(const struct commit_log *l)
+{
+    return l->open && !l->job && !l->busy && !l->bgsync && !l->ahead && !l->unsynced &&
+           !l->b[l->fill].len && !l->truncate_pending;
+}
+
+static void suspend(struct worker *w, struct commit_log *l)
+{
+    l->was_direct = l->lw.dfd >= 0;
+    start_job(w, l, IOJOB_SUSPEND);
+}
+
+/* A log is about to take descriptors: past the worker's share of the open
+ * files limit, the least recently written idle log gives its up first. */
+static void make_room_for_a_log(struct worker *w)
+{
+    if (w->logs_open < w->logs_cap) return;
+    struct commit_log *lru = NULL;
+    for (uint32_t i = 0; i < w->nlogs; i++) {
+        struct commit_log *l = w->logs[i];
+        if (l && log_idle(l) && (!lru || l->last_write_ms < lru->last_write_ms)) lru = l;
+    }
+    if (lru) suspend(w, lru);
+}
+
+/* Opens (or reopens) l in the background. */
+static void start_open(struct worker *w, struct commit_log *l)
+{
+    make_room_for_a_log(w);
+    l->io.was_direct = l->was_direct;
+    start_job(w, l, l->suspended ? IOJOB_RESUME : IOJOB_OPEN);
 }
 
 int commit_log_get(struct worker *w, uint32_t org, struct commit_log **out)
 {
-    if (org < w->nlogs && w->logs[org]) {
-        *out = w->logs[org];
-        return 0;
+    struct commit_log *l = org < w->nlogs ? w->logs[org] : NULL;
+    if (!l) {
+        /* an org first seen after start-up (recovery opened the others) */
+        if (logs_reserve(w, org) || !(l = calloc(1, sizeof *l))) return -ENOMEM;
+        l->lw.fd = l->lw.dfd = -1;
+        l->lw.org = org;
+        w->logs[org] = l;
     }
-    /* an org first seen after start-up (start-up recovery opened the others):
-     * open its log now. Blocking, but once per org per worker lifetime. */
-    struct log_writer lw;
-    char report[512];
-    int rc = log_writer_open(&lw, w->eng->cfg.data_dir, org, w->id, report, sizeof report);
-    if (rc) {
-        fprintf(stderr, "sluiced: worker %u: cannot open log of org %u: %s\n", w->id, org,
-                strerror(-rc));
-        return rc;
-    }
-    commit_log_direct(w->eng, &lw);
-    if (report[0]) fprintf(stderr, "sluiced: recovery: %s\n", report);
-    rc = commit_log_adopt(w, &lw);
-    if (rc) {
-        log_writer_close(&lw);
-        return rc;
-    }
-    *out = w->logs[org];
+    if (!l->open && !l->job) start_open(w, l);
+    l->last_write_ms = w->now_ms;
+    *out = l;
     return 0;
 }
 
@@ -137,14 +181,20 @@ void commit_rollback(struct commit_log *l, const struct commit_mark *m)
     l->b[l->fill].nrec = m->nrec;
 }
 
+size_t commit_since(const struct commit_log *l, const struct commit_mark *m)
+{
+    return l->b[l->fill].len - m->len;
+}
+
 /* Appends one record with an unsealed header (the struct record parked in the
- * header bytes); commit_submit seals it. Returns 0, -E2BIG when the batch is
- * full, -ENOMEM. */
+ * header bytes); commit_submit seals it. A batch has no size limit of its own:
+ * a request's size is capped by ingest.c, the bytes waiting for commit by the
+ * worker's budget (--max-pending-bytes), which stops reading past it. */
 int commit_append(struct commit_log *l, const struct record *r, const void *payload, size_t n)
 {
     struct batch *b = &l->b[l->fill];
     size_t need = RECORD_HEADER_SIZE + n;
-    if (n > RECORD_MAX_BODY || b->len + need > BATCH_MAX) return -E2BIG;
+    if (n > RECORD_MAX_BODY) return -E2BIG;
     if (b->len + need > b->cap) {
         size_t cap = b->cap ? b->cap : 64 * 1024;
         while (cap < b->len + need)
@@ -172,7 +222,17 @@ static void mark_dirty(struct worker *w, struct commit_log *l)
     w->dirty_logs = l;
 }
 
-int commit_wait(struct worker *w, struct commit_log *l, struct conn *c, uint32_t qidx)
+static void pending_changed(struct worker *w, uint64_t added, uint64_t removed)
+{
+    uint64_t max = w->eng->cfg.max_pending_bytes;
+    bool was_full = w->pending_bytes >= max;
+    w->pending_bytes = w->pending_bytes + added - removed;
+    worker_gauge(&w->st.pending_bytes, w->pending_bytes);
+    if (was_full && w->pending_bytes < max) conn_room_freed(w);
+}
+
+int commit_wait(struct worker *w, struct commit_log *l, uint32_t slot, uint32_t gen,
+                uint64_t cookie, size_t bytes)
 {
     struct batch *b = &l->b[l->fill];
     if (b->nw == b->wcap) {
@@ -182,8 +242,8 @@ int commit_wait(struct worker *w, struct commit_log *l, struct conn *c, uint32_t
         b->w = p;
         b->wcap = cap;
     }
-    b->w[b->nw++] = (struct waiter){.slot = c->slot, .gen = c->gen, .qidx = qidx, .end = b->len};
-    c->q[qidx % CONN_QUEUE].waiting++;
+    b->w[b->nw++] = (struct waiter){.slot = slot, .gen = gen, .cookie = cookie, .end = b->len};
+    pending_changed(w, bytes, 0);
     mark_dirty(w, l);
     return 0;
 }
@@ -297,12 +357,13 @@ bool commit_syncs_batches(const struct worker *w)
 
 /* Rolls to a new segment when the batch would push the current one past its
  * size, or the current one is older than its age limit. A failed roll is
- * reported and writing goes on in the old segment (it just grows larger). */
+ * reported and writing goes on in the old segment (it just grows larger);
+ * the roll is tried again a moment later. */
 static bool roll_due(struct worker *w, struct commit_log *l, size_t incoming)
 {
     const sluice_config *cfg = &w->eng->cfg;
     struct log_writer *lw = &l->lw;
-    if (lw->end <= SEGMENT_HEADER_SIZE) return false;
+    if (lw->end <= SEGMENT_HEADER_SIZE || w->now_ms < l->roll_retry_ms) return false;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
@@ -311,33 +372,11 @@ static bool roll_due(struct worker *w, struct commit_log *l, size_t incoming)
     return full || old;
 }
 
-static void maybe_roll(struct worker *w, struct commit_log *l, size_t incoming)
-{
-    struct log_writer *lw = &l->lw;
-    if (!roll_due(w, l, incoming)) return;
-    if (l->unsynced && fdatasync(lw->fd)) {
-        /* --fsync interval: the old segment's last writes must be durable before
-         * it is sealed; a failure here is the background sync's failure */
-        fprintf(stderr, "sluiced: worker %u: fdatasync of %s failed: %s\n", w->id, lw->path,
-                strerror(errno));
-    }
-    l->unsynced = false;
-    bool direct = lw->dfd >= 0;
-    int rc = log_writer_roll(lw);
-    if (rc)
-        fprintf(stderr, "sluiced: worker %u: cannot roll %s: %s (continuing in it)\n", w->id,
-                lw->path, strerror(-rc));
-    else if (direct && lw->dfd < 0)
-        fprintf(stderr,
-                "sluiced: worker %u: %s refused O_DIRECT; writing it through the page cache\n",
-                w->id, lw->path);
-}
-
 static void finish(struct worker *w, struct commit_log *l);
 
 /* Direct writers keep the space ahead written in the background: the next step
  * of zeros and its fsync go to io_uring when less than half a step is left, so
- * a batch rarely waits for log_writer_reserve's synchronous write. */
+ * a batch rarely waits for a reserve job. */
 static void write_ahead(struct worker *w, struct commit_log *l)
 {
     uint64_t from;
@@ -359,6 +398,106 @@ static void write_ahead(struct worker *w, struct commit_log *l)
     w->logs_busy++;
 }
 
+/* Space for the filling batch past end (direct writes cover whole blocks). */
+static uint64_t space_needed(const struct commit_log *l, size_t len)
+{
+    return l->lw.dfd >= 0 ? log_writer_dio_need(&l->lw, len) : len;
+}
+
+/* Completes the waiters of b with err and empties it. */
+static void release(struct worker *w, struct batch *b, int err)
+{
+    for (uint32_t i = 0; i < b->nw; i++)
+        conn_durable(w, b->w[i].slot, b->w[i].gen, b->w[i].cookie, err);
+    size_t len = b->len;
+    b->len = 0;
+    b->nrec = 0;
+    b->nw = 0;
+    pending_changed(w, 0, len);
+}
+
+/* The filling batch cannot be written (its log would not open, no space for
+ * it): its waiters get err; nothing was sealed, no sequence number used. */
+static void fail_unwritten(struct worker *w, struct commit_log *l, int err)
+{
+    struct batch *b = &l->b[l->fill];
+    if (!b->len) return;
+    worker_count(&w->st.commit_failures, 1);
+    errlog_say(&w->errlog[ERRLOG_COMMIT], w->now_ms,
+               "worker %u: %u readings to org %u not written: %s (answered as failed, nothing "
+               "acknowledged)",
+               w->id, b->nrec, l->lw.org, strerror(-err));
+    release(w, b, err);
+}
+
+/* Starts the filling batch's write (+ linked fdatasync). Called with nothing
+ * in flight, the log open, space reserved and no roll due. */
+static void start_batch(struct worker *w, struct commit_log *l)
+{
+    struct batch *b = &l->b[l->fill];
+    l->fill = !l->fill;
+    if (w->eng->cfg.fsync == SLUICE_FSYNC_ALWAYS) split_first_request(l, b);
+    l->first_seq = l->lw.next_seq;
+    seal(l, b);
+    l->busy = true;
+    l->done = 0;
+    l->err = 0;
+    l->short_writes = 0;
+    l->last_write_ms = w->now_ms;
+    w->logs_busy++;
+    bool direct = l->lw.dfd >= 0;
+    if (direct && !log_writer_dio_stage(&l->lw, b->buf, b->len, &l->dio_off, &l->dio_len)) {
+        l->err = -ENOMEM;
+        finish(w, l);
+        return;
+    }
+    submit_io(w, l);
+    if (direct) write_ahead(w, l);
+}
+
+/* Whether l's filling batch can go now; else what it waits for is started
+ * (a storage job) or will complete on its own (a write in flight). */
+static bool ready_to_write(struct worker *w, struct commit_log *l)
+{
+    struct batch *fb = &l->b[l->fill];
+    if (l->job) return false;
+    if (!l->open) {
+        start_open(w, l);
+        return false;
+    }
+    /* one write+sync in flight per file, or a background sync of it (--fsync
+     * interval, which a roll must not overtake) */
+    if (l->busy || l->bgsync) return false;
+    if (l->truncate_pending) {
+        /* a failed batch's bytes may remain past end: nothing may be written
+         * after them (a later batch start would make them look durable to
+         * recovery) until the file is cut back, once zeros being written
+         * ahead have landed (the cut takes them too) */
+        if (!l->ahead) start_job(w, l, IOJOB_TRUNCATE);
+        return false;
+    }
+    bool roll = roll_due(w, l, fb->len);
+    /* zeros being written ahead where this batch would go, or that a roll
+     * would cut: go when that completes */
+    if (l->ahead && (roll || l->lw.end + space_needed(l, fb->len) > l->lw.alloc)) return false;
+    if (roll) {
+        l->io.sync_first = l->unsynced;
+        l->io.was_direct = l->lw.dfd >= 0;
+        l->unsynced = false;
+        start_job(w, l, IOJOB_ROLL);
+        return false;
+    }
+    if (l->lw.end + space_needed(l, fb->len) > l->lw.alloc) {
+        /* space written ahead, so the sync has no file size to persist; no
+         * space at all (ENOSPC) fails this batch before it is written */
+        l->io.need = space_needed(l, fb->len);
+        l->io.cap = w->eng->cfg.segment_bytes;
+        start_job(w, l, IOJOB_RESERVE);
+        return false;
+    }
+    return true;
+}
+
 void commit_submit(struct worker *w)
 {
     struct commit_log *l = w->dirty_logs, *keep = NULL;
@@ -366,88 +505,24 @@ void commit_submit(struct worker *w)
     while (l) {
         struct commit_log *next = l->next_dirty;
         l->on_dirty = false;
-        struct batch *fb = &l->b[l->fill];
-        size_t need = l->lw.dfd >= 0 ? log_writer_dio_need(&l->lw, fb->len) : fb->len;
-        if (l->busy || (fb->len && l->bgsync) ||
-            (fb->len && l->ahead && (l->lw.end + need > l->lw.alloc || roll_due(w, l, fb->len)))) {
-            /* one write+sync in flight per file, or a background sync of it
-             * (--fsync interval, which a roll must not overtake), or zeros
-             * being written ahead where this batch would go or that a roll
-             * would cut: this batch goes when that completes */
-            l->on_dirty = true;
-            l->next_dirty = keep;
-            keep = l;
-        } else if (l->b[l->fill].len && l->truncate_pending &&
-                   ftruncate(l->lw.fd, (off_t)l->lw.end) != 0) {
-            /* the file still cannot be cut back: fail this batch unwritten */
-            l->fill = !l->fill;
-            l->busy = true;
-            l->err = -errno;
-            l->first_seq = l->lw.next_seq;
-            w->logs_busy++;
-            finish(w, l);
-        } else if (l->b[l->fill].len) {
-            struct batch *b = &l->b[l->fill];
-            l->truncate_pending = false;
-            l->fill = !l->fill;
-            if (w->eng->cfg.fsync == SLUICE_FSYNC_ALWAYS) split_first_request(l, b);
-            maybe_roll(w, l, b->len);
-            l->first_seq = l->lw.next_seq;
-            /* space written ahead, so the sync has no file size to persist; no
-             * space at all (ENOSPC) fails this batch before it is written */
-            bool direct = l->lw.dfd >= 0;
-            int rc =
-                log_writer_reserve(&l->lw, direct ? log_writer_dio_need(&l->lw, b->len) : b->len,
-                                   w->eng->cfg.segment_bytes);
-            if (rc) {
-                l->busy = true;
-                l->err = rc;
-                w->logs_busy++;
-                finish(w, l);
-                l = next;
-                continue;
-            }
-            seal(l, b);
-            l->busy = true;
-            l->done = 0;
-            l->err = 0;
-            l->short_writes = 0;
-            w->logs_busy++;
-            if (direct && !log_writer_dio_stage(&l->lw, b->buf, b->len, &l->dio_off, &l->dio_len)) {
-                l->err = -ENOMEM;
-                finish(w, l);
+        if (l->b[l->fill].len) {
+            if (ready_to_write(w, l)) {
+                start_batch(w, l);
             } else {
-                submit_io(w, l);
-                if (direct) write_ahead(w, l);
+                /* goes when what it waits for completes */
+                l->on_dirty = true;
+                l->next_dirty = keep;
+                keep = l;
             }
         }
         l = next;
     }
-    /* finish() above may have queued logs anew (responses released, requests
-     * parsed): keep those as well as the ones waiting for their sync */
+    /* finish() above may have queued logs anew: keep those as well */
     while (keep) {
         struct commit_log *next = keep->next_dirty;
         keep->next_dirty = w->dirty_logs;
         w->dirty_logs = keep;
         keep = next;
-    }
-}
-
-static void release(struct worker *w, struct batch *b, bool ok)
-{
-    for (uint32_t i = 0; i < b->nw; i++) {
-        struct waiter *wt = &b->w[i];
-        struct conn *c = &w->conns[wt->slot];
-        if (c->gen != wt->gen || c->closing)
-            continue; /* the client left; its readings are durable all the same */
-        struct pending_resp *p = &c->q[wt->qidx % CONN_QUEUE];
-        if (!ok && p->status == 202) {
-            p->status = 503;
-            p->msg = strdup("{\"error\":\"storage unavailable\"}");
-        }
-        if (p->waiting) p->waiting--;
-        ingest_flush_responses(w, c);
-        worker_conn_progress(w, c);
     }
 }
 
@@ -459,30 +534,107 @@ static void finish(struct worker *w, struct commit_log *l)
         if (l->lw.dfd >= 0) log_writer_dio_done(&l->lw, b->len);
         l->lw.end += b->len;
         l->unsynced = !commit_syncs_batches(w);
-        atomic_fetch_add_explicit(&w->st.commits, 1, memory_order_relaxed);
+        worker_count(&w->st.commits, 1);
     } else {
-        /* cut the file back to the last durable batch; the sequence numbers of
-         * the failed batch are reused by the next one */
-        /* while a failed batch's bytes may remain past end, nothing may be
-         * written after them (a later batch start would make them look like
-         * durable data to recovery): retried before every batch until it works */
-        l->truncate_pending = ftruncate(l->lw.fd, (off_t)l->lw.end) != 0;
-        if (!l->truncate_pending) l->lw.alloc = l->lw.end; /* the space ahead went too */
+        /* cut the file back to the last durable batch (a storage job, before
+         * the next batch); the sequence numbers of the failed batch are reused
+         * by the next one */
+        l->truncate_pending = true;
         l->lw.next_seq = l->first_seq;
         log_writer_unnote(&l->lw);
-        atomic_fetch_add_explicit(&w->st.commit_failures, 1, memory_order_relaxed);
-        fprintf(stderr,
-                "sluiced: worker %u: commit of %u readings to org %u failed: %s "
-                "(answered 503, nothing acknowledged)\n",
-                w->id, b->nrec, l->lw.org, strerror(-l->err));
+        worker_count(&w->st.commit_failures, 1);
+        errlog_say(&w->errlog[ERRLOG_COMMIT], w->now_ms,
+                   "worker %u: commit of %u readings to org %u failed: %s (answered as failed, "
+                   "nothing acknowledged)",
+                   w->id, b->nrec, l->lw.org, strerror(-l->err));
     }
     l->busy = false;
     w->logs_busy--;
-    release(w, b, ok);
-    b->len = 0;
-    b->nrec = 0;
-    b->nw = 0;
+    release(w, b, ok ? 0 : l->err);
     if (l->b[l->fill].len) mark_dirty(w, l);
+}
+
+void commit_job_done(struct worker *w, struct iojob *j)
+{
+    struct commit_log *l = w->logs[j->org];
+    l->job = false;
+    w->logs_busy--;
+    switch (j->kind) {
+    case IOJOB_OPEN:
+    case IOJOB_RESUME:
+        if (j->report[0]) fprintf(stderr, "sluiced: recovery: %s\n", j->report);
+        if (j->rc) {
+            errlog_say(&w->errlog[ERRLOG_LOG_OPEN], w->now_ms,
+                       "worker %u: cannot open the log of org %u: %s", w->id, l->lw.org,
+                       strerror(-j->rc));
+            fail_unwritten(w, l, j->rc);
+            break;
+        }
+        l->open = true;
+        l->suspended = false;
+        logs_open_changed(w, 1);
+        worker_count(&w->st.logs_opened, 1);
+        break;
+    case IOJOB_ROLL:
+        if (j->report[0]) fprintf(stderr, "sluiced: worker %u: %s\n", w->id, j->report);
+        if (j->rc) {
+            l->roll_retry_ms = w->now_ms + ROLL_RETRY_MS;
+            errlog_say(&w->errlog[ERRLOG_LOG_IO], w->now_ms,
+                       "worker %u: cannot roll %s: %s (continuing in it)", w->id, l->lw.path,
+                       strerror(-j->rc));
+        } else if (j->was_direct && l->lw.dfd < 0) {
+            fprintf(stderr,
+                    "sluiced: worker %u: %s refused O_DIRECT; writing it through the page cache\n",
+                    w->id, l->lw.path);
+        }
+        break;
+    case IOJOB_RESERVE:
+        if (j->rc) fail_unwritten(w, l, j->rc);
+        break;
+    case IOJOB_TRUNCATE:
+        if (j->rc) {
+            /* the file still cannot be cut back: fail this batch unwritten */
+            errlog_say(&w->errlog[ERRLOG_LOG_IO], w->now_ms,
+                       "worker %u: cannot cut a failed batch off %s: %s", w->id, l->lw.path,
+                       strerror(-j->rc));
+            fail_unwritten(w, l, j->rc);
+        } else {
+            l->truncate_pending = false;
+        }
+        break;
+    case IOJOB_SUSPEND:
+        if (j->rc) {
+            errlog_say(&w->errlog[ERRLOG_LOG_IO], w->now_ms,
+                       "worker %u: cannot close idle log %s: %s", w->id, l->lw.path,
+                       strerror(-j->rc));
+            break;
+        }
+        l->open = false;
+        l->suspended = true;
+        logs_open_changed(w, -1);
+        worker_count(&w->st.logs_suspended, 1);
+        if (!l->b[l->fill].len) {
+            /* an idle log costs only its position until it is written again */
+            for (int k = 0; k < 2; k++) {
+                free(l->b[k].buf);
+                free(l->b[k].w);
+                l->b[k] = (struct batch){0};
+            }
+        }
+        break;
+    }
+    if (l->b[l->fill].len) mark_dirty(w, l);
+}
+
+void commit_tick(struct worker *w)
+{
+    uint64_t idle = w->eng->cfg.log_idle_timeout_ms;
+    if (w->draining || !idle || w->now_ms < w->logs_scan_ms + 1000) return;
+    w->logs_scan_ms = w->now_ms;
+    for (uint32_t i = 0; i < w->nlogs; i++) {
+        struct commit_log *l = w->logs[i];
+        if (l && log_idle(l) && w->now_ms >= l->last_write_ms + idle) suspend(w, l);
+    }
 }
 
 void commit_complete(struct worker *w, struct io_uring_cqe *cqe)
@@ -549,8 +701,8 @@ void commit_complete(struct worker *w, struct io_uring_cqe *cqe)
     case OP_LOG_AHEAD_SYNC:
         if (res < 0 && !l->ahead_err) l->ahead_err = res;
         /* a failed batch meanwhile cut the file back (alloc moved): this step
-         * is moot; a failed step leaves alloc as it was, and the synchronous
-         * reserve tries again (and reports) when a batch needs the space */
+         * is moot; a failed step leaves alloc as it was, and a reserve job
+         * tries again (and reports) when a batch needs the space */
         if (!l->ahead_err && l->lw.alloc == l->ahead_from)
             l->lw.alloc = l->ahead_from + l->ahead_len;
         l->ahead = false;
@@ -566,11 +718,11 @@ void commit_complete(struct worker *w, struct io_uring_cqe *cqe)
         w->logs_busy--;
         if (res < 0) {
             /* already acknowledged: --fsync interval's documented loss window */
-            atomic_fetch_add_explicit(&w->st.commit_failures, 1, memory_order_relaxed);
-            fprintf(stderr,
-                    "sluiced: worker %u: background fdatasync of org %u failed: %s; readings "
-                    "acknowledged since the last good sync may be lost\n",
-                    w->id, l->lw.org, strerror(-res));
+            worker_count(&w->st.commit_failures, 1);
+            errlog_say(&w->errlog[ERRLOG_COMMIT], w->now_ms,
+                       "worker %u: background fdatasync of org %u failed: %s; readings "
+                       "acknowledged since the last good sync may be lost",
+                       w->id, l->lw.org, strerror(-res));
         }
         if (l->b[l->fill].len) mark_dirty(w, l);
         return;
@@ -581,12 +733,8 @@ void commit_interval_sync(struct worker *w)
 {
     for (uint32_t i = 0; i < w->nlogs; i++) {
         struct commit_log *l = w->logs[i];
-        if (!l || !l->unsynced || l->bgsync || l->busy) continue;
-        struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-        if (!sqe) {
-            io_uring_submit(&w->ring);
-            sqe = io_uring_get_sqe(&w->ring);
-        }
+        if (!l || !l->open || l->job || !l->unsynced || l->bgsync || l->busy) continue;
+        struct io_uring_sqe *sqe = worker_sqe(w);
         int fake = 0;
         if (inject(w, l, FAULT_SYNC, &fake)) {
             io_uring_prep_nop(sqe);
@@ -607,10 +755,16 @@ void commit_close_all(struct worker *w)
         struct commit_log *l = w->logs[i];
         if (!l) continue;
         /* a clean stop leaves nothing unsynced, whatever the mode */
-        if (l->lw.fd >= 0 && fdatasync(l->lw.fd))
+        if (l->open && l->lw.fd >= 0 && fdatasync(l->lw.fd))
             fprintf(stderr, "sluiced: worker %u: final fdatasync of %s failed: %s\n", w->id,
                     l->lw.path, strerror(errno));
-        log_writer_close(&l->lw);
+        if (l->open)
+            log_writer_close(&l->lw);
+        else {
+            free(l->lw.tail);
+            free(l->lw.stage);
+            free(l->lw.idx.e);
+        }
         for (int k = 0; k < 2; k++) {
             free(l->b[k].buf);
             free(l->b[k].w);
@@ -620,4 +774,5 @@ void commit_close_all(struct worker *w)
     free(w->logs);
     w->logs = NULL;
     w->nlogs = 0;
+    w->logs_open = 0;
 }

@@ -27,7 +27,10 @@ void sluice_config_init(sluice_config *cfg)
     cfg->body_timeout_ms = 30000;
     cfg->idle_timeout_ms = 75000;
     cfg->drain_timeout_ms = 10000;
-    cfg->max_connections = 65536;
+    cfg->max_connections = 0; /* derived from the open files limit at start */
+    cfg->max_pending_bytes = 64u << 20;
+    cfg->max_request_memory = 64u << 20;
+    cfg->log_idle_timeout_ms = 60000;
     cfg->segment_bytes = 64u << 20;
     cfg->segment_age_ms = 3600 * 1000;
     cfg->auth_fail_rate = 10;
@@ -56,7 +59,15 @@ static const char help_text[] =
     "  --body-timeout DUR     absolute deadline for a request's body (default 30s)\n"
     "  --idle-timeout DUR     keep-alive connection idle limit (default 75s)\n"
     "  --drain-timeout DUR    on SIGTERM, time allowed to requests in progress (default 10s)\n"
-    "  --max-connections N    per worker (default 65536)\n"
+    "  --max-connections N    per worker (default: from the open files limit, at most\n"
+    "                         65536; said at start when the limit is what bounds it)\n"
+    "  --max-pending-bytes SIZE  per worker: reading bytes waiting for their commit; past\n"
+    "                         it the worker stops reading new requests (default 64MiB)\n"
+    "  --max-request-memory SIZE per worker: bytes of unfinished requests held in memory;\n"
+    "                         past it a request needing more gets 503 (default 64MiB,\n"
+    "                         at least --max-body)\n"
+    "  --log-idle-timeout DUR an org log not written for this long is closed and its\n"
+    "                         space written ahead cut, 0 = never (default 60s)\n"
     "  --segment-bytes SIZE   roll a log segment before it passes this size (default 64MiB)\n"
     "  --segment-age DUR      roll a log segment older than this, 0 = never (default 1h)\n"
     "  --retention-days D     per org: delete sealed segments older than D days, may be\n"
@@ -267,6 +278,22 @@ int sluice_config_set(sluice_config *cfg, const char *key, const char *value, ch
             goto fail;
         }
         cfg->max_body = v;
+        return SLUICE_OK;
+    }
+    if (!strcmp(k, "max-pending-bytes") || !strcmp(k, "max-request-memory")) {
+        uint64_t v;
+        if (parse_size(value, &v) || v < (64u << 10) || v > (64ull << 30)) {
+            why = "expected a size from 64KiB to 64GiB (e.g. 64MiB)";
+            goto fail;
+        }
+        *(k[4] == 'p' ? &cfg->max_pending_bytes : &cfg->max_request_memory) = v;
+        return SLUICE_OK;
+    }
+    if (!strcmp(k, "log-idle-timeout")) {
+        if (parse_long_duration(value, &cfg->log_idle_timeout_ms)) {
+            why = "expected a duration such as 60s, 500ms or 10m, 0 to keep logs open";
+            goto fail;
+        }
         return SLUICE_OK;
     }
     if (!strcmp(k, "segment-bytes") || !strcmp(k, "retention-bytes")) {

@@ -1,21 +1,29 @@
-/* engine/engine.c — sluice_engine_*: binds listeners, starts the workers, and
- * runs the control thread that mirrors the credential store into the auth table.
+/* engine/engine.c — sluice_engine_*: binds listeners, recovers the logs,
+ * starts the storage helper and the workers, and runs the control thread that
+ * mirrors the credential store into the auth table and applies retention.
  */
-#include "engine/engine.h"
-
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <zlib.h>
+
+#include "engine/commit.h"
+#include "engine/iojob.h"
+#include "engine/loop.h"
+#include "engine/session_http.h"
+#include "engine/worker.h"
+#include "storage/log.h"
+#include "storage/store.h"
 
 #define CONTROL_POLL_MS    250 /* store generation polling: CLI changes live within 1 s */
 #define RETENTION_EVERY_MS 5000
@@ -29,7 +37,13 @@ static int listen_on(const char *spec, unsigned port_override, int *fd_out, unsi
 {
     char host[SLUICE_ADDR_MAX], port[16];
     const char *colon = strrchr(spec, ':');
-    size_t hl = (size_t)(colon - spec);
+    size_t hl = colon ? (size_t)(colon - spec) : 0;
+    /* config.c checked flags and INI keys; an embedding host may fill the
+     * struct itself */
+    if (!colon || hl >= sizeof host || (spec[0] == '[' && (hl < 2 || colon[-1] != ']'))) {
+        snprintf(err, errcap, "bad listen address '%s': expected HOST:PORT or [V6]:PORT", spec);
+        return SLUICE_EINVAL;
+    }
     if (spec[0] == '[') {
         memcpy(host, spec + 1, hl - 2);
         host[hl - 2] = '\0';
@@ -193,7 +207,7 @@ static int recover_worker_log(void *arg, uint32_t worker)
     /* the worker that owns this log keeps it open; logs of workers beyond
      * --threads (a restart with fewer threads) were only recovered */
     if (worker < e->nworkers) {
-        commit_log_direct(e, &lw);
+        iojob_log_direct(e, &lw);
         if (commit_log_adopt(&e->workers[worker], &lw) == 0) return 0;
     }
     log_writer_close(&lw);
@@ -307,26 +321,66 @@ static void *control_main(void *arg)
 static void engine_free(struct sluice_engine *e)
 {
     if (!e) return;
+    iojob_stop(e); /* after the workers: they wait for their jobs before exiting */
     for (unsigned i = 0; e->workers && i < e->nworkers; i++) {
         struct worker *w = &e->workers[i];
         if (!w->eng) continue; /* start-up failed before this worker was set up */
         for (unsigned k = 0; k < LISTENER_KINDS; k++)
             if (w->listen_fd[k] >= 0) close(w->listen_fd[k]);
         commit_close_all(w); /* logs adopted at recovery by a worker that never ran */
+        session_http_worker_free(w);
         if (w->wake_fd >= 0) close(w->wake_fd);
+        if (w->reserve_fd >= 0) close(w->reserve_fd);
         free(w->conns);
         free(w->authrl);
-        free(w->scratch);
-        if (w->zs) {
-            inflateEnd(w->zs);
-            free(w->zs);
-        }
     }
     free(e->workers);
     reclaim(e, true);
     auth_table_free((struct auth_table *)atomic_load(&e->auth));
     if (e->store) store_close(e->store);
     free(e);
+}
+
+/* Descriptors are shared out once, at start: the soft open-files limit is
+ * raised to the hard one (what nginx's worker_rlimit_nofile does by hand); a
+ * reserve stays for the engine itself (listeners, rings, LMDB, eventfds), an
+ * eighth goes to org logs (two each with direct I/O; idle ones are closed
+ * past that), the rest to connections. --max-connections, when given, wins.
+ * Said once when the limit is what bounds connections. */
+static void share_descriptors(struct sluice_engine *e, unsigned *conns, unsigned *logs)
+{
+    const unsigned dflt = 65536;
+    struct rlimit rl;
+    *conns = e->cfg.max_connections ? e->cfg.max_connections : dflt;
+    *logs = 4096;
+    if (getrlimit(RLIMIT_NOFILE, &rl)) return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit up = rl;
+        up.rlim_cur = rl.rlim_max > (1u << 20) ? (1u << 20) : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &up) == 0) rl = up;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY) return;
+    uint64_t limit = rl.rlim_cur, reserve = 64 + 8ull * e->nworkers;
+    uint64_t avail = limit > reserve + 16 ? limit - reserve : 16;
+    uint64_t log_fds = avail / 8;
+    uint64_t per_logs = log_fds / 2 / e->nworkers;
+    *logs = per_logs < 4 ? 4 : per_logs > 4096 ? 4096 : (unsigned)per_logs;
+    uint64_t per_conns = (avail - log_fds) / e->nworkers;
+    if (per_conns < 1) per_conns = 1;
+    if (!e->cfg.max_connections) {
+        *conns = per_conns < dflt ? (unsigned)per_conns : dflt;
+        if (per_conns < dflt)
+            fprintf(stderr,
+                    "sluiced: open files limit %llu: at most %u connections and %u open org logs "
+                    "per worker (--max-connections sets the first; raise the limit with ulimit "
+                    "-n or LimitNOFILE=)\n",
+                    (unsigned long long)limit, *conns, *logs);
+    } else if ((uint64_t)e->cfg.max_connections * e->nworkers > avail - log_fds) {
+        fprintf(stderr,
+                "sluiced: --max-connections %u x %u workers is more than the open files limit "
+                "%llu allows: accepting pauses whenever descriptors run out\n",
+                e->cfg.max_connections, e->nworkers, (unsigned long long)limit);
+    }
 }
 
 int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err, size_t errcap)
@@ -352,6 +406,14 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
     }
     io_uring_queue_exit(&probe);
 
+    if (cfg->max_request_memory < cfg->max_body) {
+        snprintf(err, errcap,
+                 "--max-request-memory (%llu bytes) must be at least --max-body (%llu bytes): a "
+                 "largest body could never be held",
+                 (unsigned long long)cfg->max_request_memory, (unsigned long long)cfg->max_body);
+        rc = SLUICE_EINVAL;
+        goto fail;
+    }
     if (mkdir(cfg->data_dir, 0750) && errno != EEXIST) {
         snprintf(err, errcap, "cannot create data dir %s: %s", cfg->data_dir, strerror(errno));
         rc = SLUICE_EIO;
@@ -377,20 +439,26 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         rc = SLUICE_ENOMEM;
         goto fail;
     }
+    unsigned conns_per_worker, logs_per_worker;
+    share_descriptors(e, &conns_per_worker, &logs_per_worker);
     for (unsigned i = 0; i < e->nworkers; i++) {
         struct worker *w = &e->workers[i];
         w->eng = e;
         w->id = i;
         for (unsigned k = 0; k < LISTENER_KINDS; k++)
             w->listen_fd[k] = -1;
-        w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        /* blocking: the ring waits on it with a read (a non-blocking fd would
+         * make that read fail with EAGAIN instead) */
+        w->wake_fd = eventfd(0, EFD_CLOEXEC);
+        w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        w->logs_cap = logs_per_worker;
         w->authrl = malloc(sizeof *w->authrl);
         if (!w->authrl) {
             rc = SLUICE_ENOMEM;
             goto fail;
         }
         ratelimit_init(w->authrl, cfg->auth_fail_rate, 2 * cfg->auth_fail_rate);
-        w->conn_cap = cfg->max_connections;
+        w->conn_cap = conns_per_worker;
         /* calloc of a large array is lazily backed: untouched slots cost nothing */
         w->conns = calloc(w->conn_cap, sizeof *w->conns);
         if (!w->conns) {
@@ -418,8 +486,13 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
     if ((rc = recover_logs(e, err, errcap))) goto fail;
     if (cfg->ports_file[0] && (rc = write_ports_file(e, err, errcap))) goto fail;
 
+    if ((rc = iojob_start(e))) {
+        snprintf(err, errcap, "cannot start the storage helper thread: %s", strerror(-rc));
+        rc = SLUICE_ENOMEM;
+        goto fail;
+    }
     for (unsigned i = 0; i < e->nworkers; i++) {
-        if (pthread_create(&e->workers[i].thread, NULL, worker_main, &e->workers[i])) {
+        if (pthread_create(&e->workers[i].thread, NULL, loop_main, &e->workers[i])) {
             /* threads already started are told to stop and joined */
             atomic_store(&e->stopping, true);
             for (unsigned j = 0; j < i; j++)
@@ -441,7 +514,7 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
             goto fail;
         }
     }
-    pthread_create(&e->control, NULL, control_main, e);
+    e->control_started = pthread_create(&e->control, NULL, control_main, e) == 0;
     *out = e;
     return 0;
 fail:
@@ -477,7 +550,7 @@ int sluice_engine_wait(sluice_engine *e)
         pthread_join(e->workers[i].thread, NULL);
         if (!rc) rc = e->workers[i].error;
     }
-    pthread_join(e->control, NULL);
+    if (e->control_started) pthread_join(e->control, NULL);
     engine_free(e);
     return rc;
 }

@@ -98,6 +98,9 @@ int main(int argc, char **argv)
         {"retention-days", required_argument, 0, 0},
         {"retention-bytes", required_argument, 0, 0},
         {"auth-fail-rate", required_argument, 0, 0},
+        {"max-pending-bytes", required_argument, 0, 0},
+        {"max-request-memory", required_argument, 0, 0},
+        {"log-idle-timeout", required_argument, 0, 0},
         {0, 0, 0, 0},
     };
     opterr = 0;

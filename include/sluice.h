@@ -70,7 +70,7 @@ typedef struct sluice_config {
     unsigned body_timeout_ms;   /* absolute deadline for its body, from the end of the head */
     unsigned idle_timeout_ms;   /* keep-alive connection with no request in progress */
     unsigned drain_timeout_ms;  /* graceful stop: how long requests in progress may take */
-    unsigned max_connections;   /* per worker */
+    unsigned max_connections;   /* per worker; 0: derived from the open files limit */
     bool direct_io;             /* append with O_DIRECT where the filesystem allows (default on) */
     uint64_t segment_bytes;     /* a log segment rolls before growing past this */
     uint64_t segment_age_ms;    /* ... or once older than this (0: no age limit) */
@@ -78,6 +78,11 @@ typedef struct sluice_config {
     uint64_t retention_bytes;   /* per org: delete oldest sealed segments beyond this (0: keep) */
     unsigned auth_fail_rate;    /* failed authentications per second per client address, per
                                    worker (burst twice that); beyond it 429. 0: no limit */
+    uint64_t max_pending_bytes;  /* per worker: record bytes waiting for their commit; past it
+                                    the worker stops reading new requests (backpressure) */
+    uint64_t max_request_memory; /* per worker: bytes of unfinished requests held in memory;
+                                    past it a request that needs more is answered 503 */
+    uint64_t log_idle_timeout_ms; /* an org log unwritten this long is closed (0: never) */
 } sluice_config;
 
 /* Fills cfg with the defaults of INTERFACE.md (data dir ./data, all listeners on

@@ -585,6 +585,15 @@ done:
 }
 
 /* Contract in http.h: first header whose name equals name (ASCII case-insensitive). */
+size_t http_chunked_compact(struct http_chunked *st, char *buf, size_t len)
+{
+    if (st->state < 0 || st->state == CH_DONE || st->in <= st->out || st->in > len) return len;
+    size_t gap = st->in - st->out;
+    memmove(buf + st->out, buf + st->in, len - st->in);
+    st->in = st->out;
+    return len - gap;
+}
+
 int http_header_find(const struct http_request *req, const char *name, struct http_slice *value)
 {
     size_t n = strlen(name);
@@ -703,6 +712,14 @@ static void put_uint(struct wbuf *w, uint64_t v)
 int http_write_response(char *out, size_t cap, int status, int keep_alive, const char *extra,
                         const char *body, size_t body_len)
 {
+    return http_write_response_typed(out, cap, status, keep_alive, "application/json", extra, body,
+                                     body_len);
+}
+
+int http_write_response_typed(char *out, size_t cap, int status, int keep_alive,
+                              const char *content_type, const char *extra, const char *body,
+                              size_t body_len)
+{
     struct wbuf w = {out, 0, cap, 0};
     const char *reason;
     int interim = status >= 100 && status < 200;
@@ -718,7 +735,11 @@ int http_write_response(char *out, size_t cap, int status, int keep_alive, const
     put(&w, reason, strlen(reason));
     put(&w, LIT("\r\n"));
     if (!interim) {
-        if (body_len > 0) put(&w, LIT("Content-Type: application/json\r\n"));
+        if (body_len > 0) {
+            put(&w, LIT("Content-Type: "));
+            put(&w, content_type, strlen(content_type));
+            put(&w, LIT("\r\n"));
+        }
         if (status != 204) {
             put(&w, LIT("Content-Length: "));
             put_uint(&w, (uint64_t)body_len);

@@ -107,6 +107,13 @@ struct http_chunked {
  * HTTP_MAX_TRAILER_BYTES. Once complete or failed, further calls return the same. */
 long http_chunked_decode(struct http_chunked *st, char *buf, size_t len, size_t max_body);
 
+/* After http_chunked_decode returned HTTP_INCOMPLETE: drops the framing it has
+ * already decoded, moving the undecoded bytes buf[st->in..len) down to
+ * buf[st->out..]. Returns the new length; decoding goes on from there, so the
+ * caller keeps about the decoded size however small the chunks (a body of
+ * 1-byte chunks takes six times its size as framing). */
+size_t http_chunked_compact(struct http_chunked *st, char *buf, size_t len);
+
 /* Case-insensitive header lookup; returns 1 and sets *value when present. */
 int http_header_find(const struct http_request *req, const char *name, struct http_slice *value);
 
@@ -122,5 +129,11 @@ const char *http_status_text(int status);
  * Returns bytes written, or -1 if cap is too small or status is not 100..999. */
 int http_write_response(char *out, size_t cap, int status, int keep_alive, const char *extra,
                         const char *body, size_t body_len);
+
+/* As http_write_response, with the given Content-Type instead of
+ * application/json (e.g. "text/plain; version=0.0.4" for /metrics). */
+int http_write_response_typed(char *out, size_t cap, int status, int keep_alive,
+                              const char *content_type, const char *extra, const char *body,
+                              size_t body_len);
 
 #endif

@@ -137,9 +137,11 @@ def seam_case(name, spec, errtext, flags=()):
     check_eq([st for _, st in c.got], [503] * 3 + [202] * 7, "statuses in order")
     m = metrics(d.admin)
     check_eq(m.get("sluice_commit_failures_total"), 3.0, "sluice_commit_failures_total")
+    # the first failure is logged at once, repeats within 10 s only as a count
+    # (log floods, issue S3): the metric above counts every one
     err = d.stderr()
-    check(err.count(errtext) >= 3 and "503" in err,
-          "stderr does not log the 3 failures with %r: %r" % (errtext, err[-600:]))
+    check(errtext in err and "nothing acknowledged" in err,
+          "stderr does not log the failure with %r: %r" % (errtext, err[-600:]))
     check_eq(d.terminate(10), 0, "exit status of SIGTERM")
     check_exactly(cli, "acme", c)
 
