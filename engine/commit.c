@@ -373,6 +373,7 @@ static bool roll_due(struct worker *w, struct commit_log *l, size_t incoming)
 }
 
 static void finish(struct worker *w, struct commit_log *l);
+static void cut_failed(struct worker *w, struct commit_log *l);
 
 /* Direct writers keep the space ahead written in the background: the next step
  * of zeros and its fsync go to io_uring when less than half a step is left, so
@@ -471,9 +472,8 @@ static bool ready_to_write(struct worker *w, struct commit_log *l)
     if (l->truncate_pending) {
         /* a failed batch's bytes may remain past end: nothing may be written
          * after them (a later batch start would make them look durable to
-         * recovery) until the file is cut back, once zeros being written
-         * ahead have landed (the cut takes them too) */
-        if (!l->ahead) start_job(w, l, IOJOB_TRUNCATE);
+         * recovery) until the file is cut back */
+        cut_failed(w, l);
         return false;
     }
     bool roll = roll_due(w, l, fb->len);
@@ -526,6 +526,14 @@ void commit_submit(struct worker *w)
     }
 }
 
+/* A failed batch's bytes are cut off the file at once, before readers (or a
+ * later batch) can take them for data; zeros being written ahead land first
+ * (the cut takes them too). */
+static void cut_failed(struct worker *w, struct commit_log *l)
+{
+    if (l->truncate_pending && !l->job && !l->busy && !l->ahead) start_job(w, l, IOJOB_TRUNCATE);
+}
+
 static void finish(struct worker *w, struct commit_log *l)
 {
     struct batch *b = &l->b[!l->fill];
@@ -551,6 +559,7 @@ static void finish(struct worker *w, struct commit_log *l)
     l->busy = false;
     w->logs_busy--;
     release(w, b, ok ? 0 : l->err);
+    cut_failed(w, l);
     if (l->b[l->fill].len) mark_dirty(w, l);
 }
 
@@ -707,6 +716,7 @@ void commit_complete(struct worker *w, struct io_uring_cqe *cqe)
             l->lw.alloc = l->ahead_from + l->ahead_len;
         l->ahead = false;
         w->logs_busy--;
+        cut_failed(w, l);
         if (l->b[l->fill].len) mark_dirty(w, l);
         return;
     case OP_LOG_BGSYNC:
