@@ -115,6 +115,12 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
     unsigned kind = op_slot(cqe->user_data);
     if (!(cqe->flags & IORING_CQE_F_MORE)) w->accept_armed[kind] = false;
     if (cqe->res == -EMFILE || cqe->res == -ENFILE) {
+        if (w->accept_armed[kind]) {
+            /* a multishot that went on after the error would spin on it */
+            struct io_uring_sqe *sqe = worker_sqe(w);
+            io_uring_prep_cancel64(sqe, op_pack(OP_ACCEPT, 0, kind), 0);
+            io_uring_sqe_set_data64(sqe, op_pack(OP_CANCEL, 0, UINT32_MAX));
+        }
         if (!w->draining) accept_out_of_fds(w, kind, cqe->res);
     } else if (cqe->res < 0) {
         if (cqe->res != -ECANCELED && !w->draining)

@@ -589,16 +589,22 @@ static void durable(struct worker *w, struct conn *c, uint64_t cookie, int err)
 static void timeout(struct worker *w, struct conn *c)
 {
     struct http_sess *s = sess(c);
-    if ((s->phase != PHASE_IDLE || c->in.len) && !c->stopped) {
-        /* slow headers or body: answer 408 and close */
+    if (c->stopped || conn_output_full(c)) {
+        /* answered to close and the answer still not taken, or a client that
+         * does not read its answers (nginx's send_timeout) */
+        conn_close(w, c);
+    } else if (s->phase != PHASE_IDLE || c->in.len) {
+        /* slow headers or body: answer 408 and close; the answer gets one
+         * more header timeout to leave */
         if (queue_full(s)) {
             conn_close(w, c);
             return;
         }
         queue_error(w, c, 408, true, "request timeout");
         flush_responses(w, c);
+        conn_set_deadline(w, c, w->now_ms + w->eng->cfg.header_timeout_ms);
     } else if (s->qhead == s->qtail) {
-        conn_close(w, c); /* idle keep-alive, or a client that never reads */
+        conn_close(w, c); /* idle keep-alive */
     }
 }
 
