@@ -666,30 +666,14 @@ static size_t max_input(const struct worker *w)
     "Content-Length: 52\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"                            \
     "{\"error\":\"server busy: too many connections; retry\"}"
 
-const struct session_ops session_http_ops = {
-    .name = "http",
-    .session_size = sizeof(struct http_sess),
-    .max_input = max_input,
-    .busy_reply = BUSY_REPLY,
-    .open = open_device,
-    .input = input,
-    .durable = durable,
-    .timeout = timeout,
-    .drain = drain,
-    .idle = idle,
-    .close = close_sess,
-};
+/* The device API and the admin endpoints share the HTTP framing; they differ
+ * in what a request is answered with (open_admin marks the session). */
+#define HTTP_SESSION_OPS(label, open_fn)                                                           \
+    {                                                                                              \
+        .name = label, .session_size = sizeof(struct http_sess), .max_input = max_input,           \
+        .busy_reply = BUSY_REPLY, .open = open_fn, .input = input, .durable = durable,             \
+        .timeout = timeout, .drain = drain, .idle = idle, .close = close_sess,                     \
+    }
 
-const struct session_ops session_admin_ops = {
-    .name = "admin",
-    .session_size = sizeof(struct http_sess),
-    .max_input = max_input,
-    .busy_reply = BUSY_REPLY,
-    .open = open_admin,
-    .input = input,
-    .durable = durable,
-    .timeout = timeout,
-    .drain = drain,
-    .idle = idle,
-    .close = close_sess,
-};
+const struct session_ops session_http_ops = HTTP_SESSION_OPS("http", open_device);
+const struct session_ops session_admin_ops = HTTP_SESSION_OPS("admin", open_admin);
