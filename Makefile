@@ -3,7 +3,8 @@
 BUILD    ?= build
 DATA     ?= ./data
 PKGS     := meson ninja-build pkg-config gcc liburing-dev libwolfssl-dev liblmdb-dev \
-            libxxhash-dev libcriterion-dev libinih-dev zlib1g-dev curl python3
+            libxxhash-dev libcriterion-dev libinih-dev zlib1g-dev curl python3 \
+            strace
 RUN_ARGS ?=
 
 .PHONY: all deps build run test clean

@@ -9,7 +9,7 @@
  *
  * The engine reads as its data path, one file a step:
  *   loop.c (accept, completions) → conn.c (bytes in and out, caps, timers)
- *   → [tls, S5] → session_http.c / session_admin.c (protocols) → ingest.c
+ *   → [tls, S5] → session_http.c (device + admin sessions; admin.c renders /metrics) → ingest.c
  *   (authenticated readings → a log batch) → commit.c (write + fdatasync)
  *   → conn_durable → the session's durable op → its acknowledgement.
  * This header is only data and tiny inline helpers, so every step can include
