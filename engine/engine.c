@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,6 +319,28 @@ static void *control_main(void *arg)
     return NULL;
 }
 
+/* Starts an engine thread with every signal blocked, whatever the host's mask:
+ * the host's signals go to the host's threads (sluiced takes them in main with
+ * sigtimedwait), never to a worker in the middle of its loop. Returns 0 or a
+ * positive pthread error. */
+static int spawn(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+/* Stops and joins the first n workers (start-up failed after they began). */
+static void stop_started(struct sluice_engine *e, unsigned n)
+{
+    sluice_engine_stop(e);
+    for (unsigned j = 0; j < n; j++)
+        pthread_join(e->workers[j].thread, NULL);
+}
+
 static void engine_free(struct sluice_engine *e)
 {
     if (!e) return;
@@ -492,13 +515,15 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         goto fail;
     }
     for (unsigned i = 0; i < e->nworkers; i++) {
-        if (pthread_create(&e->workers[i].thread, NULL, loop_main, &e->workers[i])) {
-            /* threads already started are told to stop and joined */
-            atomic_store(&e->stopping, true);
-            for (unsigned j = 0; j < i; j++)
-                pthread_join(e->workers[j].thread, NULL);
+        int prc = spawn(&e->workers[i].thread, loop_main, &e->workers[i]);
+        if (prc) {
+            /* the threads already started wait for the rest: stop and join them */
+            while (atomic_load(&e->ready_workers) < i)
+                sleep_ms(1);
+            stop_started(e, i);
+            snprintf(err, errcap, "cannot start worker thread %u of %u: %s", i + 1, e->nworkers,
+                     strerror(prc));
             rc = SLUICE_ENOMEM;
-            snprintf(err, errcap, "cannot start worker threads");
             goto fail;
         }
     }
@@ -508,13 +533,20 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         if (e->workers[i].error) {
             rc = e->workers[i].error;
             snprintf(err, errcap, "a worker failed to start: %s", sluice_strerror(rc));
-            atomic_store(&e->stopping, true);
-            for (unsigned j = 0; j < e->nworkers; j++)
-                pthread_join(e->workers[j].thread, NULL);
+            stop_started(e, e->nworkers);
             goto fail;
         }
     }
-    e->control_started = pthread_create(&e->control, NULL, control_main, e) == 0;
+    /* without the control thread revocations would never reach the workers:
+     * refuse to run rather than serve stale credentials */
+    int prc = spawn(&e->control, control_main, e);
+    if (prc) {
+        snprintf(err, errcap, "cannot start the control thread: %s", strerror(prc));
+        stop_started(e, e->nworkers);
+        rc = SLUICE_ENOMEM;
+        goto fail;
+    }
+    e->control_started = true;
     *out = e;
     return 0;
 fail:
@@ -541,6 +573,11 @@ void sluice_engine_stop(sluice_engine *e)
         if (e->workers[i].wake_fd >= 0 && write(e->workers[i].wake_fd, &one, sizeof one) < 0) {
             /* the tick notices the flag within 100 ms all the same */
         }
+}
+
+bool sluice_engine_stopping(const sluice_engine *e)
+{
+    return atomic_load_explicit(&e->stopping, memory_order_acquire);
 }
 
 int sluice_engine_wait(sluice_engine *e)
