@@ -265,32 +265,23 @@ static void sleep_ms(unsigned ms)
         ;
 }
 
-/* Frees the retired auth table once every worker has observed the epoch that
- * replaced it (each has passed a loop turn since, so none can still read it). */
-static void reclaim(struct sluice_engine *e, bool force)
-{
-    if (!e->retired) return;
-    for (unsigned i = 0; i < e->nworkers && !force; i++)
-        if (atomic_load_explicit(&e->workers[i].observed_epoch, memory_order_acquire) <
-            e->retired_epoch)
-            return;
-    auth_table_free(e->retired);
-    e->retired = NULL;
-}
-
+/* A new table is built off the data path and published; the workers pick it
+ * up at their next loop turn, and the one it replaced is freed by
+ * auth_swap_reclaim once every worker has passed a turn since. */
 static void reload_auth(struct sluice_engine *e)
 {
     uint64_t gen;
     if (store_generation(e->store, &gen) || gen == e->store_gen) return;
-    if (e->retired) return; /* previous swap not yet reclaimed: try again next poll */
     struct auth_table *t;
     if (auth_table_load(e->store, &t)) {
         fprintf(stderr, "sluiced: reloading tokens failed: %s\n", store_last_error(e->store));
         return;
     }
+    if (auth_swap_publish(&e->auth, t)) {
+        auth_table_free(t); /* out of memory: the next poll tries again */
+        return;
+    }
     e->store_gen = gen;
-    e->retired = (struct auth_table *)atomic_exchange_explicit(&e->auth, t, memory_order_acq_rel);
-    e->retired_epoch = atomic_fetch_add_explicit(&e->auth_epoch, 1, memory_order_acq_rel) + 1;
 }
 
 static void *control_main(void *arg)
@@ -303,7 +294,7 @@ static void *control_main(void *arg)
         since_retention += 50;
         if (waited >= CONTROL_POLL_MS) {
             waited = 0;
-            reclaim(e, false);
+            auth_swap_reclaim(&e->auth);
             reload_auth(e);
         }
         /* retention deletes only sealed segments, which no worker writes: it
@@ -358,8 +349,7 @@ static void engine_free(struct sluice_engine *e)
         free(w->authrl);
     }
     free(e->workers);
-    reclaim(e, true);
-    auth_table_free((struct auth_table *)atomic_load(&e->auth));
+    if (e->auth_ready) auth_swap_destroy(&e->auth); /* every worker has been joined */
     if (e->store) store_close(e->store);
     free(e);
 }
@@ -455,7 +445,12 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         rc = SLUICE_ESTORE;
         goto fail;
     }
-    atomic_store(&e->auth, t);
+    if (auth_swap_init(&e->auth, e->nworkers, t)) {
+        auth_table_free(t);
+        rc = SLUICE_ENOMEM;
+        goto fail;
+    }
+    e->auth_ready = true;
 
     e->workers = calloc(e->nworkers, sizeof *e->workers);
     if (!e->workers) {
@@ -468,6 +463,7 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         struct worker *w = &e->workers[i];
         w->eng = e;
         w->id = i;
+        w->auth_reader = auth_swap_reader(&e->auth, i);
         for (unsigned k = 0; k < LISTENER_KINDS; k++)
             w->listen_fd[k] = -1;
         /* blocking: the ring waits on it with a read (a non-blocking fd would
