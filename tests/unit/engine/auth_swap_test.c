@@ -2,40 +2,7 @@
  * freeing the old ones only when no reader can hold them (engine/auth_swap.c). */
 #include <criterion/criterion.h>
 
-#include <pthread.h>
-#include <sched.h>
-#include <stdatomic.h>
-#include <stdbool.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "engine/auth_swap.h"
-
-#define TOKENS 64 /* a table of a few KiB: a freed one is reused or unmapped soon */
-#define ORG    0x5e1ce
-
-/* Token i's digest is the same in every table; its device says which table
- * (generation) the answer came from. */
-static void digest_of(unsigned i, uint8_t d[STORE_DIGEST_LEN])
-{
-    memset(d, 0, STORE_DIGEST_LEN);
-    for (unsigned b = 0; b < STORE_DIGEST_LEN; b++)
-        d[b] = (uint8_t)(i * 131u + b * 7u + 1u);
-}
-
-static struct auth_table *table_of(uint32_t generation)
-{
-    struct auth_entry e[TOKENS];
-    for (unsigned i = 0; i < TOKENS; i++) {
-        digest_of(i, e[i].digest);
-        e[i].device = generation;
-        e[i].org = ORG + i;
-        e[i].state = STORE_DEVICE_ACTIVE;
-    }
-    struct auth_table *t = auth_table_build(e, TOKENS);
-    cr_assert_not_null(t);
-    return t;
-}
+#include "auth_swap_stress.h"
 
 Test(auth_swap, a_retired_table_waits_for_every_reader_to_pass_a_quiescent_point)
 {
@@ -112,93 +79,15 @@ Test(auth_swap, starts_from_no_table)
     auth_swap_destroy(&s);
 }
 
-/* --- readers looking up tokens while the writer swaps tables ------------- */
-
-#define READERS 4
-#define SWAPS   4000
-
-struct stress {
-    struct auth_swap s;
-    atomic_uint published; /* generation of the newest table published */
-    atomic_bool done;
-    atomic_ulong lookups;
-    atomic_uint bad; /* lookups whose answer was not a valid one */
-};
-
-struct reader_arg {
-    struct stress *st;
-    unsigned id;
-};
-
-static void *reader_main(void *arg)
-{
-    struct reader_arg *a = arg;
-    struct stress *st = a->st;
-    struct auth_swap_reader *r = auth_swap_reader(&st->s, a->id);
-    uint32_t last = 0;
-    unsigned long n = 0;
-    uint8_t d[STORE_DIGEST_LEN];
-    while (!atomic_load_explicit(&st->done, memory_order_acquire)) {
-        const struct auth_table *t = auth_swap_quiesce(r);
-        /* a turn of the loop: several lookups in the same table */
-        for (unsigned k = 0; k < 8; k++) {
-            unsigned i = (unsigned)((n * 7 + k + a->id) % TOKENS);
-            digest_of(i, d);
-            const struct auth_entry *e = auth_table_lookup(t, d);
-            uint32_t pub = atomic_load_explicit(&st->published, memory_order_acquire);
-            /* valid: the token's own entry, from a generation that was published,
-             * never older than one this reader already saw */
-            if (!e || memcmp(e->digest, d, STORE_DIGEST_LEN) || e->org != ORG + i ||
-                e->state != STORE_DEVICE_ACTIVE || e->device < last || e->device > pub)
-                atomic_fetch_add(&st->bad, 1);
-            else
-                last = e->device;
-            n++;
-        }
-        if (n % 1024 == 0) sched_yield(); /* share two cores with the writer */
-    }
-    atomic_fetch_add(&st->lookups, n);
-    auth_swap_offline(r);
-    return NULL;
-}
-
 Test(auth_swap, concurrent_lookups_while_tables_are_swapped_thousands_of_times, .timeout = 60)
 {
-    static struct stress st;
-    memset(&st, 0, sizeof st);
-    atomic_store(&st.published, 1);
-    cr_assert_eq(auth_swap_init(&st.s, READERS, table_of(1)), 0);
-    pthread_t th[READERS];
-    struct reader_arg args[READERS];
-    for (unsigned i = 0; i < READERS; i++) {
-        args[i] = (struct reader_arg){&st, i};
-        cr_assert_eq(pthread_create(&th[i], NULL, reader_main, &args[i]), 0);
-    }
-    size_t freed = 0, most_pending = 0;
-    for (uint32_t g = 2; g <= SWAPS + 1; g++) {
-        /* published is raised before the table exists for readers, so a reader
-         * never sees a generation above it */
-        atomic_store_explicit(&st.published, g, memory_order_release);
-        cr_assert_eq(auth_swap_publish(&st.s, table_of(g)), 0);
-        freed += auth_swap_reclaim(&st.s);
-        if (auth_swap_pending(&st.s) > most_pending) most_pending = auth_swap_pending(&st.s);
-        if (g % 64 == 0) sched_yield();
-    }
-    /* with the readers still running, every retired table must become free */
-    for (unsigned spin = 0; auth_swap_pending(&st.s) && spin < 1000000; spin++) {
-        freed += auth_swap_reclaim(&st.s);
-        sched_yield();
-    }
-    size_t left = auth_swap_pending(&st.s);
-    atomic_store_explicit(&st.done, true, memory_order_release);
-    for (unsigned i = 0; i < READERS; i++)
-        pthread_join(th[i], NULL);
-    cr_assert_eq(atomic_load(&st.bad), 0, "%u of %lu lookups answered wrong",
-                 atomic_load(&st.bad), atomic_load(&st.lookups));
-    cr_assert_gt(atomic_load(&st.lookups), 0);
-    cr_assert_eq(left, 0, "%zu retired tables never reclaimed while the readers ran", left);
-    cr_assert_eq(freed, SWAPS, "freed %zu of the %d retired tables", freed, SWAPS);
-    cr_log_info("%lu lookups, %zu tables freed, at most %zu waiting at once",
-                atomic_load(&st.lookups), freed, most_pending);
-    auth_swap_destroy(&st.s);
+    const uint32_t swaps = 4000;
+    struct stress_result r = stress_run(4, swaps);
+    cr_assert_eq(r.failed_setup, 0);
+    cr_assert_gt(r.lookups, 0);
+    cr_assert_eq(r.bad, 0, "%u of %lu lookups answered wrong", r.bad, r.lookups);
+    cr_assert_eq(r.left, 0, "%zu retired tables never reclaimed while the readers ran", r.left);
+    cr_assert_eq(r.freed, swaps, "freed %zu of the %u retired tables", r.freed, swaps);
+    cr_log_info("%lu lookups, %zu tables freed, at most %zu waiting at once", r.lookups,
+                r.freed, r.most_pending);
 }
