@@ -41,7 +41,6 @@ static struct auth_table *table_of(uint32_t generation)
     return t;
 }
 
-
 struct stress {
     struct auth_swap s;
     atomic_uint published; /* generation of the newest table published */
@@ -52,11 +51,11 @@ struct stress {
 
 struct stress_result {
     unsigned long lookups;
-    unsigned bad;          /* wrong answers */
-    size_t freed;          /* retired tables freed while the readers ran */
-    size_t left;           /* retired tables still not freed when they stopped */
-    size_t most_pending;   /* most retired tables waiting at once */
-    int failed_setup;      /* init, publish or pthread_create failed */
+    unsigned bad;        /* wrong answers */
+    size_t freed;        /* retired tables freed while the readers ran */
+    size_t left;         /* retired tables still not freed when they stopped */
+    size_t most_pending; /* most retired tables waiting at once */
+    int failed_setup;    /* init, publish or pthread_create failed */
 };
 
 struct reader_arg {

@@ -88,6 +88,6 @@ Test(auth_swap, concurrent_lookups_while_tables_are_swapped_thousands_of_times, 
     cr_assert_eq(r.bad, 0, "%u of %lu lookups answered wrong", r.bad, r.lookups);
     cr_assert_eq(r.left, 0, "%zu retired tables never reclaimed while the readers ran", r.left);
     cr_assert_eq(r.freed, swaps, "freed %zu of the %u retired tables", r.freed, swaps);
-    cr_log_info("%lu lookups, %zu tables freed, at most %zu waiting at once", r.lookups,
-                r.freed, r.most_pending);
+    cr_log_info("%lu lookups, %zu tables freed, at most %zu waiting at once", r.lookups, r.freed,
+                r.most_pending);
 }
