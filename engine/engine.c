@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -264,32 +265,23 @@ static void sleep_ms(unsigned ms)
         ;
 }
 
-/* Frees the retired auth table once every worker has observed the epoch that
- * replaced it (each has passed a loop turn since, so none can still read it). */
-static void reclaim(struct sluice_engine *e, bool force)
-{
-    if (!e->retired) return;
-    for (unsigned i = 0; i < e->nworkers && !force; i++)
-        if (atomic_load_explicit(&e->workers[i].observed_epoch, memory_order_acquire) <
-            e->retired_epoch)
-            return;
-    auth_table_free(e->retired);
-    e->retired = NULL;
-}
-
+/* A new table is built off the data path and published; the workers pick it
+ * up at their next loop turn, and the one it replaced is freed by
+ * auth_swap_reclaim once every worker has passed a turn since. */
 static void reload_auth(struct sluice_engine *e)
 {
     uint64_t gen;
     if (store_generation(e->store, &gen) || gen == e->store_gen) return;
-    if (e->retired) return; /* previous swap not yet reclaimed: try again next poll */
     struct auth_table *t;
     if (auth_table_load(e->store, &t)) {
         fprintf(stderr, "sluiced: reloading tokens failed: %s\n", store_last_error(e->store));
         return;
     }
+    if (auth_swap_publish(&e->auth, t)) {
+        auth_table_free(t); /* out of memory: the next poll tries again */
+        return;
+    }
     e->store_gen = gen;
-    e->retired = (struct auth_table *)atomic_exchange_explicit(&e->auth, t, memory_order_acq_rel);
-    e->retired_epoch = atomic_fetch_add_explicit(&e->auth_epoch, 1, memory_order_acq_rel) + 1;
 }
 
 static void *control_main(void *arg)
@@ -302,7 +294,7 @@ static void *control_main(void *arg)
         since_retention += 50;
         if (waited >= CONTROL_POLL_MS) {
             waited = 0;
-            reclaim(e, false);
+            auth_swap_reclaim(&e->auth);
             reload_auth(e);
         }
         /* retention deletes only sealed segments, which no worker writes: it
@@ -316,6 +308,28 @@ static void *control_main(void *arg)
         }
     }
     return NULL;
+}
+
+/* Starts an engine thread with every signal blocked, whatever the host's mask:
+ * the host's signals go to the host's threads (sluiced takes them in main with
+ * sigtimedwait), never to a worker in the middle of its loop. Returns 0 or a
+ * positive pthread error. */
+static int spawn(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(t, NULL, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+/* Stops and joins the first n workers (start-up failed after they began). */
+static void stop_started(struct sluice_engine *e, unsigned n)
+{
+    sluice_engine_stop(e);
+    for (unsigned j = 0; j < n; j++)
+        pthread_join(e->workers[j].thread, NULL);
 }
 
 static void engine_free(struct sluice_engine *e)
@@ -335,8 +349,7 @@ static void engine_free(struct sluice_engine *e)
         free(w->authrl);
     }
     free(e->workers);
-    reclaim(e, true);
-    auth_table_free((struct auth_table *)atomic_load(&e->auth));
+    if (e->auth_ready) auth_swap_destroy(&e->auth); /* every worker has been joined */
     if (e->store) store_close(e->store);
     free(e);
 }
@@ -432,7 +445,12 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         rc = SLUICE_ESTORE;
         goto fail;
     }
-    atomic_store(&e->auth, t);
+    if (auth_swap_init(&e->auth, e->nworkers, t)) {
+        auth_table_free(t);
+        rc = SLUICE_ENOMEM;
+        goto fail;
+    }
+    e->auth_ready = true;
 
     e->workers = calloc(e->nworkers, sizeof *e->workers);
     if (!e->workers) {
@@ -445,6 +463,7 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         struct worker *w = &e->workers[i];
         w->eng = e;
         w->id = i;
+        w->auth_reader = auth_swap_reader(&e->auth, i);
         for (unsigned k = 0; k < LISTENER_KINDS; k++)
             w->listen_fd[k] = -1;
         /* blocking: the ring waits on it with a read (a non-blocking fd would
@@ -492,13 +511,15 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         goto fail;
     }
     for (unsigned i = 0; i < e->nworkers; i++) {
-        if (pthread_create(&e->workers[i].thread, NULL, loop_main, &e->workers[i])) {
-            /* threads already started are told to stop and joined */
-            atomic_store(&e->stopping, true);
-            for (unsigned j = 0; j < i; j++)
-                pthread_join(e->workers[j].thread, NULL);
+        int prc = spawn(&e->workers[i].thread, loop_main, &e->workers[i]);
+        if (prc) {
+            /* the threads already started wait for the rest: stop and join them */
+            while (atomic_load(&e->ready_workers) < i)
+                sleep_ms(1);
+            stop_started(e, i);
+            snprintf(err, errcap, "cannot start worker thread %u of %u: %s", i + 1, e->nworkers,
+                     strerror(prc));
             rc = SLUICE_ENOMEM;
-            snprintf(err, errcap, "cannot start worker threads");
             goto fail;
         }
     }
@@ -508,13 +529,20 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         if (e->workers[i].error) {
             rc = e->workers[i].error;
             snprintf(err, errcap, "a worker failed to start: %s", sluice_strerror(rc));
-            atomic_store(&e->stopping, true);
-            for (unsigned j = 0; j < e->nworkers; j++)
-                pthread_join(e->workers[j].thread, NULL);
+            stop_started(e, e->nworkers);
             goto fail;
         }
     }
-    e->control_started = pthread_create(&e->control, NULL, control_main, e) == 0;
+    /* without the control thread revocations would never reach the workers:
+     * refuse to run rather than serve stale credentials */
+    int prc = spawn(&e->control, control_main, e);
+    if (prc) {
+        snprintf(err, errcap, "cannot start the control thread: %s", strerror(prc));
+        stop_started(e, e->nworkers);
+        rc = SLUICE_ENOMEM;
+        goto fail;
+    }
+    e->control_started = true;
     *out = e;
     return 0;
 fail:
@@ -541,6 +569,11 @@ void sluice_engine_stop(sluice_engine *e)
         if (e->workers[i].wake_fd >= 0 && write(e->workers[i].wake_fd, &one, sizeof one) < 0) {
             /* the tick notices the flag within 100 ms all the same */
         }
+}
+
+bool sluice_engine_stopping(const sluice_engine *e)
+{
+    return atomic_load_explicit(&e->stopping, memory_order_acquire);
 }
 
 int sluice_engine_wait(sluice_engine *e)

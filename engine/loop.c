@@ -223,18 +223,13 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
     }
 }
 
-/* Picks up a new auth table and tells the control thread which epoch this
- * worker has reached, so it can free tables no worker can still be reading. */
+/* The quiescent point of the auth table (engine/auth_swap.h): at the top of a
+ * turn the worker holds no pointer into a table, so it takes the current one
+ * and lets the control thread free those it no longer uses. */
 static void observe_auth(struct worker *w)
 {
-    struct sluice_engine *e = w->eng;
-    uint64_t epoch = atomic_load_explicit(&e->auth_epoch, memory_order_acquire);
-    const struct auth_table *t = atomic_load_explicit(&e->auth, memory_order_acquire);
-    if (t != w->auth) {
-        w->auth = t;
-        w->auth_gen = epoch + 1;
-    }
-    atomic_store_explicit(&w->observed_epoch, epoch, memory_order_release);
+    w->auth = auth_swap_quiesce(w->auth_reader);
+    w->auth_gen = w->auth_reader->gen;
 }
 
 static void ring_teardown(struct worker *w)
@@ -342,6 +337,7 @@ void *loop_main(void *arg)
     int rc = ring_setup(w);
     if (rc) {
         w->error = rc;
+        auth_swap_offline(w->auth_reader);
         atomic_store(&e->stopping, true);
         atomic_fetch_add(&e->ready_workers, 1);
         return NULL;
@@ -380,6 +376,8 @@ void *loop_main(void *arg)
         conn_reap(w);
     }
     /* drained: everything acknowledged; tear down */
+    auth_swap_offline(w->auth_reader);
+    w->auth = NULL;
     commit_close_all(w);
     session_http_worker_free(w);
     ring_teardown(w);

@@ -1,13 +1,25 @@
 /* sluiced — the daemon: a thin main over libsluice's sluice_engine_*.
  * Flags and an INI config file (--config, parsed with inih) set the same keys;
- * flags win. SIGTERM/SIGINT drain gracefully; exit 0 after a clean drain. */
+ * flags win. SIGTERM/SIGINT drain gracefully; exit 0 after a clean drain.
+ *
+ * Signals are never handled asynchronously (no handler runs in whatever thread
+ * the kernel picks): main blocks them before the engine creates any thread, so
+ * every thread inherits the mask, and then takes them one at a time with
+ * sigtimedwait(), the way nginx's master and Redis's signal-safe shutdown do.
+ * A SIGTERM during start-up (LMDB, log recovery) stays pending and is acted on
+ * as soon as sluice_engine_start returns; the engine is never touched after
+ * sluice_engine_wait has begun freeing it. */
 #include <errno.h>
 #include <getopt.h>
 #include <ini.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sluice.h"
 
@@ -38,12 +50,91 @@ static void usage(FILE *f)
     fprintf(f, "usage: sluiced [--help] [options]\n\n%s", sluice_config_help());
 }
 
-static sluice_engine *g_engine;
+/* How often main looks whether the engine stopped by itself (a worker's fatal
+ * error) while no signal comes; signals themselves are taken at once. */
+#define SIGNAL_POLL_MS 200
 
-static void on_signal(int sig)
+/* The signals main takes synchronously. SIGPIPE is not among them: it is
+ * ignored (SIG_IGN survives in every thread; a blocked one would only pile up
+ * as pending). */
+static void wait_set(sigset_t *set)
 {
-    (void)sig;
-    if (g_engine) sluice_engine_stop(g_engine);
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGQUIT);
+}
+
+/* Waits up to ms for one signal of set; returns it, or 0 when none came. */
+static int next_signal(const sigset_t *set, unsigned ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    int sig;
+    do
+        sig = sigtimedwait(set, NULL, &ts);
+    while (sig < 0 && errno == EINTR);
+    return sig > 0 ? sig : 0;
+}
+
+/* One signal while serving. Returns true when it asks for a stop. SIGHUP will
+ * reload TLS material (S5); until then it is said and ignored, never fatal. */
+static bool on_signal(int sig)
+{
+    if (sig == SIGHUP) {
+        fprintf(stderr, "sluiced: SIGHUP: nothing to reload in this version; ignored\n");
+        return false;
+    }
+    return sig == SIGTERM || sig == SIGINT || sig == SIGQUIT;
+}
+
+/* The drain runs sluice_engine_wait on a thread of its own so that main keeps
+ * taking signals: a second or third SIGTERM/SIGINT is then only reported.
+ * After sluice_engine_stop main never touches the engine again, so a late
+ * signal cannot reach freed state. */
+struct drain {
+    sluice_engine *eng;
+    int rc;
+    atomic_bool done;
+};
+
+static void *drain_main(void *arg)
+{
+    struct drain *d = arg;
+    d->rc = sluice_engine_wait(d->eng);
+    atomic_store(&d->done, true);
+    return NULL;
+}
+
+/* Serves until a stop signal (or the engine stops by itself), then drains.
+ * Returns sluice_engine_wait's result. */
+static int serve(sluice_engine *eng, const sigset_t *set, bool stop_now)
+{
+    while (!stop_now && !sluice_engine_stopping(eng))
+        stop_now = on_signal(next_signal(set, SIGNAL_POLL_MS));
+    if (stop_now) fprintf(stderr, "sluiced: stop requested: draining\n");
+    sluice_engine_stop(eng); /* idempotent; wakes the workers */
+
+    struct drain d = {.eng = eng};
+    pthread_t t;
+    if (pthread_create(&t, NULL, drain_main, &d)) {
+        /* no thread for it: drain here; further signals stay blocked and
+         * pending, harmless, until exit */
+        return sluice_engine_wait(eng);
+    }
+    /* the first repeat is said, the rest only counted: an operator holding
+     * ^C must not flood the log */
+    unsigned repeats = 0;
+    while (!atomic_load(&d.done)) {
+        int sig = next_signal(set, 50);
+        if (!sig || !on_signal(sig)) continue;
+        if (!repeats++)
+            fprintf(stderr, "sluiced: %s: already draining (bounded by --drain-timeout)\n",
+                    strsignal(sig));
+    }
+    pthread_join(t, NULL);
+    if (repeats > 1) fprintf(stderr, "sluiced: %u stop signals during the drain\n", repeats);
+    return d.rc;
 }
 
 int main(int argc, char **argv)
@@ -126,21 +217,28 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    /* handlers before start: a signal during start-up must still stop cleanly */
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    /* blocked before the engine starts any thread, so all of them inherit the
+     * mask and only main ever takes these signals, start-up included */
+    sigset_t set;
+    wait_set(&set);
+    int rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
+    if (rc) {
+        fprintf(stderr, "sluiced: cannot block signals: %s\n", strerror(rc));
+        return 1;
+    }
     signal(SIGPIPE, SIG_IGN);
-    signal(SIGHUP, SIG_IGN); /* reload arrives with TLS (S-later); never die of it */
 
     sluice_engine *eng;
-    int rc = sluice_engine_start(&cfg, &eng, err, sizeof err);
+    rc = sluice_engine_start(&cfg, &eng, err, sizeof err);
     if (rc) {
         fprintf(stderr, "sluiced: %s\n", err);
         return rc == SLUICE_EINVAL ? 2 : 1;
     }
-    g_engine = eng;
+    /* a stop asked for while starting (still pending: blocked) is honoured now;
+     * the workers have just begun, and drain whatever they accepted */
+    bool stop_now = false;
+    for (int sig; (sig = next_signal(&set, 0));)
+        stop_now |= on_signal(sig);
     for (size_t i = 0; i < sizeof served / sizeof served[0]; i++) {
         char addr[SLUICE_ADDR_MAX];
         if (sluice_engine_port(eng, served[i], addr)) printf("listening %s %s\n", served[i], addr);
@@ -150,9 +248,11 @@ int main(int argc, char **argv)
         if (cfgaddr[i][0])
             fprintf(stderr, "sluiced: note: %s (%s) is not served by this version yet\n",
                     not_yet[i], cfgaddr[i]);
-    printf("ready\n");
+    if (stop_now)
+        fprintf(stderr, "sluiced: a stop signal came during start-up\n");
+    else
+        printf("ready\n");
     fflush(stdout);
-    rc = sluice_engine_wait(eng);
-    g_engine = NULL;
+    rc = serve(eng, &set, stop_now);
     return rc ? 1 : 0;
 }

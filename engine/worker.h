@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "engine/auth.h"
+#include "engine/auth_swap.h"
 #include "engine/errlog.h"
 #include "engine/ratelimit.h"
 #include "sluice.h"
@@ -152,10 +153,12 @@ struct worker {
     struct iojob *jobs_done;
     uint64_t wake_buf;
 
+    /* the token table of this loop turn, from the worker's reader slot (picked
+     * up at the top of each turn, a quiescent point); auth_gen changes with it */
     const struct auth_table *auth;
     uint64_t auth_gen;
+    struct auth_swap_reader *auth_reader;
     struct ratelimit *authrl; /* failed authentications per source address */
-    _Atomic uint64_t observed_epoch;
 
     void *http; /* protocol state shared by the worker's HTTP sessions (session_http.c) */
 
@@ -177,10 +180,8 @@ struct sluice_engine {
     unsigned port[LISTENER_KINDS];
     char addr[LISTENER_KINDS][SLUICE_ADDR_MAX];
 
-    _Atomic(const struct auth_table *) auth;
-    _Atomic uint64_t auth_epoch; /* bumped after each swap */
-    struct auth_table *retired;
-    uint64_t retired_epoch;
+    struct auth_swap auth; /* one reader slot per worker; the control thread writes */
+    bool auth_ready;
     uint64_t store_gen;
 
     struct fault fault;

@@ -116,6 +116,12 @@ SLUICE_API unsigned sluice_engine_port(const sluice_engine *eng, const char *lis
  * Async-signal-safe; returns at once. */
 SLUICE_API void sluice_engine_stop(sluice_engine *eng);
 
+/* True once the engine is stopping: sluice_engine_stop was called, or a worker
+ * hit a fatal error and stopped the others. sluice_engine_wait then returns
+ * soon. Safe from any thread while the engine exists (before sluice_engine_wait
+ * frees it). */
+SLUICE_API bool sluice_engine_stopping(const sluice_engine *eng);
+
 /* Waits for the workers to exit and frees the engine. Returns 0, or the first
  * error a worker hit. */
 SLUICE_API int sluice_engine_wait(sluice_engine *eng);

@@ -1,10 +1,11 @@
 """Shared helpers for the HTTP integration tests: a real sluiced on loopback.
 
 Each test file is a standalone script that registers named cases with a Suite,
-runs them in order and prints one line per case (`ok - name` or
-`FAIL - name: why`), then `N passed, M failed`; it exits 1 when any case failed
-and 77 (meson: skipped) when the binaries or curl are missing, never 0 in that
-case. Every daemon started here is killed on any exit (atexit, and on the
+runs them in order and prints one line per case (`ok - name`,
+`FAIL - name: why`, or `skip - name: why` for a case that cannot run here and
+called skip()), then `N passed, M failed, K skipped`. It exits 1 when any case
+failed; 77 (meson: skipped) when the binaries or curl are missing, or when
+every case skipped; 0 only when something passed and nothing failed. Every daemon started here is killed on any exit (atexit, and on the
 file's overall time limit), and all of its output goes to files in the run's
 temporary directory so tests can look for tokens that must never be logged.
 
@@ -45,6 +46,22 @@ atexit.register(_cleanup)
 
 class CaseFailed(Exception):
     """A check failed; the message says what was expected and what came back."""
+
+
+class CaseSkipped(Exception):
+    """The case cannot run on this machine (a tool, a privilege); never a pass."""
+
+
+def skip(why):
+    raise CaseSkipped(why)
+
+
+def need_tool(name):
+    """The path of the program `name`, or the case is skipped."""
+    path = shutil.which(name)
+    if not path:
+        skip("%s is not installed" % name)
+    return path
 
 
 def check(cond, why):
@@ -90,7 +107,7 @@ class Suite:
         return register
 
     def run(self, setup=None, teardown=None):
-        passed = failed = 0
+        passed = failed = skipped = 0
         stopped = False
 
         def on_alarm(signum, frame):
@@ -118,6 +135,9 @@ class Suite:
                     fn()
                     passed += 1
                     print("ok - %s" % name, flush=True)
+                except CaseSkipped as e:
+                    skipped += 1
+                    print("skip - %s: %s" % (name, e), flush=True)
                 except Exception as e:
                     failed += 1
                     print("FAIL - %s: %s" % (name, _describe(e)), flush=True)
@@ -130,8 +150,11 @@ class Suite:
                     teardown()
             finally:
                 _kill_all()
-        print("%d passed, %d failed" % (passed, failed), flush=True)
-        sys.exit(1 if failed else 0)
+        print("%d passed, %d failed, %d skipped" % (passed, failed, skipped), flush=True)
+        if failed:
+            sys.exit(1)
+        # nothing ran: meson must show SKIP, not a pass
+        sys.exit(0 if passed else SKIP)
 
 
 def _describe(e):

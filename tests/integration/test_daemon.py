@@ -9,6 +9,7 @@ Exits 77 when $SLUICED / $SLUICE_CLI or curl are missing.
 import collections
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -16,12 +17,13 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sluicetest  # noqa: E402
 from sluicetest import (  # noqa: E402
     CaseFailed, Cli, Conn, Daemon, Suite, binaries, check, check_eq, metrics, post, post_bytes,
     request, tmpdir, wait_token_live)
 
 SLUICED, SLUICE_CLI = binaries()
-suite = Suite(limit=58)
+suite = Suite(limit=100)
 WORK = tmpdir("sluice-daemon-")
 OFF = ["--https", "off", "--mqtt", "off", "--mqtts", "off", "--frame", "off"]
 
@@ -229,31 +231,39 @@ def _():
         check(c.wait_eof(1.0), "the idle connection was not closed")
 
 
-@suite.case("SIGTERM under load: exit 0 within 5 s, every acknowledged reading stored once")
-def _():
-    d, cli, tok = fresh("load")
-    stop = threading.Event()
-    acked = [[] for _ in range(4)]
-    odd = collections.Counter()  # unexpected statuses / errors, by kind
-    sent = [0] * 4
+class Load:
+    """Client threads posting one reading per request on keep-alive connections
+    until stopped, the daemon goes away, or `seconds` pass; `acked[t]` holds the
+    sequence numbers thread t got a 202 {"accepted":1} for, `odd` counts what
+    should not happen (503 and cuts while draining are allowed)."""
 
-    def client(tid):
-        seq = 0
-        conn = None
-        deadline = time.monotonic() + 4.0
-        while not stop.is_set() and time.monotonic() < deadline:
+    def __init__(self, d, tok, case, threads=4, seconds=4.0):
+        self.d, self.tok, self.case, self.seconds = d, tok, case, seconds
+        self.stop = threading.Event()
+        self.acked = [[] for _ in range(threads)]
+        self.sent = [0] * threads
+        self.odd = collections.Counter()
+        self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True)
+                        for i in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def _client(self, tid):
+        d, seq, conn = self.d, 0, None
+        deadline = time.monotonic() + self.seconds
+        while not self.stop.is_set() and time.monotonic() < deadline:
             try:
                 if conn is None:
                     conn = Conn(d.http, timeout=5)
-                payload = json.dumps({"case": "load", "t": tid, "seq": seq})
+                payload = json.dumps({"case": self.case, "t": tid, "seq": seq})
                 seq += 1
-                conn.send(post_bytes("/v1/readings", tok, payload))
-                sent[tid] += 1
+                conn.send(post_bytes("/v1/readings", self.tok, payload))
+                self.sent[tid] += 1
                 r = conn.read_response()
                 if r.status == 202 and r.body == b'{"accepted":1}':
-                    acked[tid].append(seq - 1)
+                    self.acked[tid].append(seq - 1)
                 elif r.status != 503:
-                    odd["status %d %r" % (r.status, r.body[:80])] += 1
+                    self.odd["status %d %r" % (r.status, r.body[:80])] += 1
                 if r.headers.get("connection", "").lower() == "close":
                     conn.close()
                     conn = None
@@ -266,42 +276,152 @@ def _():
                 conn = None
                 if not isinstance(e, (ConnectionResetError, BrokenPipeError)) and \
                         "closed by the server" not in str(e):
-                    odd[type(e).__name__ + ": " + str(e)[:80]] += 1
+                    self.odd[type(e).__name__ + ": " + str(e)[:80]] += 1
                 if d.proc.poll() is not None:
                     break
         if conn is not None:
             conn.close()
 
-    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(4)]
-    for t in threads:
-        t.start()
+    def acknowledged(self):
+        return sum(len(a) for a in self.acked)
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(6)
+        check(all(not t.is_alive() for t in self.threads), "client threads did not finish")
+        check_eq(dict(self.odd), {}, "unexpected responses or errors during the load")
+
+    def check_stored(self, cli):
+        """Every acknowledged reading is in the log exactly once; returns how
+        many of this load's readings are stored."""
+        rows = cli.log_cat("acme")
+        seen = collections.Counter((r["payload"]["t"], r["payload"]["seq"]) for r in rows
+                                   if isinstance(r.get("payload"), dict) and
+                                   r["payload"].get("case") == self.case)
+        dup = [k for k, v in seen.items() if v > 1]
+        check_eq(dup[:5], [], "readings stored more than once (of %d stored)" % len(seen))
+        missing = [(t, s) for t in range(len(self.acked)) for s in self.acked[t]
+                   if (t, s) not in seen]
+        check_eq(missing[:5], [], "acknowledged readings missing from the log (%d of %d)" %
+                 (len(missing), self.acknowledged()))
+        for r in rows:
+            check_eq((r["org"], r["device"]), ("acme", "pump-7"), "envelope")
+        return len(seen)
+
+
+def _daemons_append(d):
+    sluicetest._daemons.append(d)  # killed at exit like every Daemon.start()
+
+
+def exit_status(rc):
+    """An exit status for a message: 'stopped by signal N' when killed."""
+    return "stopped by signal %d" % -rc if rc is not None and rc < 0 else repr(rc)
+
+
+@suite.case("SIGTERM under load: exit 0 within 5 s, every acknowledged reading stored once")
+def _():
+    d, cli, tok = fresh("load")
+    load = Load(d, tok, "load")
     time.sleep(1.0)
-    before_term = sum(len(a) for a in acked)
+    before_term = load.acknowledged()
     t0 = time.monotonic()
     rc = d.terminate(timeout=5)
     took = time.monotonic() - t0
-    stop.set()
-    for t in threads:
-        t.join(6)
-    check(all(not t.is_alive() for t in threads), "client threads did not finish")
+    load.finish()
     check_eq(rc, 0, "exit status after SIGTERM under load (took %.2fs; stderr %r)" %
              (took, d.stderr()[-300:]))
-    total = sum(len(a) for a in acked)
     check(before_term >= 20, "too little load before SIGTERM: %d acknowledged" % before_term)
-    check_eq(dict(odd), {}, "unexpected responses or errors during the load")
-    rows = cli.log_cat("acme")
-    seen = collections.Counter((r["payload"]["t"], r["payload"]["seq"]) for r in rows
-                               if isinstance(r.get("payload"), dict) and
-                               r["payload"].get("case") == "load")
-    dup = [k for k, v in seen.items() if v > 1]
-    check_eq(dup[:5], [], "readings stored more than once (of %d stored)" % len(seen))
-    missing = [(t, s) for t in range(4) for s in acked[t] if (t, s) not in seen]
-    check_eq(missing[:5], [], "acknowledged readings missing from the log (%d of %d)" %
-             (len(missing), total))
-    for r in rows:
-        check_eq((r["org"], r["device"]), ("acme", "pump-7"), "envelope")
+    stored = load.check_stored(cli)
     print("# load: %d sent, %d acknowledged (%d before SIGTERM), %d stored, exit in %.2fs" %
-          (sum(sent), total, before_term, len(seen), took))
+          (sum(load.sent), load.acknowledged(), before_term, stored, took))
+
+
+def signal_claimed(pid):
+    """True once the process has taken charge of SIGTERM (blocked or caught it):
+    before that, in the dynamic loader, any program dies of the default action,
+    which no daemon can prevent (issue S3, D6)."""
+    bit = 1 << (signal.SIGTERM - 1)
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            fields = dict(l.split(":", 1) for l in f if ":" in l)
+    except OSError:
+        return False
+    return any(int(fields.get(k, "0").strip(), 16) & bit for k in ("SigBlk", "SigCgt"))
+
+
+@suite.case("SIGTERM during start-up and log recovery: exit 0, nothing lost (D6)")
+def _():
+    # a data dir with logs to recover: readings from both workers, and a daemon
+    # that was killed rather than stopped
+    d, cli, tok = fresh("early")
+    load = Load(d, tok, "early", seconds=1.0)
+    for t in load.threads:
+        t.join(5)
+    load.finish()
+    d.proc.kill()
+    d.proc.wait(5)
+    d.kill()
+    check(load.acknowledged() >= 20, "too little stored before the kill: %d" %
+          load.acknowledged())
+    for delay in (0, 0.005, 0.02, 0.05, 0.1, 0.2):
+        e = Daemon(SLUICED, d.data_dir, name="early-%g" % delay)
+        e.out_f = open(e.out_path, "wb")
+        e.err_f = open(e.err_path, "wb")
+        e.proc = subprocess.Popen(e.argv, stdout=e.out_f, stderr=e.err_f,
+                                  stdin=subprocess.DEVNULL)
+        _daemons_append(e)
+        deadline = time.monotonic() + 5
+        while not signal_claimed(e.proc.pid) and e.proc.poll() is None and \
+                time.monotonic() < deadline:
+            time.sleep(0.0002)
+        time.sleep(delay)
+        e.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = e.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            rc = None
+        what = "SIGTERM %g s after start-up began" % delay
+        check(rc is not None, what + ": still running 5 s later (stdout %r, stderr %r)" %
+              (e.stdout(), e.stderr()[-300:]))
+        check_eq(exit_status(rc), "0", what + ": exit status (stderr %r)" % e.stderr()[-300:])
+        e.kill()
+    load.check_stored(cli)
+
+
+@suite.case("a burst of SIGTERM/SIGINT during a drain under load: exit 0, nothing lost (D6)")
+def _():
+    d, cli, tok = fresh("burst", ["--drain-timeout", "3s"])
+    load = Load(d, tok, "burst", threads=6)
+    time.sleep(1.0)
+    before = load.acknowledged()
+    # the first asks for the drain, the other four arrive while it runs; then
+    # more keep coming until the process is gone, to reach its very last steps
+    sigs = [signal.SIGTERM, signal.SIGINT, signal.SIGTERM, signal.SIGINT, signal.SIGTERM]
+    t0 = time.monotonic()
+    for sig in sigs:
+        d.proc.send_signal(sig)
+        time.sleep(0.002)
+    while d.proc.poll() is None and time.monotonic() - t0 < 8:
+        try:
+            d.proc.send_signal(signal.SIGINT)
+        except ProcessLookupError:
+            break
+        time.sleep(0.0005)
+    try:
+        rc = d.proc.wait(1)
+    except subprocess.TimeoutExpired:
+        rc = None
+    took = time.monotonic() - t0
+    load.finish()
+    check_eq(exit_status(rc), "0", "exit status after the burst (took %.2fs; stderr %r)" %
+             (took, d.stderr()[-400:]))
+    check(before >= 20, "too little load before the signals: %d acknowledged" % before)
+    check("already draining" in d.stderr(), "the later signals were not reported: %r" %
+          d.stderr()[-300:])
+    stored = load.check_stored(cli)
+    print("# burst: %d acknowledged, %d stored, exit in %.2fs" %
+          (load.acknowledged(), stored, took))
 
 
 @suite.case("failed authentications are limited per address: 401s, then 429 with Retry-After")
