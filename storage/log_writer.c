@@ -1,9 +1,9 @@
-/* storage/log.c — naming, creating and recovering a worker's log segment.
- * Appending is the engine's (engine/commit.c): it writes sealed batches at
- * w->end through io_uring and advances end/next_seq when they are durable. */
-#include "storage/log.h"
+/* storage/log_writer.c — creating, recovering and extending a worker's log
+ * segment; see log_writer.h. Appending is the engine's (engine/commit.c): it
+ * writes sealed batches at w->end through io_uring and advances end/next_seq
+ * when they are durable. */
+#include "storage/log_writer.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -13,23 +13,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
-int log_dir_path(char *buf, size_t cap, const char *data_dir, uint32_t org, int worker)
-{
-    int n = worker < 0 ? snprintf(buf, cap, "%s/logs/%" PRIu32, data_dir, org)
-                       : snprintf(buf, cap, "%s/logs/%" PRIu32 "/w%d", data_dir, org, worker);
-    return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
-}
-
-int log_fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    int rc = fsync(fd) ? -errno : 0;
-    close(fd);
-    return rc;
-}
+#include "storage/log_scan.h"
 
 /* mkdir that makes the new entry durable: the parent is fsynced after a create. */
 static int mkdir_durable(const char *path)
@@ -130,20 +115,6 @@ static int create_segment(struct log_writer *w, const char *dir, uint64_t base, 
 /* zeros to write ahead and to compare against; aligned for direct writes (in
  * .bss: reading it maps the shared zero page, it costs no memory) */
 static uint8_t zeros[1 << 20] __attribute__((aligned(LOG_DIO_ALIGN)));
-
-int log_all_zero(int fd, uint64_t from, uint64_t to)
-{
-    uint8_t buf[1 << 16];
-    while (from < to) {
-        size_t want = to - from < sizeof buf ? (size_t)(to - from) : sizeof buf;
-        ssize_t got = pread(fd, buf, want, (off_t)from);
-        if (got < 0) return -errno;
-        if (got == 0) break;
-        if (memcmp(buf, zeros, (size_t)got)) return 0;
-        from += (uint64_t)got;
-    }
-    return 1;
-}
 
 static uint64_t dio_round_up(uint64_t v)
 {
@@ -477,49 +448,6 @@ void log_writer_dio_done(struct log_writer *w, size_t len)
     size_t block = total & ~(size_t)(LOG_DIO_ALIGN - 1), head = total - block;
     memcpy(w->tail, w->stage + block, head);
     memset(w->tail + head, 0, LOG_DIO_ALIGN - head);
-}
-
-static void put_le(uint8_t *p, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-int log_index_write(const char *seg_path, const struct log_index *idx)
-{
-    char path[LOG_PATH_MAX], tmp[LOG_PATH_MAX + 8];
-    size_t pl = strlen(seg_path);
-    if (pl < 4 || pl >= sizeof path || strcmp(seg_path + pl - 4, ".seg")) return -EINVAL;
-    memcpy(path, seg_path, pl - 4);
-    memcpy(path + pl - 4, ".idx", 5);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-
-    size_t len = LOG_INDEX_HEADER_SIZE + idx->n * LOG_INDEX_ENTRY_SIZE + 8;
-    uint8_t *buf = malloc(len);
-    if (!buf) return -ENOMEM;
-    put_le(buf, LOG_INDEX_MAGIC, 4);
-    put_le(buf + 4, LOG_INDEX_VERSION, 2);
-    put_le(buf + 6, LOG_INDEX_ENTRY_SIZE, 2);
-    put_le(buf + 8, idx->base_seq, 8);
-    put_le(buf + 16, idx->min_ns, 8);
-    put_le(buf + 24, idx->max_ns, 8);
-    for (size_t i = 0; i < idx->n; i++) {
-        uint8_t *e = buf + LOG_INDEX_HEADER_SIZE + i * LOG_INDEX_ENTRY_SIZE;
-        put_le(e, idx->e[i].offset, 8);
-        put_le(e + 8, idx->e[i].seq, 8);
-        put_le(e + 16, idx->e[i].max_ns_before, 8);
-    }
-    put_le(buf + len - 8, XXH3_64bits(buf, len - 8), 8);
-
-    int rc = 0;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    errno = 0;
-    if (fd < 0 || write(fd, buf, len) != (ssize_t)len || fdatasync(fd)) rc = errno ? -errno : -EIO;
-    if (fd >= 0) close(fd);
-    if (!rc && rename(tmp, path)) rc = -errno;
-    if (rc) unlink(tmp);
-    free(buf);
-    return rc;
 }
 
 void log_writer_close(struct log_writer *w)

@@ -1,10 +1,5 @@
-/* storage/logmaint.c — log retention and verification; see log.h.
- *
- * Both walk an org's directories themselves rather than through a cursor:
- * retention must not read records at all (it decides from indexes and file
- * times), and verification must go on past damage that ends a cursor's segment.
- */
-#include "storage/log.h"
+/* storage/log_verify.c — verification of an org's logs; see log_verify.h. */
+#include "storage/log_verify.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,292 +12,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define NAME_SEG ".seg"
-#define NAME_IDX ".idx"
-
-/* ---- listing ---- */
-
-/* One base seq of a worker directory: its segment and/or its index. */
-struct seg_entry {
-    uint64_t base;
-    int has_seg, has_idx;
-    uint64_t bytes;  /* retention: the segment's size */
-    uint64_t age_ns; /* retention: its newest record's time, or its mtime */
-};
-
-struct worker_dir {
-    unsigned worker;
-    char dir[LOG_PATH_MAX];
-    struct seg_entry *v;
-    size_t n, cap;
-    size_t nseg;  /* entries with a segment; they come first after list_worker */
-    size_t front; /* retention: the first segment not deleted */
-};
-
-/* Segments sort first, by base; then index files without a segment, by base. */
-static int cmp_entry(const void *a, const void *b)
-{
-    const struct seg_entry *x = a, *y = b;
-    if (x->has_seg != y->has_seg) return y->has_seg - x->has_seg;
-    return (x->base > y->base) - (x->base < y->base);
-}
-
-static int entry_add(struct worker_dir *w, uint64_t base, int is_seg)
-{
-    for (size_t i = 0; i < w->n; i++) {
-        if (w->v[i].base == base) {
-            if (is_seg)
-                w->v[i].has_seg = 1;
-            else
-                w->v[i].has_idx = 1;
-            return 0;
-        }
-    }
-    if (w->n == w->cap) {
-        size_t ncap = w->cap ? w->cap * 2 : 16;
-        struct seg_entry *nv = realloc(w->v, ncap * sizeof *nv);
-        if (!nv) return -ENOMEM;
-        w->v = nv;
-        w->cap = ncap;
-    }
-    w->v[w->n++] = (struct seg_entry){.base = base, .has_seg = is_seg, .has_idx = !is_seg};
-    return 0;
-}
-
-/* log_dir_each callback of list_worker. Anything but "<20 digits>.seg" and
- * "<20 digits>.idx" (an index being written under a temporary name, an
- * operator's file) is not ours to judge or delete. */
-static int list_worker_entry(void *ctx, const char *name)
-{
-    uint64_t base;
-    if (log_name_base(name, NAME_SEG, &base) == 0) return entry_add(ctx, base, 1);
-    if (log_name_base(name, NAME_IDX, &base) == 0) return entry_add(ctx, base, 0);
-    return 0;
-}
-
-/* Lists the segments and indexes of w->dir. Returns 0, 1 when it is not a
- * directory, -errno. */
-static int list_worker(struct worker_dir *w)
-{
-    int rc = log_dir_each(w->dir, list_worker_entry, w);
-    if (rc < 0) return rc == -ENOTDIR ? 1 : rc;
-    if (w->n > 1) qsort(w->v, w->n, sizeof *w->v, cmp_entry);
-    w->nseg = 0;
-    while (w->nseg < w->n && w->v[w->nseg].has_seg)
-        w->nseg++;
-    return 0;
-}
-
-/* The buffers it is given always fit the name. */
-static void entry_path(char *buf, size_t cap, const struct worker_dir *w, uint64_t base,
-                       const char *ext)
-{
-    log_file_path(buf, cap, w->dir, base, ext);
-}
-
-static void free_workers(struct worker_dir *ws, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(ws[i].v);
-    free(ws);
-}
-
-static int cmp_worker(const void *a, const void *b)
-{
-    const struct worker_dir *x = a, *y = b;
-    return (x->worker > y->worker) - (x->worker < y->worker);
-}
-
-struct org_list {
-    const char *org_dir;
-    struct worker_dir *ws;
-    size_t n, cap;
-};
-
-/* log_dir_each callback of list_org: lists a "w<N>" directory's files. */
-static int list_org_entry(void *ctx, const char *name)
-{
-    struct org_list *l = ctx;
-    unsigned wn;
-    if (log_worker_name(name, &wn) < 0) return 0;
-    if (l->n == l->cap) {
-        size_t ncap = l->cap ? l->cap * 2 : 8;
-        struct worker_dir *nw = realloc(l->ws, ncap * sizeof *nw);
-        if (!nw) return -ENOMEM;
-        l->ws = nw;
-        l->cap = ncap;
-    }
-    struct worker_dir *w = &l->ws[l->n];
-    memset(w, 0, sizeof *w);
-    w->worker = wn;
-    int k = snprintf(w->dir, sizeof w->dir, "%s/%s", l->org_dir, name);
-    if (k < 0 || (size_t)k >= sizeof w->dir) return -ENAMETOOLONG;
-    int rc = list_worker(w);
-    if (rc < 0) {
-        free(w->v);
-        return rc;
-    }
-    if (rc == 0) l->n++; /* rc 1: "w<N>" that is not a directory */
-    return 0;
-}
-
-/* Lists every "w<N>" directory of org with its files, sorted by N. Returns 0
- * (*out NULL when *n is 0), -ENOENT when the org has no log directory, -errno. */
-static int list_org(const char *data_dir, uint32_t org, struct worker_dir **out, size_t *n)
-{
-    char org_dir[LOG_PATH_MAX];
-    struct org_list l = {.org_dir = org_dir};
-
-    *out = NULL;
-    *n = 0;
-    int rc = log_dir_path(org_dir, sizeof org_dir, data_dir, org, -1);
-    if (rc < 0) return rc;
-    rc = log_dir_each(org_dir, list_org_entry, &l);
-    if (rc < 0) {
-        free_workers(l.ws, l.n);
-        return rc;
-    }
-    if (l.n > 1) qsort(l.ws, l.n, sizeof *l.ws, cmp_worker);
-    *out = l.ws;
-    *n = l.n;
-    return 0;
-}
-
-/* ---- retention ---- */
-
-struct retention {
-    void (*report)(void *ctx, const char *path, uint64_t bytes, const char *why);
-    void *ctx;
-    int deleted;
-};
-
-/* Deletes the segment w->v[i] and its index, durably. The index goes first: a
- * crash in between leaves a sealed segment without an index, which every
- * reader handles (and the next pass deletes by mtime); the other order could
- * leave an index whose segment is gone, harmless too but clutter. The
- * directory is synced before the next deletion so that a crash cannot keep a
- * later segment's deletion and lose an earlier one's: that would be a hole in
- * the worker's seqs, which readers report as corruption.
- * Returns 0 or -errno. */
-static int delete_segment(struct retention *rt, struct worker_dir *w, size_t i, const char *why)
-{
-    char path[LOG_PATH_MAX + 32];
-    struct seg_entry *e = &w->v[i];
-
-    entry_path(path, sizeof path, w, e->base, NAME_IDX);
-    if (unlink(path) < 0 && errno != ENOENT) return -errno;
-    entry_path(path, sizeof path, w, e->base, NAME_SEG);
-    int gone = unlink(path) == 0;
-    if (!gone && errno != ENOENT) return -errno;
-    int rc = log_fsync_dir(w->dir);
-    if (rc < 0) return rc;
-    /* ENOENT: someone else (another retention pass) deleted it first. */
-    if (gone) {
-        rt->deleted++;
-        if (rt->report) rt->report(rt->ctx, path, e->bytes, why);
-    }
-    return 0;
-}
-
-/* Fills bytes and age_ns of w's segments. A segment that vanished meanwhile is
- * left with bytes 0 and age 0, so it is "deleted" first, finding ENOENT. */
-static void retention_measure(struct worker_dir *w)
-{
-    char path[LOG_PATH_MAX + 32];
-    for (size_t i = 0; i < w->nseg; i++) {
-        struct seg_entry *e = &w->v[i];
-        struct stat st;
-        struct log_index x;
-        entry_path(path, sizeof path, w, e->base, NAME_SEG);
-        if (stat(path, &st) < 0) continue;
-        e->bytes = (uint64_t)st.st_size;
-        e->age_ns = (uint64_t)st.st_mtim.tv_sec * 1000000000u + (uint64_t)st.st_mtim.tv_nsec;
-        if (e->has_idx && log_index_read(path, &x) == 0) {
-            /* An empty segment's records are vacuously all old. */
-            e->age_ns = x.min_ns > x.max_ns ? 0 : x.max_ns;
-            free(x.e);
-        }
-    }
-}
-
-int log_retention_apply(
-    const char *data_dir, uint32_t org, uint64_t now_ns, uint64_t max_age_ns, uint64_t max_bytes,
-    void (*report)(void *ctx, const char *path, uint64_t bytes, const char *why), void *ctx)
-{
-    struct retention rt = {.report = report, .ctx = ctx};
-    struct worker_dir *ws;
-    size_t nw;
-    char path[LOG_PATH_MAX + 32];
-
-    int rc = list_org(data_dir, org, &ws, &nw);
-    if (rc == -ENOENT) return 0;
-    if (rc < 0) return rc;
-
-    /* Orphan indexes first: they are not segments and count for nothing. An
-     * index is written only for a segment that exists, so one without its
-     * segment was left by an interrupted deletion. */
-    for (size_t k = 0; k < nw; k++) {
-        struct worker_dir *w = &ws[k];
-        for (size_t i = w->nseg; i < w->n; i++) {
-            entry_path(path, sizeof path, w, w->v[i].base, NAME_IDX);
-            struct stat st;
-            uint64_t bytes = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
-            if (unlink(path) < 0) {
-                if (errno == ENOENT) continue;
-                rc = -errno;
-                goto done;
-            }
-            rc = log_fsync_dir(w->dir);
-            if (rc < 0) goto done;
-            if (report) report(ctx, path, bytes, "orphan index");
-        }
-        retention_measure(w);
-    }
-
-    /* By age: from the front of each worker's log while the front is old
-     * enough. A younger segment stops the walk even if later ones are older
-     * (a clock step): deleting past it would leave a hole. The newest segment
-     * (index nseg - 1) is never a candidate. */
-    if (max_age_ns > 0 && now_ns > max_age_ns) {
-        uint64_t cutoff = now_ns - max_age_ns;
-        for (size_t k = 0; k < nw; k++) {
-            struct worker_dir *w = &ws[k];
-            while (w->front + 1 < w->nseg && w->v[w->front].age_ns < cutoff) {
-                rc = delete_segment(&rt, w, w->front, "age");
-                if (rc < 0) goto done;
-                w->front++;
-            }
-        }
-    }
-
-    /* By size: the oldest front segment across workers, until under the limit
-     * or only newest segments remain. */
-    if (max_bytes > 0) {
-        uint64_t total = 0;
-        for (size_t k = 0; k < nw; k++)
-            for (size_t i = ws[k].front; i < ws[k].nseg; i++)
-                total += ws[k].v[i].bytes;
-        while (total > max_bytes) {
-            struct worker_dir *pick = NULL;
-            for (size_t k = 0; k < nw; k++) {
-                struct worker_dir *w = &ws[k];
-                if (w->front + 1 >= w->nseg) continue;
-                if (!pick || w->v[w->front].age_ns < pick->v[pick->front].age_ns) pick = w;
-            }
-            if (!pick) break;
-            rc = delete_segment(&rt, pick, pick->front, "size");
-            if (rc < 0) goto done;
-            total -= pick->v[pick->front].bytes;
-            pick->front++;
-        }
-    }
-    rc = rt.deleted;
-done:
-    free_workers(ws, nw);
-    return rc;
-}
-
-/* ---- verification ---- */
+#include "storage/log_index.h"
+#include "storage/log_list.h"
+#include "storage/log_scan.h"
 
 struct verify {
     void (*report)(void *ctx, int severity, const char *path, uint64_t offset, const char *msg);
@@ -453,7 +165,7 @@ static void verify_index(struct verify *v, const char *seg, const struct index_c
                          uint64_t valid_end)
 {
     char idx[LOG_PATH_MAX + 32];
-    snprintf(idx, sizeof idx, "%.*s%s", (int)(strlen(seg) - 4), seg, NAME_IDX);
+    snprintf(idx, sizeof idx, "%.*s%s", (int)(strlen(seg) - 4), seg, LOG_LIST_IDX);
     const struct log_index *x = k->x;
     if (k->msg[0]) {
         say(v, LOG_VERIFY_ERROR, idx, k->bad_off, "%s (range reads would miss records)", k->msg);
@@ -471,19 +183,19 @@ static void verify_index(struct verify *v, const char *seg, const struct index_c
             k->min_ns, k->max_ns);
 }
 
-static void verify_worker(struct verify *v, struct worker_dir *w, uint32_t org)
+static void verify_worker(struct verify *v, struct log_list_worker *w, uint32_t org)
 {
     char path[LOG_PATH_MAX + 32];
     uint64_t prev_next = 0;
     int prev_known = 0; /* prev_next is where the next segment must start */
 
     for (size_t i = w->nseg; i < w->n; i++) {
-        entry_path(path, sizeof path, w, w->v[i].base, NAME_IDX);
+        log_list_path(path, sizeof path, w, w->v[i].base, LOG_LIST_IDX);
         say(v, LOG_VERIFY_WARNING, path, 0,
             "index without its segment (an interrupted deletion; retention removes it)");
     }
     for (size_t i = 0; i < w->nseg; i++) {
-        const struct seg_entry *e = &w->v[i];
+        const struct log_list_seg *e = &w->v[i];
         int newest = i + 1 == w->nseg;
         int known = prev_known;
         struct segment_header h;
@@ -494,7 +206,7 @@ static void verify_worker(struct verify *v, struct worker_dir *w, uint32_t org)
 
         prev_known = 0;
         v->st.segments++;
-        entry_path(path, sizeof path, w, e->base, NAME_SEG);
+        log_list_path(path, sizeof path, w, e->base, LOG_LIST_SEG);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
             if (errno != ENOENT) /* ENOENT: retention deleted it meanwhile */
@@ -539,7 +251,7 @@ static void verify_worker(struct verify *v, struct worker_dir *w, uint32_t org)
                 say(v, LOG_VERIFY_WARNING, path, 0, "no index: range reads scan this segment");
             } else {
                 char idx[LOG_PATH_MAX + 32];
-                snprintf(idx, sizeof idx, "%.*s%s", (int)(strlen(path) - 4), path, NAME_IDX);
+                snprintf(idx, sizeof idx, "%.*s%s", (int)(strlen(path) - 4), path, LOG_LIST_IDX);
                 say(v, LOG_VERIFY_WARNING, idx, 0, "%s: readers ignore it",
                     rc == -EBADMSG ? "index fails verification" : strerror(-rc));
             }
@@ -566,14 +278,14 @@ int log_verify_org(const char *data_dir, uint32_t org,
                    void *ctx, struct log_verify_stats *stats)
 {
     struct verify v = {.report = report, .ctx = ctx};
-    struct worker_dir *ws;
+    struct log_list_worker *ws;
     size_t nw;
 
-    int rc = list_org(data_dir, org, &ws, &nw);
+    int rc = log_list_org(data_dir, org, &ws, &nw);
     if (rc < 0) return rc;
     for (size_t k = 0; k < nw; k++)
         verify_worker(&v, &ws[k], org);
-    free_workers(ws, nw);
+    log_list_free(ws, nw);
     if (stats) {
         stats->segments += v.st.segments;
         stats->records += v.st.records;
