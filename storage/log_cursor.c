@@ -231,7 +231,9 @@ static int stream_open_seg(struct log_cursor *c, struct log_stream *s)
     }
     int rc = fstat(fd, &st) < 0 ? -errno : log_scan_header(fd, &h);
     if (rc == -EBADMSG && newest && st.st_size < (off_t)SEGMENT_HEADER_SIZE) {
-        close(fd); /* created, header not yet written: an in-progress roll */
+        /* created, header not yet (completely) written: an in-progress roll
+         * (a complete v1 header is shorter, and decodes) */
+        close(fd);
         return 2;
     }
     if (rc == 0 && (h.base_seq != s->bases[s->iseg] || h.org != c->org || h.worker != s->worker))
@@ -248,10 +250,10 @@ static int stream_open_seg(struct log_cursor *c, struct log_stream *s)
     }
     s->next_seq = h.base_seq;
     s->have_seq = 1;
-    log_scan_reader_init(&s->rd, fd, (uint64_t)st.st_size);
-    s->pos = SEGMENT_HEADER_SIZE;
+    log_scan_reader_init(&s->rd, fd, (uint64_t)st.st_size, &h);
+    s->pos = segment_header_size(&h);
     s->head_len = 0;
-    if (seek.offset > SEGMENT_HEADER_SIZE) {
+    if (seek.offset > s->pos) {
         s->pos = seek.offset;
         s->next_seq = seek.seq;
         s->seek_check = 1;
@@ -301,7 +303,7 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
             if (rc != LOG_SCAN_OK || s->head.seq != s->next_seq) {
                 /* The index named a record that is not there: it lied, so read
                  * the segment from its start instead. */
-                s->pos = SEGMENT_HEADER_SIZE;
+                s->pos = segment_header_size(&s->rd.hdr);
                 s->next_seq = s->bases[s->iseg];
                 continue;
             }
@@ -327,7 +329,7 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
                 return 1;
             }
             s->next_seq++;
-            s->head_len = RECORD_HEADER_SIZE + (uint64_t)s->head.length;
+            s->head_len = record_header_size(s->rd.hdr.version) + (uint64_t)s->head.length;
             if (ns < c->since || ns >= c->until) {
                 if (ns >= c->until) {
                     s->run = 1;
@@ -360,7 +362,7 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
              * verifies in this segment (the readings after it are intact), or
              * with the next segment when there is none */
             uint64_t found;
-            int rs = log_scan_resync(s->rd.fd, s->pos, s->next_seq, &found);
+            int rs = log_scan_resync(s->rd.fd, &s->rd.hdr, s->pos, s->next_seq, &found);
             if (rs == 1) {
                 stream_error(c, s, s->pos, why, -EBADMSG);
                 s->pos = found;

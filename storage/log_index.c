@@ -95,11 +95,15 @@ static int index_sane(const struct log_index *x)
 {
     if (x->n == 0) return 0;
     if (x->min_ns > x->max_ns) return -1; /* entries, yet no record */
-    if (x->e[0].offset != SEGMENT_HEADER_SIZE || x->e[0].seq != x->base_seq) return -1;
+    /* the index does not say the segment's version: its first record is past
+     * a v1 or a v2 header */
+    if ((x->e[0].offset != SEGMENT_HEADER_SIZE && x->e[0].offset != SEGMENT_HEADER_SIZE_V1) ||
+        x->e[0].seq != x->base_seq)
+        return -1;
     for (size_t i = 1; i < x->n; i++) {
         const struct log_index_entry *a = &x->e[i - 1], *b = &x->e[i];
         if (b->offset <= a->offset || b->seq <= a->seq ||
-            b->seq - a->seq > (b->offset - a->offset) / RECORD_HEADER_SIZE ||
+            b->seq - a->seq > (b->offset - a->offset) / RECORD_HEADER_MIN ||
             b->max_ns_before > x->max_ns || (i >= 2 && b->max_ns_before < a->max_ns_before))
             return -1;
     }
@@ -174,6 +178,7 @@ fail:
 
 struct index_builder {
     struct log_index idx;
+    uint64_t first;      /* offset of the segment's first record */
     uint64_t max_before; /* largest recv_ns so far */
 };
 
@@ -193,7 +198,7 @@ static void index_note(void *ctx, uint64_t offset, const struct record *r)
         /* Out of memory: the index just gets sparser (the next record that
          * finds room becomes the entry), which stays correct. Entry 0 must be
          * the first record, though, or none at all. */
-        if (x->n < x->cap && (x->n > 0 || offset == SEGMENT_HEADER_SIZE))
+        if (x->n < x->cap && (x->n > 0 || offset == b->first))
             x->e[x->n++] = (struct log_index_entry){
                 .offset = offset, .seq = r->seq, .max_ns_before = b->max_before};
     }
@@ -221,7 +226,8 @@ int log_index_build(const char *seg_path)
         goto fail;
     }
     b.idx.base_seq = h.base_seq;
-    rc = log_scan_records(fd, SEGMENT_HEADER_SIZE, h.base_seq, &sc, index_note, &b);
+    b.first = segment_header_size(&h);
+    rc = log_scan_records(fd, &h, b.first, h.base_seq, &sc, index_note, &b);
     if (rc < 0) goto fail;
     rc = log_index_write(seg_path, &b.idx);
 fail:

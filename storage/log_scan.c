@@ -17,8 +17,10 @@ const char log_scan_why_io[] = "read error";
 
 /* ---- buffered pread over one file ---- */
 
-void log_scan_reader_init(struct log_scan_reader *rd, int fd, uint64_t size)
+void log_scan_reader_init(struct log_scan_reader *rd, int fd, uint64_t size,
+                          const struct segment_header *hdr)
 {
+    rd->hdr = *hdr;
     rd->fd = fd;
     rd->size = size;
     rd->boff = 0;
@@ -73,39 +75,40 @@ int log_scan_fill(struct log_scan_reader *rd, uint64_t pos, size_t n)
 int log_scan_record(struct log_scan_reader *rd, uint64_t pos, struct record *r,
                     const uint8_t **body, const char **why)
 {
+    const size_t hs = record_header_size(rd->hdr.version);
     if (pos >= rd->size) return LOG_SCAN_END;
-    if (rd->size - pos < RECORD_HEADER_SIZE) {
+    if (rd->size - pos < hs) {
         *why = log_scan_why_trunc_hdr;
         return LOG_SCAN_STOP;
     }
-    int rc = log_scan_fill(rd, pos, RECORD_HEADER_SIZE);
+    int rc = log_scan_fill(rd, pos, hs);
     if (rc == -ENODATA) {
         *why = log_scan_why_trunc_hdr;
         return LOG_SCAN_STOP;
     }
     if (rc < 0) return rc;
-    if (record_decode(rd->buf + (pos - rd->boff), r) < 0) {
+    if (record_decode(rd->buf + (pos - rd->boff), rd->hdr.version, r) < 0) {
         *why = log_scan_why_bad_hdr;
         return LOG_SCAN_STOP;
     }
     /* record_decode caps length at RECORD_MAX_BODY, so the fill below is bounded
      * whatever the file says. */
-    if (rd->size - pos - RECORD_HEADER_SIZE < r->length) {
+    if (rd->size - pos - hs < r->length) {
         *why = log_scan_why_trunc_body;
         return LOG_SCAN_STOP;
     }
-    rc = log_scan_fill(rd, pos, RECORD_HEADER_SIZE + (size_t)r->length);
+    rc = log_scan_fill(rd, pos, hs + (size_t)r->length);
     if (rc == -ENODATA) {
         *why = log_scan_why_trunc_body;
         return LOG_SCAN_STOP;
     }
     if (rc < 0) return rc;
     const uint8_t *hdr = rd->buf + (pos - rd->boff);
-    if (record_verify(hdr, r, hdr + RECORD_HEADER_SIZE) < 0) {
+    if (record_verify(hdr, r, rd->hdr.seed, hdr + hs) < 0) {
         *why = log_scan_why_checksum;
         return LOG_SCAN_STOP;
     }
-    *body = hdr + RECORD_HEADER_SIZE;
+    *body = hdr + hs;
     return LOG_SCAN_OK;
 }
 
@@ -125,8 +128,8 @@ int log_scan_pread_full(int fd, void *buf, size_t n, uint64_t off, size_t *got_o
     return 0;
 }
 
-int log_scan_records(int fd, uint64_t from, uint64_t seq, struct log_scan *out, log_scan_fn fn,
-                     void *ctx)
+int log_scan_records(int fd, const struct segment_header *hdr, uint64_t from, uint64_t seq,
+                     struct log_scan *out, log_scan_fn fn, void *ctx)
 {
     struct log_scan_reader rd = {.fd = -1, .chunk = LOG_SCAN_CHUNK};
     struct stat st;
@@ -137,7 +140,7 @@ int log_scan_records(int fd, uint64_t from, uint64_t seq, struct log_scan *out, 
     out->file_size = (uint64_t)st.st_size;
     out->valid_end = from;
     out->next_seq = seq;
-    log_scan_reader_init(&rd, fd, out->file_size);
+    log_scan_reader_init(&rd, fd, out->file_size, hdr);
     for (;;) {
         struct record r;
         const uint8_t *body;
@@ -154,7 +157,7 @@ int log_scan_records(int fd, uint64_t from, uint64_t seq, struct log_scan *out, 
             break;
         }
         if (fn) fn(ctx, out->valid_end, &r);
-        out->valid_end += RECORD_HEADER_SIZE + (uint64_t)r.length;
+        out->valid_end += record_header_size(hdr->version) + (uint64_t)r.length;
         out->records++;
         out->next_seq = r.seq + 1;
         out->last_ns = r.recv_ns;
@@ -173,7 +176,8 @@ int log_scan_header(int fd, struct segment_header *h)
     size_t got = 0;
     int rc = log_scan_pread_full(fd, sh, sizeof sh, 0, &got);
     if (rc < 0) return rc;
-    if (got < sizeof sh || segment_header_decode(sh, h) < 0) return -EBADMSG;
+    /* a v1 segment may be just its 32-byte header: decode says what is short */
+    if (segment_header_decode(sh, got, h) < 0) return -EBADMSG;
     return 0;
 }
 
@@ -184,7 +188,7 @@ int log_scan_segment(int fd, struct log_scan *out)
     memset(out, 0, sizeof *out);
     int rc = log_scan_header(fd, &h);
     if (rc < 0) return rc;
-    rc = log_scan_records(fd, SEGMENT_HEADER_SIZE, h.base_seq, out, NULL, NULL);
+    rc = log_scan_records(fd, &h, segment_header_size(&h), h.base_seq, out, NULL, NULL);
     out->hdr = h;
     return rc;
 }
@@ -192,30 +196,35 @@ int log_scan_segment(int fd, struct log_scan *out)
 /* Looks for a record that decodes, fits in the file and verifies at an offset
  * after `from` (where a scan stopped). Finding one means the damage at `from` is
  * followed by good data — corruption in the middle rather than a torn tail.
- * Candidates must carry a seq in [next_seq, next_seq + remaining/40]: a cheap
- * filter against record-like bytes inside payloads, which are client-chosen.
+ * Candidates must carry a seq in [next_seq, next_seq + remaining/header size].
+ * In a v1 segment that and the unkeyed checksum are all that stands between
+ * record-like bytes inside payloads (client-chosen) and a forged record; in a
+ * v2 segment the checksum is keyed with the segment's seed, which no client
+ * knows, so payload bytes do not verify.
  * Returns 1 with *found set, 0 when there is none, -ENOMEM or -errno. */
-int log_scan_resync(int fd, uint64_t from, uint64_t next_seq, uint64_t *found)
+int log_scan_resync(int fd, const struct segment_header *h, uint64_t from, uint64_t next_seq,
+                    uint64_t *found)
 {
+    const size_t hs = record_header_size(h->version);
     struct log_scan_reader rd = {.fd = -1, .chunk = LOG_SCAN_CHUNK};
     struct stat st;
     int rc;
 
     if (fstat(fd, &st) < 0) return -errno;
     uint64_t size = (uint64_t)st.st_size;
-    uint64_t max_seq = next_seq + (size > from ? (size - from) / RECORD_HEADER_SIZE : 0);
-    log_scan_reader_init(&rd, fd, size);
+    uint64_t max_seq = next_seq + (size > from ? (size - from) / hs : 0);
+    log_scan_reader_init(&rd, fd, size, h);
     uint64_t pos = from + 1;
     rc = 0;
-    while (pos < size && size - pos >= RECORD_HEADER_SIZE) {
-        rc = log_scan_fill(&rd, pos, RECORD_HEADER_SIZE);
+    while (pos < size && size - pos >= hs) {
+        rc = log_scan_fill(&rd, pos, hs);
         if (rc == -ENODATA) {
             rc = 0;
             break;
         }
         if (rc < 0) break;
         const uint8_t *p = rd.buf + (pos - rd.boff);
-        size_t span = rd.blen - (size_t)(pos - rd.boff) - (RECORD_HEADER_SIZE - 1);
+        size_t span = rd.blen - (size_t)(pos - rd.boff) - (hs - 1);
         const uint8_t *m = memchr(p, (uint8_t)(RECORD_MAGIC & 0xff), span);
         if (!m) {
             pos += span;
@@ -223,12 +232,12 @@ int log_scan_resync(int fd, uint64_t from, uint64_t next_seq, uint64_t *found)
         }
         pos += (uint64_t)(m - p);
         struct record r;
-        if (record_decode(m, &r) == 0 && (r.flags & RECORD_F_BATCH_START) && r.seq >= next_seq &&
-            r.seq <= max_seq && size - pos - RECORD_HEADER_SIZE >= r.length) {
-            rc = log_scan_fill(&rd, pos, RECORD_HEADER_SIZE + (size_t)r.length);
+        if (record_decode(m, h->version, &r) == 0 && (r.flags & RECORD_F_BATCH_START) &&
+            r.seq >= next_seq && r.seq <= max_seq && size - pos - hs >= r.length) {
+            rc = log_scan_fill(&rd, pos, hs + (size_t)r.length);
             if (rc < 0 && rc != -ENODATA) break;
             const uint8_t *hdr = rd.buf + (pos - rd.boff);
-            if (rc == 0 && record_verify(hdr, &r, hdr + RECORD_HEADER_SIZE) == 0) {
+            if (rc == 0 && record_verify(hdr, &r, h->seed, hdr + hs) == 0) {
                 *found = pos;
                 rc = 1;
                 break;

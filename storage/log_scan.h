@@ -47,26 +47,29 @@ int log_scan_segment(int fd, struct log_scan *out);
 /* Called for each record that verifies, in file order, with its offset. */
 typedef void (*log_scan_fn)(void *ctx, uint64_t offset, const struct record *r);
 
-/* Scans the records of the segment open at fd from offset `from`, the first
+/* Scans the records of the segment open at fd, whose header is hdr (its
+ * version and seed say how records are read), from offset `from`, the first
  * expected to carry seq `seq`, calling fn (may be NULL) for each one that
  * verifies. Fills out like log_scan_segment except hdr (zeroed) and valid_end,
  * which starts at `from`. Lets a checker go on after damage (log_scan_resync).
  * Returns 0 or -errno. */
-int log_scan_records(int fd, uint64_t from, uint64_t seq, struct log_scan *out, log_scan_fn fn,
-                     void *ctx);
+int log_scan_records(int fd, const struct segment_header *hdr, uint64_t from, uint64_t seq,
+                     struct log_scan *out, log_scan_fn fn, void *ctx);
 
-/* After a scan stopped at `from`, looks for a verifying record further on that
- * starts a commit batch (RECORD_F_BATCH_START) and whose seq is at least
- * next_seq. Returns 1 with its offset in *found: a later batch was written, so
- * the damaged one had been synced and the damage is in the middle of the file
- * (do not truncate). Returns 0 when no later batch follows: a torn tail, even if
- * records of the torn batch itself survive past the hole (power loss may keep
- * any subset of an unsynced batch's sectors). -errno on a read error.
- * A heuristic: a crafted payload could imitate a record. */
-int log_scan_resync(int fd, uint64_t from, uint64_t next_seq, uint64_t *found);
+/* After a scan of the segment with header hdr stopped at `from`, looks for a verifying record
+ * further on that starts a commit batch (RECORD_F_BATCH_START) and whose seq is at least next_seq.
+ * Returns 1 with its offset in *found: a later batch was written, so the damaged one had been
+ * synced and the damage is in the middle of the file (do not truncate). Returns 0 when no later
+ * batch follows: a torn tail, even if records of the torn batch itself survive past the hole (power
+ * loss may keep any subset of an unsynced batch's sectors). -errno on a read error. In a version 2
+ * segment a candidate must verify with the segment's secret seed, which bytes that arrived as a
+ * payload cannot (docs/storage-format.md). In a version 1 segment it is a heuristic: a crafted
+ * payload could imitate a record. */
+int log_scan_resync(int fd, const struct segment_header *hdr, uint64_t from, uint64_t next_seq,
+                    uint64_t *found);
 
 /* Reads and decodes the segment header at offset 0 of fd. Returns 0, -EBADMSG
- * (short or undecodable) or -errno. */
+ * (short, undecodable, or a v2 header failing its checksum) or -errno. */
 int log_scan_header(int fd, struct segment_header *h);
 
 /* pread until n bytes or the end of the file; *got_out says how many came.
@@ -80,13 +83,16 @@ struct log_scan_reader {
     uint64_t size; /* readable bytes: the file size when it was opened */
     uint8_t *buf;
     size_t cap;
-    size_t chunk;  /* read-ahead size: the buffer's size unless a record needs more */
-    uint64_t boff; /* file offset of buf[0] */
-    size_t blen;   /* valid bytes in buf */
+    size_t chunk;              /* read-ahead size: the buffer's size unless a record needs more */
+    uint64_t boff;             /* file offset of buf[0] */
+    size_t blen;               /* valid bytes in buf */
+    struct segment_header hdr; /* of the segment read: its version and seed */
 };
 
-/* Points rd at fd (size readable bytes), keeping its buffer. */
-void log_scan_reader_init(struct log_scan_reader *rd, int fd, uint64_t size);
+/* Points rd at fd (size readable bytes) of the segment with header hdr,
+ * keeping its buffer. */
+void log_scan_reader_init(struct log_scan_reader *rd, int fd, uint64_t size,
+                          const struct segment_header *hdr);
 
 /* Makes file bytes [pos, pos + n) available at rd->buf + (pos - rd->boff),
  * reading ahead a whole buffer so the following records come for free.

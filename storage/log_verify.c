@@ -94,12 +94,13 @@ static void index_check_record(void *ctx, uint64_t offset, const struct record *
 
 /* Reads the seq of the record at off (known to decode: a scan stopped there on
  * a seq gap, or log_scan_resync found it). */
-static int seq_at(int fd, uint64_t off, uint64_t *seq)
+static int seq_at(int fd, const struct segment_header *sh, uint64_t off, uint64_t *seq)
 {
     uint8_t h[RECORD_HEADER_SIZE];
+    size_t n = record_header_size(sh->version);
     struct record r;
-    ssize_t k = pread(fd, h, sizeof h, (off_t)off);
-    if (k != (ssize_t)sizeof h || record_decode(h, &r) < 0) return -1;
+    ssize_t k = pread(fd, h, n, (off_t)off);
+    if (k != (ssize_t)n || record_decode(h, sh->version, &r) < 0) return -1;
     *seq = r.seq;
     return 0;
 }
@@ -107,14 +108,14 @@ static int seq_at(int fd, uint64_t off, uint64_t *seq)
 /* Scans one segment to its end, going on after damage. Returns 0 when every
  * byte verified, 1 when something was reported, -errno when reading failed
  * (reported too). *next_seq: the seq after the last good record. */
-static int verify_records(struct verify *v, const char *path, int fd, int newest, uint64_t base,
-                          struct index_check *k, uint64_t *next_seq)
+static int verify_records(struct verify *v, const char *path, int fd, int newest,
+                          const struct segment_header *h, struct index_check *k, uint64_t *next_seq)
 {
-    uint64_t from = SEGMENT_HEADER_SIZE, seq = base, found;
+    uint64_t from = segment_header_size(h), seq = h->base_seq, found;
     int damaged = 0;
     for (;;) {
         struct log_scan sc;
-        int rc = log_scan_records(fd, from, seq, &sc, index_check_record, k);
+        int rc = log_scan_records(fd, h, from, seq, &sc, index_check_record, k);
         if (rc < 0) {
             say(v, LOG_VERIFY_ERROR, path, from, "read error: %s", strerror(-rc));
             return rc;
@@ -123,19 +124,19 @@ static int verify_records(struct verify *v, const char *path, int fd, int newest
         *next_seq = sc.next_seq;
         if (!sc.why) break;
         uint64_t stop = sc.valid_end;
-        if (strcmp(sc.why, "sequence gap") == 0 && seq_at(fd, stop, &seq) == 0) {
+        if (sc.why == log_scan_why_seq_gap && seq_at(fd, h, stop, &seq) == 0) {
             say(v, LOG_VERIFY_ERROR, path, stop,
                 "sequence gap: expected seq %" PRIu64 ", found %" PRIu64, sc.next_seq, seq);
             from = stop; /* the record itself verified: go on from it */
             damaged = 1;
             continue;
         }
-        rc = log_scan_resync(fd, stop, sc.next_seq, &found);
+        rc = log_scan_resync(fd, h, stop, sc.next_seq, &found);
         if (rc < 0) {
             say(v, LOG_VERIFY_ERROR, path, stop, "read error: %s", strerror(-rc));
             return rc;
         }
-        if (rc == 1 && seq_at(fd, found, &seq) == 0) {
+        if (rc == 1 && seq_at(fd, h, found, &seq) == 0) {
             say(v, LOG_VERIFY_ERROR, path, stop,
                 "%s; %" PRIu64 " bytes unreadable, valid records resume at offset %" PRIu64, sc.why,
                 found - stop, found);
@@ -216,7 +217,8 @@ static void verify_worker(struct verify *v, struct log_list_worker *w, uint32_t 
             continue;
         }
         ssize_t got = pread(fd, sh, sizeof sh, 0);
-        if (got >= 0 && got < (ssize_t)sizeof sh && newest) {
+        int bad = got < 0 || segment_header_decode(sh, (size_t)got, &h) < 0;
+        if (bad && got >= 0 && got < (ssize_t)sizeof sh && newest) {
             say(v, LOG_VERIFY_WARNING, path, 0,
                 "segment header incomplete (%zd bytes): being created, or a crash the writer "
                 "repairs on start",
@@ -224,7 +226,7 @@ static void verify_worker(struct verify *v, struct log_list_worker *w, uint32_t 
             close(fd);
             continue;
         }
-        if (got != (ssize_t)sizeof sh || segment_header_decode(sh, &h) < 0) {
+        if (bad) {
             say(v, LOG_VERIFY_ERROR, path, 0, "bad segment header");
             close(fd);
             continue;
@@ -257,7 +259,7 @@ static void verify_worker(struct verify *v, struct log_list_worker *w, uint32_t 
             }
         }
         uint64_t next = h.base_seq;
-        int rc = verify_records(v, path, fd, newest, h.base_seq, &k, &next);
+        int rc = verify_records(v, path, fd, newest, &h, &k, &next);
         if (rc == 0 && have_idx) {
             struct stat st;
             verify_index(v, path, &k, fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0);

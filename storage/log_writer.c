@@ -94,12 +94,17 @@ static int create_segment(struct log_writer *w, const char *dir, uint64_t base, 
     int fd = open(w->path, O_RDWR | O_CREAT | O_CLOEXEC | (replace ? O_TRUNC : O_EXCL), 0640);
     if (fd < 0) return -errno;
     uint8_t hdr[SEGMENT_HEADER_SIZE];
-    struct segment_header h = {
-        .worker = w->worker, .org = w->org, .base_seq = base, .created_ns = now_ns()};
-    segment_header_encode(hdr, &h);
-    int rc = 0;
+    struct segment_header h = {.version = SEGMENT_VERSION,
+                               .worker = w->worker,
+                               .org = w->org,
+                               .base_seq = base,
+                               .created_ns = now_ns()};
+    /* a fresh seed per segment: it keys the checksums of its records, so
+     * record-like bytes a device sends can never verify here */
+    int rc = record_seed_new(&h.seed);
     errno = 0;
-    if (pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || fdatasync(fd))
+    if (!rc && (pwrite(fd, hdr, segment_header_encode(hdr, &h), 0) != (ssize_t)sizeof hdr ||
+                fdatasync(fd)))
         rc = errno ? -errno : -EIO;
     if (!rc) rc = log_fsync_dir(dir); /* the new name must survive a crash too */
     if (rc) {
@@ -108,6 +113,7 @@ static int create_segment(struct log_writer *w, const char *dir, uint64_t base, 
         return rc;
     }
     w->created_ns = h.created_ns;
+    w->seed = h.seed;
     writer_at(w, fd, base, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE, base, true);
     return 0;
 }
@@ -184,6 +190,32 @@ int log_writer_reserve(struct log_writer *w, uint64_t need, uint64_t cap)
     return -ENOSPC;
 }
 
+/* The newest segment is version 1 (written before format v2), now open in w
+ * and recovered: the writer appends v2 records only, so it seals that segment
+ * as it is and goes on in a new v2 one; an empty v1 segment is replaced by a
+ * v2 one of the same base. Adds a line to report. Returns 0 or -errno (w is
+ * closed then). */
+static int writer_upgrade(struct log_writer *w, const char *dir, char *report, size_t report_cap)
+{
+    size_t used = strlen(report);
+    int rc;
+    if (w->next_seq == w->idx.base_seq) {
+        close(w->fd);
+        w->fd = -1;
+        rc = create_segment(w, dir, w->idx.base_seq, true);
+    } else {
+        rc = log_writer_roll(w);
+    }
+    if (rc) {
+        log_writer_close(w);
+        return rc;
+    }
+    snprintf(report + used, report_cap - used,
+             "%sversion 1 segment sealed; continuing in version 2 segment %s", used ? "; " : "",
+             w->path);
+    return 0;
+}
+
 int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, unsigned worker,
                     char *report, size_t report_cap)
 {
@@ -213,9 +245,12 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
     int fd = open(w->path, O_RDWR | O_CLOEXEC);
     if (fd < 0) return -errno;
     struct stat st;
-    if (fstat(fd, &st) == 0 && st.st_size < (off_t)SEGMENT_HEADER_SIZE) {
+    struct segment_header sh;
+    if (fstat(fd, &st) == 0 && st.st_size < (off_t)SEGMENT_HEADER_SIZE &&
+        log_scan_header(fd, &sh) == -EBADMSG) {
         /* died between creating the segment and making its header durable:
-         * nothing was ever written after it, so start it again */
+         * nothing was ever written after it, so start it again (a complete
+         * v1 header is shorter than a v2 one, and decodes) */
         close(fd);
         snprintf(report, report_cap, "%s: segment shorter than its header, recreated", w->path);
         return create_segment(w, dir, base, true);
@@ -232,7 +267,7 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
         close(fd);
         snprintf(report, report_cap,
                  "%s: bad segment header; left untouched, continuing in a new segment", w->path);
-        return create_segment(w, dir, base + size / RECORD_HEADER_SIZE + 1, false);
+        return create_segment(w, dir, base + size / RECORD_HEADER_MIN + 1, false);
     }
     if (rc) {
         close(fd);
@@ -250,7 +285,7 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
          * ends at valid_end, nothing was cut */
     } else if (scan.valid_end < scan.file_size) {
         uint64_t found = 0;
-        rc = log_scan_resync(fd, scan.valid_end, scan.next_seq, &found);
+        rc = log_scan_resync(fd, &scan.hdr, scan.valid_end, scan.next_seq, &found);
         if (rc < 0) {
             close(fd);
             return rc;
@@ -260,7 +295,7 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
              * torn tail. Keep the file as it is for `sluice log verify` and the
              * operator; continue in a new segment numbered past anything the
              * damaged one can hold. */
-            uint64_t bound = scan.next_seq + (scan.file_size - scan.valid_end) / RECORD_HEADER_SIZE;
+            uint64_t bound = scan.next_seq + (scan.file_size - scan.valid_end) / RECORD_HEADER_MIN;
             close(fd);
             snprintf(report, report_cap,
                      "%s: corrupt record at offset %" PRIu64 " (%s) with valid records after it "
@@ -283,7 +318,9 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
     /* records written before this open are not in the in-memory index; the
      * roll rebuilds the index by scanning instead */
     writer_at(w, fd, base, scan.valid_end, alloc, scan.next_seq, scan.records == 0);
-    return 0;
+    w->seed = scan.hdr.seed;
+    if (scan.hdr.version == SEGMENT_VERSION) return 0;
+    return writer_upgrade(w, dir, report, report_cap);
 }
 
 void log_writer_note(struct log_writer *w, uint64_t offset, uint64_t seq, uint64_t recv_ns)

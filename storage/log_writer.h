@@ -28,6 +28,7 @@ struct log_writer {
     uint64_t alloc;      /* file size: [end, alloc) is zero-filled space written ahead */
     uint64_t next_seq;   /* seq of the next record */
     uint64_t created_ns; /* when the current segment was created */
+    uint64_t seed;       /* the segment's seed: record_encode keys checksums with it */
     bool index_complete; /* idx covers the segment from its first record */
     struct log_index idx;
     char path[LOG_PATH_MAX];
@@ -36,7 +37,9 @@ struct log_writer {
 /* Opens (creating directories and the first segment as needed, fsyncing the
  * directory after a create) the newest segment of (org, worker) for appending.
  * An existing segment's records are verified; a torn tail is truncated and
- * described in report (empty string when nothing was cut).
+ * described in report (empty string when nothing was cut). New segments are
+ * always format v2, each with a fresh seed (w->seed); when the newest segment
+ * is v1 it is sealed (index written) and a v2 one started, also reported.
  * Returns 0 or -errno / -EBADMSG. */
 int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, unsigned worker,
                     char *report, size_t report_cap);

@@ -291,7 +291,7 @@ Test(logread, resync_tells_mid_corruption_from_torn_tail)
     struct log_scan sc;
     cr_assert_eq(log_scan_segment(fd, &sc), 0);
     uint64_t at = 0;
-    cr_expect_eq(log_scan_resync(fd, sc.valid_end, sc.next_seq, &at), 1);
+    cr_expect_eq(log_scan_resync(fd, &sc.hdr, sc.valid_end, sc.next_seq, &at), 1);
     cr_expect_eq(at, s.rec_off[2]);
     close(fd);
 
@@ -302,14 +302,14 @@ Test(logread, resync_tells_mid_corruption_from_torn_tail)
     cr_assert_eq(write(fd, s.data, s.len), (ssize_t)s.len);
     cr_assert_eq(log_scan_segment(fd, &sc), 0);
     cr_expect_str_eq(sc.why, "checksum mismatch");
-    cr_expect_eq(log_scan_resync(fd, sc.valid_end, sc.next_seq, &at), 0);
+    cr_expect_eq(log_scan_resync(fd, &sc.hdr, sc.valid_end, sc.next_seq, &at), 0);
     close(fd);
 
     /* A torn tail: nothing follows either. */
     fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
     cr_assert_eq(write(fd, s.data, s.rec_off[3] + 20), (ssize_t)(s.rec_off[3] + 20));
     cr_assert_eq(log_scan_segment(fd, &sc), 0);
-    cr_expect_eq(log_scan_resync(fd, sc.valid_end, sc.next_seq, &at), 0);
+    cr_expect_eq(log_scan_resync(fd, &sc.hdr, sc.valid_end, sc.next_seq, &at), 0);
     close(fd);
     free(s.data);
 }
@@ -336,9 +336,9 @@ Test(logread, resync_ignores_record_lookalike_with_old_seq)
     cr_assert_eq(sc.next_seq, 1);
     uint64_t at = 0;
     /* The real record 2 is found; the lookalike (seq 0) inside it is not. */
-    cr_expect_eq(log_scan_resync(fd, sc.valid_end, sc.next_seq, &at), 1);
+    cr_expect_eq(log_scan_resync(fd, &sc.hdr, sc.valid_end, sc.next_seq, &at), 1);
     cr_expect_eq(at, s.rec_off[2]);
-    cr_expect_eq(log_scan_resync(fd, s.rec_off[2], 3, &at), 0);
+    cr_expect_eq(log_scan_resync(fd, &sc.hdr, s.rec_off[2], 3, &at), 0);
     close(fd);
     free(s.data);
     free(inner.data);
@@ -827,7 +827,7 @@ static void index_of(const struct seg *s, uint64_t base, unsigned every, struct 
     uint64_t before = 0;
     for (size_t i = 0; i < s->nrec; i++) {
         struct record r;
-        cr_assert_eq(record_decode(s->data + s->rec_off[i], &r), 0);
+        cr_assert_eq(record_decode(s->data + s->rec_off[i], s->version, &r), 0);
         if (i % every == 0) x->e[x->n++] = (struct log_index_entry){s->rec_off[i], r.seq, before};
         if (r.recv_ns > before) before = r.recv_ns;
         if (r.recv_ns < x->min_ns) x->min_ns = r.recv_ns;
