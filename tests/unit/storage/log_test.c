@@ -1333,3 +1333,103 @@ Test(log, direct_writer_asks_for_the_next_step_ahead_only_past_half_a_step)
     log_writer_close(&w);
     cr_assert_eq(read_clean(root), seq);
 }
+
+/* ---- format v1 newest segments ---- */
+
+/* Writes a v1 segment of n records (payload_of, recv_ns NS0 + seq), as a
+ * writer before format v2 left it. Its path to path (LOG_PATH_MAX). */
+static void v1_segment(unsigned n, char *path)
+{
+    struct seg s;
+    uint8_t p[128];
+    seg_begin_v1(&s, WORKER, ORG, 0);
+    for (unsigned i = 0; i < n; i++) {
+        size_t len = payload_of(i, 0, p, sizeof p);
+        seg_add_full(&s, NS0 + i, 1, NULL, p, len);
+    }
+    char tmp[300];
+    seg_write(&s, ORG, WORKER, 0, tmp);
+    snprintf(path, LOG_PATH_MAX, "%s", tmp);
+    free(s.data);
+}
+
+Test(log, v1_newest_segment_is_sealed_and_writing_goes_on_in_v2)
+{
+    struct log_writer w;
+    char report[LOG_PATH_MAX + 256], old[LOG_PATH_MAX], idx[LOG_PATH_MAX];
+    v1_segment(5, old);
+    size_t len, len2;
+    uint8_t *before = slurp(old, &len);
+
+    must_open(&w, root, report, sizeof report);
+    cr_expect(strstr(report, "version 1") && strstr(report, "version 2"),
+              "report does not say the v1 segment was sealed: '%s'", report);
+    cr_assert_str_neq(w.path, old, "still appending to the v1 segment");
+    cr_expect_eq(w.next_seq, 5);
+    cr_expect_eq(w.end, SEGMENT_HEADER_SIZE);
+    cr_expect_neq(w.seed, 0);
+    ack_batch(&w, 3, 0);
+    log_writer_close(&w);
+
+    uint8_t *after = slurp(old, &len2);
+    cr_expect(len2 == len && memcmp(before, after, len) == 0, "the v1 segment was modified");
+    free(before);
+    free(after);
+    idx_path(idx, sizeof idx, old);
+    cr_expect(exists(idx), "the sealed v1 segment has no index");
+
+    /* the v2 segment holds the new records; both read as one log */
+    int fd = open(w.path, O_RDONLY);
+    struct log_scan sc;
+    cr_assert_eq(log_scan_segment(fd, &sc), 0);
+    close(fd);
+    cr_expect_eq(sc.hdr.version, SEGMENT_VERSION);
+    cr_expect_eq(sc.hdr.base_seq, 5);
+    cr_expect_eq(sc.records, 3);
+    cr_expect_null(sc.why, "%s", sc.why);
+    cr_expect_eq(read_clean(root), 8);
+
+    /* reopened: a v2 newest segment is written on, nothing reported */
+    must_open(&w, root, report, sizeof report);
+    cr_expect_str_empty(report, "second open reported '%s'", report);
+    cr_expect_eq(w.next_seq, 8);
+    cr_expect_eq(w.seed, sc.hdr.seed, "the segment's seed is taken up again");
+    ack_batch(&w, 1, 0);
+    log_writer_close(&w);
+    cr_expect_eq(read_clean(root), 9);
+}
+
+Test(log, empty_v1_newest_segment_is_replaced_by_a_v2_one)
+{
+    struct log_writer w;
+    char report[LOG_PATH_MAX + 256], old[LOG_PATH_MAX];
+    v1_segment(0, old);
+    cr_assert_eq(file_size(old), SEGMENT_HEADER_SIZE_V1);
+    must_open(&w, root, report, sizeof report);
+    cr_expect_str_eq(w.path, old, "an empty segment keeps its base");
+    cr_expect_eq(w.next_seq, 0);
+    cr_expect_eq(w.end, SEGMENT_HEADER_SIZE);
+    cr_expect(strstr(report, "version 1"), "report: '%s'", report);
+    ack_batch(&w, 2, 0);
+    log_writer_close(&w);
+    struct log_scan sc = verify_segment(old);
+    cr_expect_eq(sc.hdr.version, SEGMENT_VERSION);
+    cr_expect_eq(sc.records, 2);
+    cr_expect_eq(read_clean(root), 2);
+}
+
+/* A v1 segment with a torn tail: cut as before, then sealed. */
+Test(log, v1_newest_segment_with_torn_tail_is_cut_then_sealed)
+{
+    struct log_writer w;
+    char report[LOG_PATH_MAX + 256], old[LOG_PATH_MAX];
+    v1_segment(4, old);
+    uint64_t size = file_size(old);
+    cut(old, size - 5);
+    must_open(&w, root, report, sizeof report);
+    cr_expect(strstr(report, "cut") && strstr(report, "version 1"), "report: '%s'", report);
+    cr_expect_eq(w.next_seq, 3);
+    ack_batch(&w, 2, 0);
+    log_writer_close(&w);
+    cr_expect_eq(read_clean(root), 5);
+}

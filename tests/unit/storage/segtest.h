@@ -157,6 +157,12 @@ static inline void seg_begin_v1(struct seg *s, uint32_t worker, uint32_t org, ui
     seg_begin_version(s, 1, worker, org, base);
 }
 
+/* Bytes of the segment header s starts with. */
+static inline size_t seg_header_size_of(const struct seg *s)
+{
+    return s->version == 1 ? SEGMENT_HEADER_SIZE_V1 : SEGMENT_HEADER_SIZE;
+}
+
 /* Header bytes of a record of s. */
 static inline size_t seg_rec_hdr(const struct seg *s)
 {
