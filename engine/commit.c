@@ -261,7 +261,7 @@ static void seal(struct commit_log *l, struct batch *b)
         r.seq = l->lw.next_seq++;
         if (off == 0) r.flags |= RECORD_F_BATCH_START;
         log_writer_note(&l->lw, l->lw.end + off, r.seq, r.recv_ns);
-        record_encode(hdr, &r, NULL, hdr + RECORD_HEADER_SIZE, r.length);
+        record_encode(hdr, &r, l->lw.seed, NULL, hdr + RECORD_HEADER_SIZE, r.length);
         off += RECORD_HEADER_SIZE + r.length;
         b->nrec++;
     }

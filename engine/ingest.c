@@ -36,7 +36,9 @@ int ingest_add(struct ingest_txn *t, const struct ingest_meta *m, const void *pa
                        .proto = m->proto,
                        .ctype = m->ctype,
                        .device = t->device,
-                       .recv_ns = t->recv_ns};
+                       .recv_ns = t->recv_ns,
+                       .device_ts_ns = m->device_ts_ns,
+                       .device_seq = m->device_seq};
     int rc = commit_append(t->log, &r, payload, n);
     if (rc == -E2BIG) return -EMSGSIZE;
     if (rc) return rc;

@@ -28,6 +28,7 @@ struct ingest_meta {
     const char *topic; /* MQTT topic or NULL */
     uint16_t topic_len;
     uint64_t device_ts_ns; /* the device's own timestamp, 0 when none */
+    uint64_t device_seq;   /* the device's own sequence number (frames), 0 when none */
 };
 
 struct ingest_txn {

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/random.h>
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
 
@@ -34,26 +35,46 @@ static uint64_t get64(const uint8_t *p)
     return (uint64_t)get32(p) | ((uint64_t)get32(p + 4) << 32);
 }
 
-/* Header layout (offsets):
- *  0 u16 magic  2 u8 version  3 u8 flags  4 u32 length  8 u32 device
- * 12 u8 proto  13 u8 ctype  14 u16 topic_len  16 u64 recv_ns  24 u64 seq
- * 32 u64 XXH3-64(header[0,32) || body) */
-static uint64_t record_sum(const uint8_t *hdr, const void *a, size_t alen, const void *b,
-                           size_t blen)
+/* Record header layouts (offsets):
+ * v1:  0 u16 magic  2 u8 version  3 u8 flags  4 u32 length  8 u32 device
+ *     12 u8 proto  13 u8 ctype  14 u16 topic_len  16 u64 recv_ns  24 u64 seq
+ *     32 u64 XXH3-64(header[0,32) || body)
+ * v2: the same first 32 bytes (version 2), then
+ *     32 u64 device_ts_ns  40 u64 device_seq
+ *     48 u64 XXH3-64 seeded with the segment's seed (header[0,48) || body) */
+#define SUM_AT_V1 32u
+#define SUM_AT_V2 48u
+
+_Static_assert(SUM_AT_V1 + 8 == RECORD_HEADER_SIZE_V1, "v1: the checksum ends the header");
+_Static_assert(SUM_AT_V2 + 8 == RECORD_HEADER_SIZE, "v2: the checksum ends the header");
+
+static uint64_t record_sum(const uint8_t *hdr, size_t hlen, uint64_t seed, const void *a,
+                           size_t alen, const void *b, size_t blen)
 {
     XXH3_state_t st;
-    XXH3_64bits_reset(&st);
-    XXH3_64bits_update(&st, hdr, 32);
+    /* reset_withSeed compares the state's old seed to skip re-deriving the
+     * secret: a state on the stack must be marked fresh first, or a stale one
+     * holding the same seed keeps a secret that is not there any more */
+    XXH3_INITSTATE(&st);
+    /* seed 0 is the unseeded hash: v1 passes 0, a v2 seed is never 0 */
+    XXH3_64bits_reset_withSeed(&st, seed);
+    XXH3_64bits_update(&st, hdr, hlen);
     if (alen) XXH3_64bits_update(&st, a, alen);
     if (blen) XXH3_64bits_update(&st, b, blen);
     return XXH3_64bits_digest(&st);
 }
 
-void record_encode(uint8_t out[RECORD_HEADER_SIZE], const struct record *r, const void *topic,
-                   const void *payload, size_t payload_len)
+size_t record_header_size(unsigned version)
 {
+    return version == 1 ? RECORD_HEADER_SIZE_V1 : RECORD_HEADER_SIZE;
+}
+
+size_t record_encode(uint8_t *out, const struct record *r, uint64_t seed, const void *topic,
+                     const void *payload, size_t payload_len)
+{
+    unsigned v = r->version == 1 ? 1u : RECORD_VERSION;
     put16(out, RECORD_MAGIC);
-    out[2] = RECORD_VERSION;
+    out[2] = (uint8_t)v;
     out[3] = r->flags;
     put32(out + 4, (uint32_t)(r->topic_len + payload_len));
     put32(out + 8, r->device);
@@ -62,12 +83,23 @@ void record_encode(uint8_t out[RECORD_HEADER_SIZE], const struct record *r, cons
     put16(out + 14, r->topic_len);
     put64(out + 16, r->recv_ns);
     put64(out + 24, r->seq);
-    put64(out + 32, record_sum(out, topic, r->topic_len, payload, payload_len));
+    if (v == 1) {
+        put64(out + SUM_AT_V1,
+              record_sum(out, SUM_AT_V1, 0, topic, r->topic_len, payload, payload_len));
+        return RECORD_HEADER_SIZE_V1;
+    }
+    put64(out + 32, r->device_ts_ns);
+    put64(out + 40, r->device_seq);
+    put64(out + SUM_AT_V2,
+          record_sum(out, SUM_AT_V2, seed, topic, r->topic_len, payload, payload_len));
+    return RECORD_HEADER_SIZE;
 }
 
-int record_decode(const uint8_t in[RECORD_HEADER_SIZE], struct record *r)
+int record_decode(const uint8_t *in, unsigned version, struct record *r)
 {
-    if (get16(in) != RECORD_MAGIC || in[2] != RECORD_VERSION) return -EBADMSG;
+    if (get16(in) != RECORD_MAGIC || in[2] != version || (version != 1 && version != 2))
+        return -EBADMSG;
+    r->version = in[2];
     r->flags = in[3];
     r->length = get32(in + 4);
     r->device = get32(in + 8);
@@ -76,36 +108,82 @@ int record_decode(const uint8_t in[RECORD_HEADER_SIZE], struct record *r)
     r->topic_len = get16(in + 14);
     r->recv_ns = get64(in + 16);
     r->seq = get64(in + 24);
-    r->checksum = get64(in + 32);
+    if (version == 1) {
+        r->device_ts_ns = r->device_seq = 0;
+        r->checksum = get64(in + SUM_AT_V1);
+    } else {
+        r->device_ts_ns = get64(in + 32);
+        r->device_seq = get64(in + 40);
+        r->checksum = get64(in + SUM_AT_V2);
+    }
     if (r->length > RECORD_MAX_BODY || r->topic_len > r->length) return -EBADMSG;
     return 0;
 }
 
-int record_verify(const uint8_t hdr[RECORD_HEADER_SIZE], const struct record *r, const void *body)
+int record_verify(const uint8_t *hdr, const struct record *r, uint64_t seed, const void *body)
 {
-    return record_sum(hdr, body, r->length, NULL, 0) == r->checksum ? 0 : -EBADMSG;
+    uint64_t sum = r->version == 1 ? record_sum(hdr, SUM_AT_V1, 0, body, r->length, NULL, 0)
+                                   : record_sum(hdr, SUM_AT_V2, seed, body, r->length, NULL, 0);
+    return sum == r->checksum ? 0 : -EBADMSG;
 }
 
-void segment_header_encode(uint8_t out[SEGMENT_HEADER_SIZE], const struct segment_header *h)
+/* Segment header layouts:
+ * v1:  0 u32 magic  4 u16 version 1  6 u16 size 32  8 u32 worker  12 u32 org
+ *     16 u64 base_seq  24 u64 created_ns
+ * v2:  the same with version 2, size 48, then 32 u64 seed
+ *     40 u64 XXH3-64(header[0,40)) */
+size_t segment_header_size(const struct segment_header *h)
 {
+    return h->version == 1 ? SEGMENT_HEADER_SIZE_V1 : SEGMENT_HEADER_SIZE;
+}
+
+size_t segment_header_encode(uint8_t *out, const struct segment_header *h)
+{
+    unsigned v = h->version == 1 ? 1u : SEGMENT_VERSION;
+    size_t size = v == 1 ? SEGMENT_HEADER_SIZE_V1 : SEGMENT_HEADER_SIZE;
     put32(out, SEGMENT_MAGIC);
-    put16(out + 4, SEGMENT_VERSION);
-    put16(out + 6, SEGMENT_HEADER_SIZE);
+    put16(out + 4, (uint16_t)v);
+    put16(out + 6, (uint16_t)size);
     put32(out + 8, h->worker);
     put32(out + 12, h->org);
     put64(out + 16, h->base_seq);
     put64(out + 24, h->created_ns);
+    if (v == 2) {
+        put64(out + 32, h->seed);
+        put64(out + 40, XXH3_64bits(out, 40));
+    }
+    return size;
 }
 
-int segment_header_decode(const uint8_t in[SEGMENT_HEADER_SIZE], struct segment_header *h)
+int segment_header_decode(const uint8_t *in, size_t len, struct segment_header *h)
 {
-    if (get32(in) != SEGMENT_MAGIC || get16(in + 4) != SEGMENT_VERSION ||
-        get16(in + 6) != SEGMENT_HEADER_SIZE)
+    if (len < SEGMENT_HEADER_SIZE_V1 || get32(in) != SEGMENT_MAGIC) return -EBADMSG;
+    unsigned v = get16(in + 4), size = get16(in + 6);
+    if (!((v == 1 && size == SEGMENT_HEADER_SIZE_V1) || (v == 2 && size == SEGMENT_HEADER_SIZE)) ||
+        len < size)
         return -EBADMSG;
+    /* v2's checksum: a flipped seed would otherwise fail every record of the
+     * segment one by one, as if each were damaged */
+    if (v == 2 && (XXH3_64bits(in, 40) != get64(in + 40) || get64(in + 32) == 0)) return -EBADMSG;
+    h->version = (uint16_t)v;
     h->worker = get32(in + 8);
     h->org = get32(in + 12);
     h->base_seq = get64(in + 16);
     h->created_ns = get64(in + 24);
+    h->seed = v == 2 ? get64(in + 32) : 0;
+    return 0;
+}
+
+int record_seed_new(uint64_t *seed)
+{
+    uint64_t v = 0;
+    while (v == 0) {
+        ssize_t got = getrandom(&v, sizeof v, 0);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return -errno;
+        if (got != (ssize_t)sizeof v) v = 0;
+    }
+    *seed = v;
     return 0;
 }
 

@@ -1,10 +1,18 @@
-/* storage/record.h — the on-disk record and segment header codec (format v1).
+/* storage/record.h — the on-disk record and segment header codec (format v2,
+ * reading v1 too).
  *
- * A segment file is a 32-byte segment header followed by records. A record is a
- * 40-byte header followed by `length` bytes of body: the topic (topic_len bytes,
- * MQTT only) then the payload. All integers are little-endian. The checksum is
- * XXH3-64 over header bytes [0, 32) and the body, so a torn or flipped record is
- * detected. Layout and rules are documented in docs/storage-format.md.
+ * A segment file is a segment header followed by records of the segment's
+ * version. A record is a header followed by `length` bytes of body: the topic
+ * (topic_len bytes, MQTT only) then the payload. All integers are
+ * little-endian.
+ *  v2 (written): 48-byte segment header carrying a random 64-bit seed and its
+ *     own XXH3-64; 56-byte record header whose checksum is XXH3-64 seeded with
+ *     the segment's seed over header bytes [0, 48) and the body. Bytes a device
+ *     sent as a payload cannot verify as a record: the device never learns the
+ *     seed (defect D8, forged records adopted by recovery after damage).
+ *  v1 (read only): 32-byte segment header, 40-byte record header, unseeded
+ *     XXH3-64 over header bytes [0, 32) and the body.
+ * Layout and rules are documented in docs/storage-format.md.
  */
 #ifndef SLUICE_STORAGE_RECORD_H
 #define SLUICE_STORAGE_RECORD_H
@@ -12,14 +20,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define RECORD_MAGIC       0x5253u /* "SR" */
-#define RECORD_VERSION     1u
-#define RECORD_HEADER_SIZE 40u
-#define RECORD_MAX_BODY    (16u << 20)
+#define RECORD_MAGIC          0x5253u /* "SR" */
+#define RECORD_VERSION        2u      /* what the writer writes */
+#define RECORD_HEADER_SIZE    56u     /* of a version 2 record */
+#define RECORD_HEADER_SIZE_V1 40u
+#define RECORD_HEADER_MIN     RECORD_HEADER_SIZE_V1 /* the smallest record of any version */
+#define RECORD_MAX_BODY       (16u << 20)
 
-#define SEGMENT_MAGIC       0x47534c53u /* "SLSG" */
-#define SEGMENT_VERSION     1u
-#define SEGMENT_HEADER_SIZE 32u
+#define SEGMENT_MAGIC          0x47534c53u /* "SLSG" */
+#define SEGMENT_VERSION        2u
+#define SEGMENT_HEADER_SIZE    48u /* of a version 2 segment */
+#define SEGMENT_HEADER_SIZE_V1 32u
+#define SEGMENT_HEADER_MIN     SEGMENT_HEADER_SIZE_V1
 
 enum record_proto {
     RECORD_PROTO_HTTP = 1,
@@ -49,37 +61,59 @@ struct record {
     uint8_t flags;
     uint8_t proto;
     uint8_t ctype;
+    uint8_t version; /* 0 or RECORD_VERSION: encode as v2; 1: as v1 (tests, tools) */
     uint16_t topic_len;
     uint32_t length; /* body bytes after the header: topic + payload */
     uint32_t device;
-    uint64_t recv_ns; /* CLOCK_REALTIME at receipt */
-    uint64_t seq;     /* record number within its worker's log, from 0 */
+    uint64_t recv_ns;      /* CLOCK_REALTIME at receipt */
+    uint64_t seq;          /* record number within its worker's log, from 0 */
+    uint64_t device_ts_ns; /* the device's own timestamp (MQTT 5, frames), 0: none; v2 */
+    uint64_t device_seq;   /* the device's own sequence number (frames), 0: none; v2 */
     uint64_t checksum;
 };
 
 struct segment_header {
+    uint16_t version; /* 0 or SEGMENT_VERSION: encode as v2; 1: as v1; set by decode */
     uint32_t worker;
     uint32_t org;
     uint64_t base_seq;   /* seq of the first record */
     uint64_t created_ns; /* CLOCK_REALTIME */
+    uint64_t seed;       /* v2: keys the record checksums (getrandom, never 0); v1: 0 */
 };
 
-/* Encodes hdr and computes the checksum over the header and body (topic then
- * payload, either may be empty). Writes exactly RECORD_HEADER_SIZE bytes to out. */
-void record_encode(uint8_t out[RECORD_HEADER_SIZE], const struct record *r, const void *topic,
-                   const void *payload, size_t payload_len);
+/* Header bytes of a record of segment version `version` (1 or 2). */
+size_t record_header_size(unsigned version);
+/* Bytes of a segment header of h->version; where its first record starts. */
+size_t segment_header_size(const struct segment_header *h);
 
-/* Decodes a header. Returns 0, -EBADMSG on a bad magic/version or an impossible
- * length. Does not verify the checksum (see record_verify). */
-int record_decode(const uint8_t in[RECORD_HEADER_SIZE], struct record *r);
+/* Encodes r (as v1 when r->version is 1, else v2, the seed keying the
+ * checksum; a v1 checksum has no key) and computes the checksum over the
+ * header and body (topic then payload, either may be empty). Writes
+ * record_header_size(version) bytes to out and returns that number. */
+size_t record_encode(uint8_t *out, const struct record *r, uint64_t seed, const void *topic,
+                     const void *payload, size_t payload_len);
 
-/* Verifies the checksum of a decoded header against its body (r->length bytes).
- * Returns 0 or -EBADMSG. */
-int record_verify(const uint8_t hdr[RECORD_HEADER_SIZE], const struct record *r, const void *body);
+/* Decodes the header of a record in a segment of `version`, with at least
+ * record_header_size(version) bytes at in. Returns 0, -EBADMSG on a bad
+ * magic, a version other than the segment's, or an impossible length. Does
+ * not verify the checksum (see record_verify). */
+int record_decode(const uint8_t *in, unsigned version, struct record *r);
 
-void segment_header_encode(uint8_t out[SEGMENT_HEADER_SIZE], const struct segment_header *h);
-/* Returns 0 or -EBADMSG. */
-int segment_header_decode(const uint8_t in[SEGMENT_HEADER_SIZE], struct segment_header *h);
+/* Verifies the checksum of a decoded header against its body (r->length
+ * bytes), keyed with seed for v2 (ignored for v1). Returns 0 or -EBADMSG. */
+int record_verify(const uint8_t *hdr, const struct record *r, uint64_t seed, const void *body);
+
+/* Encodes h as v1 when h->version is 1, else as v2 (with its checksum).
+ * Writes segment_header_size(h) bytes and returns that number. */
+size_t segment_header_encode(uint8_t *out, const struct segment_header *h);
+/* Decodes the segment header in the first `len` bytes at in (v1 needs 32,
+ * v2 48; more is fine). Returns 0 or -EBADMSG (short, bad magic, version,
+ * size, or a v2 checksum or zero seed). */
+int segment_header_decode(const uint8_t *in, size_t len, struct segment_header *h);
+
+/* A fresh seed for a new segment from getrandom(), never 0 (0 is XXH3's
+ * unseeded value). Returns 0 or -errno. */
+int record_seed_new(uint64_t *seed);
 
 /* Protocol / content type names for output ("http", "json" ...); "?" if unknown. */
 const char *record_proto_name(unsigned proto);

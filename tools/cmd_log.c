@@ -341,6 +341,16 @@ static void put_record_json(FILE *f, struct cat_ctx *x, const struct record *r, 
     }
     if (r->flags & RECORD_F_RETAIN) fputs_unlocked(",\"retain\":true", f);
     if (r->flags & RECORD_F_WILL) fputs_unlocked(",\"will\":true", f);
+    /* What the device itself said (format v2): only when it said it. The
+     * cache of x->ts serves the receive times, which come in order; a device's
+     * clock need not, so its time is formatted on its own. */
+    if (r->device_ts_ns) {
+        struct ts_cache own = {.sec = -1};
+        fputs_unlocked(",\"device_ts\":\"", f);
+        put_ts(f, &own, r->device_ts_ns);
+        putc_unlocked('"', f);
+    }
+    if (r->device_seq) fprintf(f, ",\"device_seq\":%" PRIu64, r->device_seq);
     /* An empty payload is not a JSON value; inlining it would break the line. */
     if (r->ctype == RECORD_CTYPE_JSON && plen > 0) {
         fputs_unlocked(",\"payload\":", f);

@@ -292,7 +292,7 @@ def newest_segment(data, org_id):
     """The newest segment of worker 0 of the org (worker 1's if worker 0 has none)."""
     for w in ("w0", "w1"):
         segs = sorted(glob.glob(os.path.join(data, "logs", org_id, w, "*.seg")))
-        if segs and os.path.getsize(segs[-1]) > 32:
+        if segs and os.path.getsize(segs[-1]) > seg_header_size(segs[-1]):
             return segs[-1]
     raise CaseFailed("no segment with records under %s" % os.path.join(data, "logs", org_id))
 
@@ -305,18 +305,30 @@ def post_each(port, tok, tag, n):
     return {"%s.%d" % (tag, i) for i in range(n)}
 
 
+def seg_header_size(seg):
+    """The segment header's size (u16 at offset 6): 32 in format 1, 48 in 2."""
+    with open(seg, "rb") as f:
+        return int.from_bytes(f.read(8)[6:8], "little")
+
+
+def rec_header_size(seg):
+    """A record header's size in this segment: 40 in format 1, 56 in 2."""
+    return 40 if seg_header_size(seg) == 32 else 56
+
+
 def first_record(seg):
-    """The bytes of the first record of a segment (32-byte segment header, then
-    records of a 40-byte header whose u32 at offset 4 is the body length)."""
+    """The bytes of the first record of a segment (the segment header, then
+    records whose header has the body length as the u32 at offset 4)."""
     with open(seg, "rb") as f:
         data = f.read()
-    length = int.from_bytes(data[32 + 4:32 + 8], "little")
-    return data[32:32 + 40 + length]
+    hs, rh = seg_header_size(seg), rec_header_size(seg)
+    length = int.from_bytes(data[hs + 4:hs + 8], "little")
+    return data[hs:hs + rh + length]
 
 
 def torn_body(seg):
-    rec = first_record(seg)
-    return rec[:40 + (len(rec) - 40) // 2]
+    rec, rh = first_record(seg), rec_header_size(seg)
+    return rec[:rh + (len(rec) - rh) // 2]
 
 
 def stored_ids(cli):
@@ -395,10 +407,11 @@ def _():
     post_each(d.http, tok, "m", 20)  # 20 batches of one reading each
     check_eq(d.terminate(10), 0, "exit status of SIGTERM")
     seg = newest_segment(data, org_id)
+    at = seg_header_size(seg) + rec_header_size(seg) + 3
     with open(seg, "r+b") as f:
-        f.seek(32 + 40 + 3)  # the first record's body: acknowledged, synced data
+        f.seek(at)  # the first record's body: acknowledged, synced data
         b = f.read(1)
-        f.seek(32 + 40 + 3)
+        f.seek(at)
         f.write(bytes([b[0] ^ 0x20]))
     size = os.path.getsize(seg)
     d = Daemon(SLUICED, data, ["--threads", "1"], name="middle2").start()

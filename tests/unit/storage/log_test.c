@@ -92,7 +92,7 @@ static uint8_t *build_batch(struct log_writer *w, unsigned n, size_t fixed, stru
                            .device = 1,
                            .recv_ns = NS0 + seq,
                            .seq = seq};
-        record_encode(hdr, &r, NULL, hdr + RECORD_HEADER_SIZE, plen);
+        record_encode(hdr, &r, w->seed, NULL, hdr + RECORD_HEADER_SIZE, plen);
         log_writer_note(w, w->end + len, seq, r.recv_ns);
         len += RECORD_HEADER_SIZE + plen;
     }
@@ -231,7 +231,10 @@ Test(log, open_on_new_dir_creates_first_segment_with_valid_header)
     size_t len;
     uint8_t *p = slurp(want, &len);
     struct segment_header h;
-    cr_assert_eq(segment_header_decode(p, &h), 0);
+    cr_assert_eq(segment_header_decode(p, len, &h), 0);
+    cr_expect_eq(h.version, SEGMENT_VERSION);
+    cr_expect_neq(h.seed, 0, "a v2 segment is keyed");
+    cr_expect_eq(h.seed, w.seed);
     cr_expect_eq(h.org, ORG);
     cr_expect_eq(h.worker, WORKER);
     cr_expect_eq(h.base_seq, 0);
@@ -285,7 +288,7 @@ Test(log, reopen_of_header_only_segment_is_clean)
 
 Test(log, torn_tail_every_length_inside_last_record_is_cut_to_previous_record)
 {
-    /* last record: 40-byte header + 45-byte payload; every cut from 1 byte of
+    /* last record: 56-byte header + 45-byte payload; every cut from 1 byte of
      * it to all but its last byte, header and body */
     const size_t plen = 45, rlen = RECORD_HEADER_SIZE + plen;
     for (size_t keep = 1; keep < rlen; keep++) {
@@ -332,14 +335,15 @@ Test(log, torn_tail_inside_a_batch_keeps_its_complete_records)
     char report[LOG_PATH_MAX + 256];
     must_open(&w, root, report, sizeof report);
     ack_batch(&w, 2, 0);
-    struct batch b = append_batch(&w, 4, 30); /* 70 bytes each */
+    struct batch b = append_batch(&w, 4, 30); /* RECORD_HEADER_SIZE + 30 bytes each */
+    const uint64_t rl = RECORD_HEADER_SIZE + 30;
     char path[LOG_PATH_MAX];
     strcpy(path, w.path);
     log_writer_close(&w);
-    cut(path, b.off + 2 * 70 + 50); /* third record of the batch torn in its body */
+    cut(path, b.off + 2 * rl + RECORD_HEADER_SIZE + 10); /* third record torn in its body */
     must_open(&w, root, report, sizeof report);
     cr_expect_eq(w.next_seq, 4);
-    cr_expect_eq(w.end, b.off + 2 * 70);
+    cr_expect_eq(w.end, b.off + 2 * rl);
     cr_expect_neq(report[0], '\0');
     log_writer_close(&w);
     cr_expect_eq(read_clean(root), 4);
@@ -435,12 +439,12 @@ static void middle_damage(const char *dir, size_t at, uint8_t mask)
     char report[LOG_PATH_MAX + 256], path[LOG_PATH_MAX];
     must_open(&w, dir, report, sizeof report);
     ack_batch(&w, 4, 20);
-    struct batch b = ack_batch(&w, 4, 20); /* records 4..7, 60 bytes each */
+    struct batch b = ack_batch(&w, 4, 20); /* records 4..7, RECORD_HEADER_SIZE + 20 bytes each */
     ack_batch(&w, 4, 20);
     strcpy(path, w.path);
     log_writer_close(&w);
 
-    uint64_t rec5 = b.off + 60;
+    uint64_t rec5 = b.off + RECORD_HEADER_SIZE + 20;
     size_t len, len2;
     uint8_t *before = slurp(path, &len);
     uint8_t byte = before[rec5 + at] ^ mask;
@@ -763,7 +767,7 @@ Test(log, index_of_a_large_segment_has_an_entry_per_interval)
     struct log_writer w;
     char report[LOG_PATH_MAX + 256], first[LOG_PATH_MAX];
     must_open(&w, root, report, sizeof report);
-    /* 2.5 MiB in 64 KiB records: entries at 32, then one per MiB */
+    /* 2.5 MiB in 64 KiB records: entries at 48, then one per MiB */
     for (int i = 0; i < 10; i++)
         append_batch(&w, 4, 64 * 1024 - RECORD_HEADER_SIZE);
     strcpy(first, w.path);
@@ -894,7 +898,7 @@ static void power_loss(const char *name, enum fate f, int k, bool roll)
         ack_batch(&w, 1 + (unsigned)(rng() % 6), 0);
     if (roll) cr_assert_eq(log_writer_roll(&w), 0);
     uint64_t acked = w.next_seq;
-    struct batch u = append_batch(&w, 8, 60); /* 100 bytes a record: halves hold whole ones */
+    struct batch u = append_batch(&w, 8, 60); /* RECORD_HEADER_SIZE + 60 bytes a record */
     strcpy(path, w.path);
     log_writer_close(&w);
     apply_fate(path, u.off, u.len, f);
@@ -1206,12 +1210,12 @@ Test(log, direct_batch_ending_on_a_block_boundary_leaves_an_all_zero_tail)
 {
     struct log_writer w;
     open_direct(&w, root);
-    /* 32-byte header + 31 records of 40 + 88 = 128 bytes end at 4000; one
-     * more of 40 + 56 brings end to 4096 exactly */
+    /* 48-byte header + 31 records of 56 + 72 = 128 bytes end at 4016; one
+     * more of 56 + 24 brings end to 4096 exactly */
     for (int i = 0; i < 31; i++)
-        direct_batch(&w, 1, 88, SEG_CAP);
-    cr_assert_eq(w.end, 4000);
-    direct_batch(&w, 1, 56, SEG_CAP);
+        direct_batch(&w, 1, 72, SEG_CAP);
+    cr_assert_eq(w.end, 4016);
+    direct_batch(&w, 1, 24, SEG_CAP);
     cr_assert_eq(w.end, 4096);
     for (int i = 0; i < (int)LOG_DIO_ALIGN; i++)
         cr_assert_eq(w.tail[i], 0, "tail byte %d of a block-aligned end is not zero", i);
@@ -1328,4 +1332,104 @@ Test(log, direct_writer_asks_for_the_next_step_ahead_only_past_half_a_step)
     uint64_t seq = w.next_seq;
     log_writer_close(&w);
     cr_assert_eq(read_clean(root), seq);
+}
+
+/* ---- format v1 newest segments ---- */
+
+/* Writes a v1 segment of n records (payload_of, recv_ns NS0 + seq), as a
+ * writer before format v2 left it. Its path to path (LOG_PATH_MAX). */
+static void v1_segment(unsigned n, char *path)
+{
+    struct seg s;
+    uint8_t p[128];
+    seg_begin_v1(&s, WORKER, ORG, 0);
+    for (unsigned i = 0; i < n; i++) {
+        size_t len = payload_of(i, 0, p, sizeof p);
+        seg_add_full(&s, NS0 + i, 1, NULL, p, len);
+    }
+    char tmp[300];
+    seg_write(&s, ORG, WORKER, 0, tmp);
+    snprintf(path, LOG_PATH_MAX, "%s", tmp);
+    free(s.data);
+}
+
+Test(log, v1_newest_segment_is_sealed_and_writing_goes_on_in_v2)
+{
+    struct log_writer w;
+    char report[LOG_PATH_MAX + 256], old[LOG_PATH_MAX], idx[LOG_PATH_MAX];
+    v1_segment(5, old);
+    size_t len, len2;
+    uint8_t *before = slurp(old, &len);
+
+    must_open(&w, root, report, sizeof report);
+    cr_expect(strstr(report, "version 1") && strstr(report, "version 2"),
+              "report does not say the v1 segment was sealed: '%s'", report);
+    cr_assert_str_neq(w.path, old, "still appending to the v1 segment");
+    cr_expect_eq(w.next_seq, 5);
+    cr_expect_eq(w.end, SEGMENT_HEADER_SIZE);
+    cr_expect_neq(w.seed, 0);
+    ack_batch(&w, 3, 0);
+    log_writer_close(&w);
+
+    uint8_t *after = slurp(old, &len2);
+    cr_expect(len2 == len && memcmp(before, after, len) == 0, "the v1 segment was modified");
+    free(before);
+    free(after);
+    idx_path(idx, sizeof idx, old);
+    cr_expect(exists(idx), "the sealed v1 segment has no index");
+
+    /* the v2 segment holds the new records; both read as one log */
+    int fd = open(w.path, O_RDONLY);
+    struct log_scan sc;
+    cr_assert_eq(log_scan_segment(fd, &sc), 0);
+    close(fd);
+    cr_expect_eq(sc.hdr.version, SEGMENT_VERSION);
+    cr_expect_eq(sc.hdr.base_seq, 5);
+    cr_expect_eq(sc.records, 3);
+    cr_expect_null(sc.why, "%s", sc.why);
+    cr_expect_eq(read_clean(root), 8);
+
+    /* reopened: a v2 newest segment is written on, nothing reported */
+    must_open(&w, root, report, sizeof report);
+    cr_expect_str_empty(report, "second open reported '%s'", report);
+    cr_expect_eq(w.next_seq, 8);
+    cr_expect_eq(w.seed, sc.hdr.seed, "the segment's seed is taken up again");
+    ack_batch(&w, 1, 0);
+    log_writer_close(&w);
+    cr_expect_eq(read_clean(root), 9);
+}
+
+Test(log, empty_v1_newest_segment_is_replaced_by_a_v2_one)
+{
+    struct log_writer w;
+    char report[LOG_PATH_MAX + 256], old[LOG_PATH_MAX];
+    v1_segment(0, old);
+    cr_assert_eq(file_size(old), SEGMENT_HEADER_SIZE_V1);
+    must_open(&w, root, report, sizeof report);
+    cr_expect_str_eq(w.path, old, "an empty segment keeps its base");
+    cr_expect_eq(w.next_seq, 0);
+    cr_expect_eq(w.end, SEGMENT_HEADER_SIZE);
+    cr_expect(strstr(report, "version 1"), "report: '%s'", report);
+    ack_batch(&w, 2, 0);
+    log_writer_close(&w);
+    struct log_scan sc = verify_segment(old);
+    cr_expect_eq(sc.hdr.version, SEGMENT_VERSION);
+    cr_expect_eq(sc.records, 2);
+    cr_expect_eq(read_clean(root), 2);
+}
+
+/* A v1 segment with a torn tail: cut as before, then sealed. */
+Test(log, v1_newest_segment_with_torn_tail_is_cut_then_sealed)
+{
+    struct log_writer w;
+    char report[LOG_PATH_MAX + 256], old[LOG_PATH_MAX];
+    v1_segment(4, old);
+    uint64_t size = file_size(old);
+    cut(old, size - 5);
+    must_open(&w, root, report, sizeof report);
+    cr_expect(strstr(report, "cut") && strstr(report, "version 1"), "report: '%s'", report);
+    cr_expect_eq(w.next_seq, 3);
+    ack_batch(&w, 2, 0);
+    log_writer_close(&w);
+    cr_expect_eq(read_clean(root), 5);
 }

@@ -291,7 +291,7 @@ Test(logread, resync_tells_mid_corruption_from_torn_tail)
     struct log_scan sc;
     cr_assert_eq(log_scan_segment(fd, &sc), 0);
     uint64_t at = 0;
-    cr_expect_eq(log_scan_resync(fd, sc.valid_end, sc.next_seq, &at), 1);
+    cr_expect_eq(log_scan_resync(fd, &sc.hdr, sc.valid_end, sc.next_seq, &at), 1);
     cr_expect_eq(at, s.rec_off[2]);
     close(fd);
 
@@ -302,14 +302,14 @@ Test(logread, resync_tells_mid_corruption_from_torn_tail)
     cr_assert_eq(write(fd, s.data, s.len), (ssize_t)s.len);
     cr_assert_eq(log_scan_segment(fd, &sc), 0);
     cr_expect_str_eq(sc.why, "checksum mismatch");
-    cr_expect_eq(log_scan_resync(fd, sc.valid_end, sc.next_seq, &at), 0);
+    cr_expect_eq(log_scan_resync(fd, &sc.hdr, sc.valid_end, sc.next_seq, &at), 0);
     close(fd);
 
     /* A torn tail: nothing follows either. */
     fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
     cr_assert_eq(write(fd, s.data, s.rec_off[3] + 20), (ssize_t)(s.rec_off[3] + 20));
     cr_assert_eq(log_scan_segment(fd, &sc), 0);
-    cr_expect_eq(log_scan_resync(fd, sc.valid_end, sc.next_seq, &at), 0);
+    cr_expect_eq(log_scan_resync(fd, &sc.hdr, sc.valid_end, sc.next_seq, &at), 0);
     close(fd);
     free(s.data);
 }
@@ -336,9 +336,9 @@ Test(logread, resync_ignores_record_lookalike_with_old_seq)
     cr_assert_eq(sc.next_seq, 1);
     uint64_t at = 0;
     /* The real record 2 is found; the lookalike (seq 0) inside it is not. */
-    cr_expect_eq(log_scan_resync(fd, sc.valid_end, sc.next_seq, &at), 1);
+    cr_expect_eq(log_scan_resync(fd, &sc.hdr, sc.valid_end, sc.next_seq, &at), 1);
     cr_expect_eq(at, s.rec_off[2]);
-    cr_expect_eq(log_scan_resync(fd, s.rec_off[2], 3, &at), 0);
+    cr_expect_eq(log_scan_resync(fd, &sc.hdr, s.rec_off[2], 3, &at), 0);
     close(fd);
     free(s.data);
     free(inner.data);
@@ -827,7 +827,7 @@ static void index_of(const struct seg *s, uint64_t base, unsigned every, struct 
     uint64_t before = 0;
     for (size_t i = 0; i < s->nrec; i++) {
         struct record r;
-        cr_assert_eq(record_decode(s->data + s->rec_off[i], &r), 0);
+        cr_assert_eq(record_decode(s->data + s->rec_off[i], s->version, &r), 0);
         if (i % every == 0) x->e[x->n++] = (struct log_index_entry){s->rec_off[i], r.seq, before};
         if (r.recv_ns > before) before = r.recv_ns;
         if (r.recv_ns < x->min_ns) x->min_ns = r.recv_ns;
@@ -1383,4 +1383,154 @@ Test(logread, poll_torn_record_becomes_corruption_once_the_segment_is_sealed)
     log_cursor_close(c);
     free(s0.data);
     free(s1.data);
+}
+
+/* ---- format v1 segments and D8 (records forged inside payloads) ---- */
+
+/* A segment written before format v2 reads as it always did: scan, cursor and
+ * index build take its version from its header. */
+Test(logread, v1_segment_still_reads_through_scan_cursor_and_index)
+{
+    struct seg s;
+    seg_begin_v1(&s, 0, ORG, 0);
+    seg_add(&s, 100, "\"a\"");
+    seg_add(&s, 200, "\"b\"");
+    seg_add_full(&s, 300, 1, "t/1", "\"c\"", 3);
+    cr_assert_eq(s.rec_off[0], SEGMENT_HEADER_SIZE_V1);
+    cr_assert_eq(s.rec_off[1], SEGMENT_HEADER_SIZE_V1 + RECORD_HEADER_SIZE_V1 + 3);
+
+    struct log_scan sc;
+    cr_assert_eq(scan_bytes(s.data, s.len, &sc), 0);
+    cr_expect_null(sc.why, "%s", sc.why);
+    cr_expect_eq(sc.hdr.version, 1);
+    cr_expect_eq(sc.records, 3);
+    cr_expect_eq(sc.valid_end, s.len);
+
+    char path[300];
+    seg_write(&s, ORG, 0, 0, path);
+    struct log_cursor *c;
+    cr_assert_eq(log_cursor_open(root, ORG, &c), 0);
+    static const char *const want[] = {"\"a\"", "\"b\"", "t/1\"c\""};
+    for (int i = 0; i < 3; i++) {
+        struct record r;
+        const uint8_t *body;
+        cr_assert_eq(log_cursor_next(c, &r, &body), 1);
+        cr_expect_eq(r.version, 1);
+        cr_expect_eq(r.seq, (uint64_t)i);
+        cr_expect_eq(r.length, strlen(want[i]));
+        cr_expect(memcmp(body, want[i], r.length) == 0, "record %d", i);
+    }
+    struct record r;
+    const uint8_t *body;
+    cr_expect_eq(log_cursor_next(c, &r, &body), 0);
+    log_cursor_close(c);
+
+    cr_assert_eq(log_index_build(path), 0);
+    struct log_index x;
+    cr_assert_eq(log_index_read(path, &x), 0);
+    cr_assert_geq(x.n, 1);
+    cr_expect_eq(x.e[0].offset, SEGMENT_HEADER_SIZE_V1, "a v1 segment's first record");
+    cr_expect_eq(x.min_ns, 100);
+    cr_expect_eq(x.max_ns, 300);
+    free(x.e);
+    free(s.data);
+}
+
+#define FORGED_DEVICE 99u
+
+/* Record 1 of a segment of `version` carries, as its payload, a record that
+ * claims FORGED_DEVICE and seq 2 with RECORD_F_BATCH_START, checksummed with
+ * `forged_seed` in format `forged_version`; record 2 is the real seq 2. The
+ * header checksum of record 1 is then damaged. Returns the file's path (300). */
+static void forged_segment(struct seg *s, unsigned version, unsigned forged_version,
+                           uint64_t forged_seed, char *path)
+{
+    struct seg inner;
+    seg_begin_version(&inner, forged_version, 0, ORG, 0);
+    inner.seed = forged_seed;
+    inner.next_seq = 2;
+    seg_add_full(&inner, 150, FORGED_DEVICE, NULL, "\"forged\"", 8);
+
+    seg_begin_version(s, version, 0, ORG, 0);
+    seg_add(s, 100, "\"r0\"");
+    size_t hs = seg_header_size_of(&inner);
+    seg_add_full(s, 150, 1, NULL, inner.data + hs, inner.len - hs);
+    seg_add(s, 200, "\"r2\"");
+    s->data[s->rec_off[1] + seg_rec_hdr(s) - 1] ^= 0x5a; /* its checksum */
+    seg_write(s, ORG, 0, 0, path);
+    free(inner.data);
+}
+
+/* Drains a cursor; fails on any record of FORGED_DEVICE. Returns records. */
+static unsigned drain_no_forged(unsigned *bad)
+{
+    struct log_cursor *c;
+    struct record r;
+    const uint8_t *body;
+    unsigned n = 0;
+    int rc;
+    *bad = 0;
+    cr_assert_eq(log_cursor_open(root, ORG, &c), 0);
+    while ((rc = log_cursor_next(c, &r, &body)) != 0) {
+        if (rc == -EBADMSG) {
+            (*bad)++;
+            continue;
+        }
+        cr_assert_eq(rc, 1);
+        cr_assert_neq(r.device, FORGED_DEVICE, "a record forged inside a payload was yielded");
+        n++;
+    }
+    log_cursor_close(c);
+    return n;
+}
+
+/* D8: in a v2 segment the embedded record cannot verify, whatever seed the
+ * device guessed (0: the unseeded hash) and in either format: resync goes on
+ * to the real batch after the damage, and the cursor yields only real records. */
+Test(logread, D8_resync_in_v2_segment_does_not_adopt_a_record_inside_a_payload)
+{
+    static const struct {
+        unsigned version;
+        uint64_t seed;
+    } forgeries[] = {{2, 0}, {2, SEGTEST_SEED ^ 1}, {1, 0}};
+    for (size_t i = 0; i < sizeof forgeries / sizeof forgeries[0]; i++) {
+        struct seg s;
+        char path[300];
+        forged_segment(&s, 2, forgeries[i].version, forgeries[i].seed, path);
+        int fd = open(path, O_RDONLY);
+        cr_assert(fd >= 0);
+        struct log_scan sc;
+        cr_assert_eq(log_scan_segment(fd, &sc), 0);
+        cr_assert_eq(sc.valid_end, s.rec_off[1]);
+        uint64_t at = 0;
+        cr_expect_eq(log_scan_resync(fd, &sc.hdr, sc.valid_end, sc.next_seq, &at), 1);
+        cr_expect_eq(at, s.rec_off[2],
+                     "forgery %zu: resync stopped at %" PRIu64 ", not at the "
+                     "real record at %zu",
+                     i, at, s.rec_off[2]);
+        close(fd);
+        unsigned bad;
+        cr_expect_eq(drain_no_forged(&bad), 2, "forgery %zu: records 0 and 2", i);
+        cr_expect_eq(bad, 1);
+        free(s.data);
+    }
+}
+
+/* The same bytes in a v1 segment: the unkeyed checksum lets the embedded v1
+ * record verify, so the old heuristic adopts it. This is why the writer
+ * writes v2 only; v1 segments keep the behaviour they always had. */
+Test(logread, D8_v1_segment_keeps_the_old_heuristic)
+{
+    struct seg s;
+    char path[300];
+    forged_segment(&s, 1, 1, 0, path);
+    int fd = open(path, O_RDONLY);
+    cr_assert(fd >= 0);
+    struct log_scan sc;
+    cr_assert_eq(log_scan_segment(fd, &sc), 0);
+    uint64_t at = 0;
+    cr_expect_eq(log_scan_resync(fd, &sc.hdr, sc.valid_end, sc.next_seq, &at), 1);
+    cr_expect(at > s.rec_off[1] && at < s.rec_off[2], "v1 resync found %" PRIu64, at);
+    close(fd);
+    free(s.data);
 }

@@ -105,9 +105,14 @@ static inline void idx_path(char *buf, size_t cap, const char *seg)
 
 /* ---- building segments ---- */
 
+/* The seed of the v2 segments the tests build (any value but 0). */
+#define SEGTEST_SEED 0x5eed5eed12345678ull
+
 struct seg {
     uint8_t *data;
     size_t len, cap;
+    unsigned version; /* 1 or 2 (seg_begin: 2, seg_begin_v1: 1) */
+    uint64_t seed;    /* v2: keys the records' checksums */
     uint64_t next_seq;
     size_t rec_off[64]; /* offsets of the first records, for damaging them */
     size_t nrec;
@@ -122,15 +127,46 @@ static inline void seg_reserve(struct seg *s, size_t more)
 }
 
 /* Starts s (its old buffer is not freed) with the header of a segment of
- * (worker, org) from seq base. */
-static inline void seg_begin(struct seg *s, uint32_t worker, uint32_t org, uint64_t base)
+ * (worker, org) from seq base, in format `version`. */
+static inline void seg_begin_version(struct seg *s, unsigned version, uint32_t worker, uint32_t org,
+                                     uint64_t base)
 {
     memset(s, 0, sizeof *s);
-    struct segment_header h = {.worker = worker, .org = org, .base_seq = base, .created_ns = 1};
+    s->version = version;
+    s->seed = version == 1 ? 0 : SEGTEST_SEED;
+    struct segment_header h = {.version = (uint16_t)version,
+                               .worker = worker,
+                               .org = org,
+                               .base_seq = base,
+                               .created_ns = 1,
+                               .seed = s->seed};
     seg_reserve(s, SEGMENT_HEADER_SIZE);
-    segment_header_encode(s->data, &h);
-    s->len = SEGMENT_HEADER_SIZE;
+    s->len = segment_header_encode(s->data, &h);
     s->next_seq = base;
+}
+
+/* A segment as the writer writes it now (v2, seeded with SEGTEST_SEED). */
+static inline void seg_begin(struct seg *s, uint32_t worker, uint32_t org, uint64_t base)
+{
+    seg_begin_version(s, 2, worker, org, base);
+}
+
+/* A segment as a writer before format v2 wrote it. */
+static inline void seg_begin_v1(struct seg *s, uint32_t worker, uint32_t org, uint64_t base)
+{
+    seg_begin_version(s, 1, worker, org, base);
+}
+
+/* Bytes of the segment header s starts with. */
+static inline size_t seg_header_size_of(const struct seg *s)
+{
+    return s->version == 1 ? SEGMENT_HEADER_SIZE_V1 : SEGMENT_HEADER_SIZE;
+}
+
+/* Header bytes of a record of s. */
+static inline size_t seg_rec_hdr(const struct seg *s)
+{
+    return record_header_size(s->version);
 }
 
 /* Appends a record with the next seq; returns its offset. */
@@ -143,14 +179,15 @@ static inline size_t seg_add_full(struct seg *s, uint64_t ns, uint32_t device, c
                        .ctype = RECORD_CTYPE_JSON,
                        .topic_len = (uint16_t)(topic ? strlen(topic) : 0),
                        .device = device,
+                       .version = (uint8_t)s->version,
                        .recv_ns = ns,
                        .seq = s->next_seq++};
-    size_t off = s->len;
-    seg_reserve(s, RECORD_HEADER_SIZE + r.topic_len + len);
-    record_encode(s->data + off, &r, topic, payload, len);
-    if (topic) memcpy(s->data + off + RECORD_HEADER_SIZE, topic, r.topic_len);
-    if (len) memcpy(s->data + off + RECORD_HEADER_SIZE + r.topic_len, payload, len);
-    s->len += RECORD_HEADER_SIZE + r.topic_len + len;
+    size_t off = s->len, hs = seg_rec_hdr(s);
+    seg_reserve(s, hs + r.topic_len + len);
+    record_encode(s->data + off, &r, s->seed, topic, payload, len);
+    if (topic) memcpy(s->data + off + hs, topic, r.topic_len);
+    if (len) memcpy(s->data + off + hs + r.topic_len, payload, len);
+    s->len += hs + r.topic_len + len;
     if (s->nrec < 64) s->rec_off[s->nrec++] = off;
     return off;
 }

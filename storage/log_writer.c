@@ -1,9 +1,9 @@
-/* storage/log.c — naming, creating and recovering a worker's log segment.
- * Appending is the engine's (engine/commit.c): it writes sealed batches at
- * w->end through io_uring and advances end/next_seq when they are durable. */
-#include "storage/log.h"
+/* storage/log_writer.c — creating, recovering and extending a worker's log
+ * segment; see log_writer.h. Appending is the engine's (engine/commit.c): it
+ * writes sealed batches at w->end through io_uring and advances end/next_seq
+ * when they are durable. */
+#include "storage/log_writer.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -13,23 +13,8 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
 
-int log_dir_path(char *buf, size_t cap, const char *data_dir, uint32_t org, int worker)
-{
-    int n = worker < 0 ? snprintf(buf, cap, "%s/logs/%" PRIu32, data_dir, org)
-                       : snprintf(buf, cap, "%s/logs/%" PRIu32 "/w%d", data_dir, org, worker);
-    return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
-}
-
-int log_fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    int rc = fsync(fd) ? -errno : 0;
-    close(fd);
-    return rc;
-}
+#include "storage/log_scan.h"
 
 /* mkdir that makes the new entry durable: the parent is fsynced after a create. */
 static int mkdir_durable(const char *path)
@@ -109,12 +94,17 @@ static int create_segment(struct log_writer *w, const char *dir, uint64_t base, 
     int fd = open(w->path, O_RDWR | O_CREAT | O_CLOEXEC | (replace ? O_TRUNC : O_EXCL), 0640);
     if (fd < 0) return -errno;
     uint8_t hdr[SEGMENT_HEADER_SIZE];
-    struct segment_header h = {
-        .worker = w->worker, .org = w->org, .base_seq = base, .created_ns = now_ns()};
-    segment_header_encode(hdr, &h);
-    int rc = 0;
+    struct segment_header h = {.version = SEGMENT_VERSION,
+                               .worker = w->worker,
+                               .org = w->org,
+                               .base_seq = base,
+                               .created_ns = now_ns()};
+    /* a fresh seed per segment: it keys the checksums of its records, so
+     * record-like bytes a device sends can never verify here */
+    int rc = record_seed_new(&h.seed);
     errno = 0;
-    if (pwrite(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr || fdatasync(fd))
+    if (!rc && (pwrite(fd, hdr, segment_header_encode(hdr, &h), 0) != (ssize_t)sizeof hdr ||
+                fdatasync(fd)))
         rc = errno ? -errno : -EIO;
     if (!rc) rc = log_fsync_dir(dir); /* the new name must survive a crash too */
     if (rc) {
@@ -123,6 +113,7 @@ static int create_segment(struct log_writer *w, const char *dir, uint64_t base, 
         return rc;
     }
     w->created_ns = h.created_ns;
+    w->seed = h.seed;
     writer_at(w, fd, base, SEGMENT_HEADER_SIZE, SEGMENT_HEADER_SIZE, base, true);
     return 0;
 }
@@ -130,20 +121,6 @@ static int create_segment(struct log_writer *w, const char *dir, uint64_t base, 
 /* zeros to write ahead and to compare against; aligned for direct writes (in
  * .bss: reading it maps the shared zero page, it costs no memory) */
 static uint8_t zeros[1 << 20] __attribute__((aligned(LOG_DIO_ALIGN)));
-
-int log_all_zero(int fd, uint64_t from, uint64_t to)
-{
-    uint8_t buf[1 << 16];
-    while (from < to) {
-        size_t want = to - from < sizeof buf ? (size_t)(to - from) : sizeof buf;
-        ssize_t got = pread(fd, buf, want, (off_t)from);
-        if (got < 0) return -errno;
-        if (got == 0) break;
-        if (memcmp(buf, zeros, (size_t)got)) return 0;
-        from += (uint64_t)got;
-    }
-    return 1;
-}
 
 static uint64_t dio_round_up(uint64_t v)
 {
@@ -213,6 +190,32 @@ int log_writer_reserve(struct log_writer *w, uint64_t need, uint64_t cap)
     return -ENOSPC;
 }
 
+/* The newest segment is version 1 (written before format v2), now open in w
+ * and recovered: the writer appends v2 records only, so it seals that segment
+ * as it is and goes on in a new v2 one; an empty v1 segment is replaced by a
+ * v2 one of the same base. Adds a line to report. Returns 0 or -errno (w is
+ * closed then). */
+static int writer_upgrade(struct log_writer *w, const char *dir, char *report, size_t report_cap)
+{
+    size_t used = strlen(report);
+    int rc;
+    if (w->next_seq == w->idx.base_seq) {
+        close(w->fd);
+        w->fd = -1;
+        rc = create_segment(w, dir, w->idx.base_seq, true);
+    } else {
+        rc = log_writer_roll(w);
+    }
+    if (rc) {
+        log_writer_close(w);
+        return rc;
+    }
+    snprintf(report + used, report_cap - used,
+             "%sversion 1 segment sealed; continuing in version 2 segment %s", used ? "; " : "",
+             w->path);
+    return 0;
+}
+
 int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, unsigned worker,
                     char *report, size_t report_cap)
 {
@@ -242,9 +245,12 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
     int fd = open(w->path, O_RDWR | O_CLOEXEC);
     if (fd < 0) return -errno;
     struct stat st;
-    if (fstat(fd, &st) == 0 && st.st_size < (off_t)SEGMENT_HEADER_SIZE) {
+    struct segment_header sh;
+    if (fstat(fd, &st) == 0 && st.st_size < (off_t)SEGMENT_HEADER_SIZE &&
+        log_scan_header(fd, &sh) == -EBADMSG) {
         /* died between creating the segment and making its header durable:
-         * nothing was ever written after it, so start it again */
+         * nothing was ever written after it, so start it again (a complete
+         * v1 header is shorter than a v2 one, and decodes) */
         close(fd);
         snprintf(report, report_cap, "%s: segment shorter than its header, recreated", w->path);
         return create_segment(w, dir, base, true);
@@ -261,7 +267,7 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
         close(fd);
         snprintf(report, report_cap,
                  "%s: bad segment header; left untouched, continuing in a new segment", w->path);
-        return create_segment(w, dir, base + size / RECORD_HEADER_SIZE + 1, false);
+        return create_segment(w, dir, base + size / RECORD_HEADER_MIN + 1, false);
     }
     if (rc) {
         close(fd);
@@ -279,7 +285,7 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
          * ends at valid_end, nothing was cut */
     } else if (scan.valid_end < scan.file_size) {
         uint64_t found = 0;
-        rc = log_scan_resync(fd, scan.valid_end, scan.next_seq, &found);
+        rc = log_scan_resync(fd, &scan.hdr, scan.valid_end, scan.next_seq, &found);
         if (rc < 0) {
             close(fd);
             return rc;
@@ -289,7 +295,7 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
              * torn tail. Keep the file as it is for `sluice log verify` and the
              * operator; continue in a new segment numbered past anything the
              * damaged one can hold. */
-            uint64_t bound = scan.next_seq + (scan.file_size - scan.valid_end) / RECORD_HEADER_SIZE;
+            uint64_t bound = scan.next_seq + (scan.file_size - scan.valid_end) / RECORD_HEADER_MIN;
             close(fd);
             snprintf(report, report_cap,
                      "%s: corrupt record at offset %" PRIu64 " (%s) with valid records after it "
@@ -312,7 +318,9 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
     /* records written before this open are not in the in-memory index; the
      * roll rebuilds the index by scanning instead */
     writer_at(w, fd, base, scan.valid_end, alloc, scan.next_seq, scan.records == 0);
-    return 0;
+    w->seed = scan.hdr.seed;
+    if (scan.hdr.version == SEGMENT_VERSION) return 0;
+    return writer_upgrade(w, dir, report, report_cap);
 }
 
 void log_writer_note(struct log_writer *w, uint64_t offset, uint64_t seq, uint64_t recv_ns)
@@ -477,49 +485,6 @@ void log_writer_dio_done(struct log_writer *w, size_t len)
     size_t block = total & ~(size_t)(LOG_DIO_ALIGN - 1), head = total - block;
     memcpy(w->tail, w->stage + block, head);
     memset(w->tail + head, 0, LOG_DIO_ALIGN - head);
-}
-
-static void put_le(uint8_t *p, uint64_t v, int n)
-{
-    for (int i = 0; i < n; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-int log_index_write(const char *seg_path, const struct log_index *idx)
-{
-    char path[LOG_PATH_MAX], tmp[LOG_PATH_MAX + 8];
-    size_t pl = strlen(seg_path);
-    if (pl < 4 || pl >= sizeof path || strcmp(seg_path + pl - 4, ".seg")) return -EINVAL;
-    memcpy(path, seg_path, pl - 4);
-    memcpy(path + pl - 4, ".idx", 5);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-
-    size_t len = LOG_INDEX_HEADER_SIZE + idx->n * LOG_INDEX_ENTRY_SIZE + 8;
-    uint8_t *buf = malloc(len);
-    if (!buf) return -ENOMEM;
-    put_le(buf, LOG_INDEX_MAGIC, 4);
-    put_le(buf + 4, LOG_INDEX_VERSION, 2);
-    put_le(buf + 6, LOG_INDEX_ENTRY_SIZE, 2);
-    put_le(buf + 8, idx->base_seq, 8);
-    put_le(buf + 16, idx->min_ns, 8);
-    put_le(buf + 24, idx->max_ns, 8);
-    for (size_t i = 0; i < idx->n; i++) {
-        uint8_t *e = buf + LOG_INDEX_HEADER_SIZE + i * LOG_INDEX_ENTRY_SIZE;
-        put_le(e, idx->e[i].offset, 8);
-        put_le(e + 8, idx->e[i].seq, 8);
-        put_le(e + 16, idx->e[i].max_ns_before, 8);
-    }
-    put_le(buf + len - 8, XXH3_64bits(buf, len - 8), 8);
-
-    int rc = 0;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    errno = 0;
-    if (fd < 0 || write(fd, buf, len) != (ssize_t)len || fdatasync(fd)) rc = errno ? -errno : -EIO;
-    if (fd >= 0) close(fd);
-    if (!rc && rename(tmp, path)) rc = -errno;
-    if (rc) unlink(tmp);
-    free(buf);
-    return rc;
 }
 
 void log_writer_close(struct log_writer *w)

@@ -1,519 +1,23 @@
-/* storage/logread.c — scanning and reading the per-worker segment logs; see log.h.
- *
- * Everything here reads with pread into one growable buffer per file being read
- * (1 MiB, grown to the largest record met, at most RECORD_HEADER_SIZE +
- * RECORD_MAX_BODY). mmap was rejected: the writer truncates a torn tail on
- * recovery, and a reader touching a truncated page of a mapping dies of SIGBUS.
- * A file being appended to is read up to the size it had when it was opened;
- * Linux publishes i_size only after the bytes below it are in the page cache, so
- * that prefix is complete (an in-progress write shows up as a truncated record).
- */
-#include "storage/log.h"
+/* storage/log_cursor.c — the merging cursor over an org's logs; see
+ * log_cursor.h. */
+#include "storage/log_cursor.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <xxhash.h>
 
-#define READ_CHUNK (1u << 20)
+#include "storage/log_index.h"
+#include "storage/log_name.h"
+#include "storage/log_scan.h"
+
 /* A cursor holds one buffer per worker; on a many-core machine 1 MiB each adds
  * up, so their chunks share this budget (but stay between 64 KiB and 1 MiB). */
 #define CURSOR_READ_BUDGET (16u << 20)
 #define CURSOR_MIN_CHUNK   (64u << 10)
-
-/* Reasons a scan stops; log_scan.why points at one of these. */
-static const char why_trunc_hdr[] = "truncated record header";
-static const char why_trunc_body[] = "truncated record body";
-static const char why_bad_hdr[] = "bad record header";
-static const char why_checksum[] = "checksum mismatch";
-static const char why_seq_gap[] = "sequence gap";
-static const char why_bad_seg[] = "bad segment header";
-static const char why_io[] = "read error";
-
-/* ---- buffered pread over one file ---- */
-
-struct seg_reader {
-    int fd;
-    uint64_t size; /* readable bytes: the file size when it was opened */
-    uint8_t *buf;
-    size_t cap;
-    size_t chunk;  /* read-ahead size: the buffer's size unless a record needs more */
-    uint64_t boff; /* file offset of buf[0] */
-    size_t blen;   /* valid bytes in buf */
-};
-
-static void rd_init(struct seg_reader *rd, int fd, uint64_t size)
-{
-    rd->fd = fd;
-    rd->size = size;
-    rd->boff = 0;
-    rd->blen = 0;
-}
-
-/* Makes file bytes [pos, pos + n) available at rd->buf + (pos - rd->boff),
- * reading ahead a whole buffer so the following records come for free.
- * Returns 0, -ENODATA when the file ends first (it shrank under us), -ENOMEM,
- * -errno from pread. */
-static int rd_fill(struct seg_reader *rd, uint64_t pos, size_t n)
-{
-    if (pos >= rd->boff && pos - rd->boff <= rd->blen && rd->blen - (pos - rd->boff) >= n) return 0;
-    if (n > rd->cap) {
-        size_t cap = n > rd->chunk ? n : rd->chunk;
-        uint8_t *nb = realloc(rd->buf, cap);
-        if (!nb) return -ENOMEM;
-        rd->buf = nb;
-        rd->cap = cap;
-    }
-    /* Keep the part of the window that is still wanted (a record straddling
-     * the end of the previous read) instead of reading it again. */
-    if (pos >= rd->boff && pos - rd->boff < rd->blen) {
-        size_t skip = (size_t)(pos - rd->boff);
-        memmove(rd->buf, rd->buf + skip, rd->blen - skip);
-        rd->blen -= skip;
-    } else {
-        rd->blen = 0;
-    }
-    rd->boff = pos;
-    size_t want = rd->cap;
-    if (pos >= rd->size)
-        want = 0;
-    else if (rd->size - pos < want)
-        want = (size_t)(rd->size - pos);
-    while (rd->blen < want) {
-        ssize_t got = pread(rd->fd, rd->buf + rd->blen, want - rd->blen, (off_t)(pos + rd->blen));
-        if (got < 0) {
-            if (errno == EINTR) continue;
-            return -errno;
-        }
-        if (got == 0) break;
-        rd->blen += (size_t)got;
-    }
-    return rd->blen >= n ? 0 : -ENODATA;
-}
-
-enum { REC_END = 0, REC_OK = 1, REC_STOP = 2 };
-
-/* Reads and verifies the record at pos. Returns REC_OK (*r decoded, *body points
- * at r->length bytes inside the reader's buffer, valid until its next fill),
- * REC_END when pos is the end of the data, REC_STOP with *why set when the
- * record is incomplete, undecodable or fails its checksum, or -errno. */
-static int rd_record(struct seg_reader *rd, uint64_t pos, struct record *r, const uint8_t **body,
-                     const char **why)
-{
-    if (pos >= rd->size) return REC_END;
-    if (rd->size - pos < RECORD_HEADER_SIZE) {
-        *why = why_trunc_hdr;
-        return REC_STOP;
-    }
-    int rc = rd_fill(rd, pos, RECORD_HEADER_SIZE);
-    if (rc == -ENODATA) {
-        *why = why_trunc_hdr;
-        return REC_STOP;
-    }
-    if (rc < 0) return rc;
-    if (record_decode(rd->buf + (pos - rd->boff), r) < 0) {
-        *why = why_bad_hdr;
-        return REC_STOP;
-    }
-    /* record_decode caps length at RECORD_MAX_BODY, so the fill below is bounded
-     * whatever the file says. */
-    if (rd->size - pos - RECORD_HEADER_SIZE < r->length) {
-        *why = why_trunc_body;
-        return REC_STOP;
-    }
-    rc = rd_fill(rd, pos, RECORD_HEADER_SIZE + (size_t)r->length);
-    if (rc == -ENODATA) {
-        *why = why_trunc_body;
-        return REC_STOP;
-    }
-    if (rc < 0) return rc;
-    const uint8_t *hdr = rd->buf + (pos - rd->boff);
-    if (record_verify(hdr, r, hdr + RECORD_HEADER_SIZE) < 0) {
-        *why = why_checksum;
-        return REC_STOP;
-    }
-    *body = hdr + RECORD_HEADER_SIZE;
-    return REC_OK;
-}
-
-static int pread_full(int fd, void *buf, size_t n, uint64_t off, size_t *got_out)
-{
-    size_t got = 0;
-    while (got < n) {
-        ssize_t k = pread(fd, (uint8_t *)buf + got, n - got, (off_t)(off + got));
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return -errno;
-        }
-        if (k == 0) break;
-        got += (size_t)k;
-    }
-    *got_out = got;
-    return 0;
-}
-
-/* ---- names and listings (the internal helpers of log.h) ---- */
-
-/* Parses a run of decimal digits spanning exactly len bytes, at most max. */
-static int parse_digits(const char *p, size_t len, uint64_t max, uint64_t *out)
-{
-    uint64_t v = 0;
-    if (len == 0) return -1;
-    for (size_t i = 0; i < len; i++) {
-        if (p[i] < '0' || p[i] > '9') return -1;
-        unsigned d = (unsigned)(p[i] - '0');
-        if (v > (max - d) / 10) return -1;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
-}
-
-int log_name_base(const char *name, const char *ext, uint64_t *base)
-{
-    /* 20 digits can exceed 2^64: parse_digits refuses such a name, which is
-     * not one of ours (strtoull would also take a sign or leading blanks). */
-    if (strlen(name) != LOG_NAME_DIGITS + strlen(ext) || strcmp(name + LOG_NAME_DIGITS, ext) != 0 ||
-        parse_digits(name, LOG_NAME_DIGITS, UINT64_MAX, base) < 0)
-        return -EINVAL;
-    return 0;
-}
-
-int log_file_path(char *buf, size_t cap, const char *dir, uint64_t base, const char *ext)
-{
-    int n = snprintf(buf, cap, "%s/%0*" PRIu64 "%s", dir, LOG_NAME_DIGITS, base, ext);
-    return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
-}
-
-int log_worker_name(const char *name, unsigned *worker)
-{
-    uint64_t w;
-    if (name[0] != 'w' || parse_digits(name + 1, strlen(name + 1), INT_MAX, &w) < 0) return -EINVAL;
-    *worker = (unsigned)w;
-    return 0;
-}
-
-int log_dir_each(const char *dir, int (*fn)(void *ctx, const char *name), void *ctx)
-{
-    int rc;
-    DIR *d = opendir(dir);
-    if (!d) return -errno;
-    for (;;) {
-        /* readdir tells the end from a failure only through errno */
-        errno = 0;
-        struct dirent *e = readdir(d);
-        if (!e) {
-            rc = errno ? -errno : 0;
-            break;
-        }
-        rc = fn(ctx, e->d_name);
-        if (rc < 0) break;
-    }
-    closedir(d);
-    return rc;
-}
-
-/* ---- scanning ---- */
-
-int log_scan_records(int fd, uint64_t from, uint64_t seq, struct log_scan *out, log_scan_fn fn,
-                     void *ctx)
-{
-    struct seg_reader rd = {.fd = -1, .chunk = READ_CHUNK};
-    struct stat st;
-    int rc;
-
-    memset(out, 0, sizeof *out);
-    if (fstat(fd, &st) < 0) return -errno;
-    out->file_size = (uint64_t)st.st_size;
-    out->valid_end = from;
-    out->next_seq = seq;
-    rd_init(&rd, fd, out->file_size);
-    for (;;) {
-        struct record r;
-        const uint8_t *body;
-        const char *why = NULL;
-        rc = rd_record(&rd, out->valid_end, &r, &body, &why);
-        if (rc == REC_END) break;
-        if (rc == REC_STOP) {
-            out->why = why;
-            break;
-        }
-        if (rc < 0) goto fail;
-        if (r.seq != out->next_seq) {
-            out->why = why_seq_gap;
-            break;
-        }
-        if (fn) fn(ctx, out->valid_end, &r);
-        out->valid_end += RECORD_HEADER_SIZE + (uint64_t)r.length;
-        out->records++;
-        out->next_seq = r.seq + 1;
-        out->last_ns = r.recv_ns;
-    }
-    rc = 0;
-fail:
-    free(rd.buf);
-    return rc;
-}
-
-/* Reads and decodes the segment header at offset 0 of fd. Returns 0, -EBADMSG
- * (short or undecodable) or -errno. */
-static int read_seg_header(int fd, struct segment_header *h)
-{
-    uint8_t sh[SEGMENT_HEADER_SIZE];
-    size_t got = 0;
-    int rc = pread_full(fd, sh, sizeof sh, 0, &got);
-    if (rc < 0) return rc;
-    if (got < sizeof sh || segment_header_decode(sh, h) < 0) return -EBADMSG;
-    return 0;
-}
-
-int log_scan_segment(int fd, struct log_scan *out)
-{
-    struct segment_header h;
-
-    memset(out, 0, sizeof *out);
-    int rc = read_seg_header(fd, &h);
-    if (rc < 0) return rc;
-    rc = log_scan_records(fd, SEGMENT_HEADER_SIZE, h.base_seq, out, NULL, NULL);
-    out->hdr = h;
-    return rc;
-}
-
-/* Looks for a record that decodes, fits in the file and verifies at an offset
- * after `from` (where a scan stopped). Finding one means the damage at `from` is
- * followed by good data — corruption in the middle rather than a torn tail.
- * Candidates must carry a seq in [next_seq, next_seq + remaining/40]: a cheap
- * filter against record-like bytes inside payloads, which are client-chosen.
- * Returns 1 with *found set, 0 when there is none, -ENOMEM or -errno. */
-int log_scan_resync(int fd, uint64_t from, uint64_t next_seq, uint64_t *found)
-{
-    struct seg_reader rd = {.fd = -1, .chunk = READ_CHUNK};
-    struct stat st;
-    int rc;
-
-    if (fstat(fd, &st) < 0) return -errno;
-    uint64_t size = (uint64_t)st.st_size;
-    uint64_t max_seq = next_seq + (size > from ? (size - from) / RECORD_HEADER_SIZE : 0);
-    rd_init(&rd, fd, size);
-    uint64_t pos = from + 1;
-    rc = 0;
-    while (pos < size && size - pos >= RECORD_HEADER_SIZE) {
-        rc = rd_fill(&rd, pos, RECORD_HEADER_SIZE);
-        if (rc == -ENODATA) {
-            rc = 0;
-            break;
-        }
-        if (rc < 0) break;
-        const uint8_t *p = rd.buf + (pos - rd.boff);
-        size_t span = rd.blen - (size_t)(pos - rd.boff) - (RECORD_HEADER_SIZE - 1);
-        const uint8_t *m = memchr(p, (uint8_t)(RECORD_MAGIC & 0xff), span);
-        if (!m) {
-            pos += span;
-            continue;
-        }
-        pos += (uint64_t)(m - p);
-        struct record r;
-        if (record_decode(m, &r) == 0 && (r.flags & RECORD_F_BATCH_START) && r.seq >= next_seq &&
-            r.seq <= max_seq && size - pos - RECORD_HEADER_SIZE >= r.length) {
-            rc = rd_fill(&rd, pos, RECORD_HEADER_SIZE + (size_t)r.length);
-            if (rc < 0 && rc != -ENODATA) break;
-            const uint8_t *hdr = rd.buf + (pos - rd.boff);
-            if (rc == 0 && record_verify(hdr, &r, hdr + RECORD_HEADER_SIZE) == 0) {
-                *found = pos;
-                rc = 1;
-                break;
-            }
-            rc = 0;
-        }
-        pos++;
-    }
-    free(rd.buf);
-    return rc;
-}
-
-/* ---- the sparse time index ---- */
-
-/* A segment of 2^64 bytes would need far less; anything larger is not an index
- * this code wrote, and is refused before it is read into memory. */
-#define INDEX_MAX_FILE (64u << 20)
-
-static uint64_t get_le(const uint8_t *p, int n)
-{
-    uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-/* "<dir>/<base>.seg" → "<dir>/<base>.idx". Returns 0, -EINVAL (no ".seg"),
- * -ENAMETOOLONG. */
-static int index_path(char *buf, size_t cap, const char *seg_path)
-{
-    size_t n = strlen(seg_path);
-    if (n < 4 || strcmp(seg_path + n - 4, ".seg") != 0) return -EINVAL;
-    if (n >= cap) return -ENAMETOOLONG;
-    memcpy(buf, seg_path, n - 4);
-    memcpy(buf + n - 4, ".idx", 5);
-    return 0;
-}
-
-/* The base seq in a "<20 digits>.seg" file name at the end of path. */
-static int seg_name_base(const char *path, uint64_t *base)
-{
-    const char *name = strrchr(path, '/');
-    return log_name_base(name ? name + 1 : path, ".seg", base);
-}
-
-/* Checks what the checksum cannot: that the entries describe a segment this
- * one could be (a writer bug would otherwise send a reader into the middle of a
- * record). max_ns_before of entry 0 is not checked: nothing precedes it. */
-static int index_sane(const struct log_index *x)
-{
-    if (x->n == 0) return 0;
-    if (x->min_ns > x->max_ns) return -1; /* entries, yet no record */
-    if (x->e[0].offset != SEGMENT_HEADER_SIZE || x->e[0].seq != x->base_seq) return -1;
-    for (size_t i = 1; i < x->n; i++) {
-        const struct log_index_entry *a = &x->e[i - 1], *b = &x->e[i];
-        if (b->offset <= a->offset || b->seq <= a->seq ||
-            b->seq - a->seq > (b->offset - a->offset) / RECORD_HEADER_SIZE ||
-            b->max_ns_before > x->max_ns || (i >= 2 && b->max_ns_before < a->max_ns_before))
-            return -1;
-    }
-    return 0;
-}
-
-int log_index_read(const char *seg_path, struct log_index *idx)
-{
-    char path[LOG_PATH_MAX];
-    uint8_t *buf = NULL;
-    struct stat st;
-    size_t got = 0;
-    uint64_t name_base;
-    int fd = -1, rc;
-
-    memset(idx, 0, sizeof *idx);
-    rc = index_path(path, sizeof path, seg_path);
-    if (rc < 0) return rc;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    if (fstat(fd, &st) < 0) {
-        rc = -errno;
-        goto fail;
-    }
-    uint64_t size = (uint64_t)st.st_size;
-    rc = -EBADMSG;
-    if (size < LOG_INDEX_HEADER_SIZE + 8 || size > INDEX_MAX_FILE ||
-        (size - LOG_INDEX_HEADER_SIZE - 8) % LOG_INDEX_ENTRY_SIZE != 0)
-        goto fail;
-    buf = malloc((size_t)size);
-    if (!buf) {
-        rc = -ENOMEM;
-        goto fail;
-    }
-    rc = pread_full(fd, buf, (size_t)size, 0, &got);
-    if (rc < 0) goto fail;
-    rc = -EBADMSG;
-    if (got != size || XXH3_64bits(buf, (size_t)size - 8) != get_le(buf + size - 8, 8) ||
-        get_le(buf, 4) != LOG_INDEX_MAGIC || get_le(buf + 4, 2) != LOG_INDEX_VERSION ||
-        get_le(buf + 6, 2) != LOG_INDEX_ENTRY_SIZE)
-        goto fail;
-    idx->base_seq = get_le(buf + 8, 8);
-    idx->min_ns = get_le(buf + 16, 8);
-    idx->max_ns = get_le(buf + 24, 8);
-    if (seg_name_base(seg_path, &name_base) == 0 && name_base != idx->base_seq) goto fail;
-    idx->n = (size_t)((size - LOG_INDEX_HEADER_SIZE - 8) / LOG_INDEX_ENTRY_SIZE);
-    if (idx->n > 0) {
-        idx->e = malloc(idx->n * sizeof *idx->e);
-        if (!idx->e) {
-            rc = -ENOMEM;
-            goto fail;
-        }
-        idx->cap = idx->n;
-    }
-    for (size_t i = 0; i < idx->n; i++) {
-        const uint8_t *p = buf + LOG_INDEX_HEADER_SIZE + i * LOG_INDEX_ENTRY_SIZE;
-        idx->e[i].offset = get_le(p, 8);
-        idx->e[i].seq = get_le(p + 8, 8);
-        idx->e[i].max_ns_before = get_le(p + 16, 8);
-    }
-    if (index_sane(idx) < 0) goto fail;
-    rc = 0;
-fail:
-    if (rc < 0) {
-        free(idx->e);
-        memset(idx, 0, sizeof *idx);
-    }
-    free(buf);
-    close(fd);
-    return rc;
-}
-
-struct index_builder {
-    struct log_index idx;
-    uint64_t max_before; /* largest recv_ns so far */
-};
-
-static void index_note(void *ctx, uint64_t offset, const struct record *r)
-{
-    struct index_builder *b = ctx;
-    struct log_index *x = &b->idx;
-    if (x->n == 0 || offset - x->e[x->n - 1].offset >= LOG_INDEX_INTERVAL) {
-        if (x->n == x->cap) {
-            size_t cap = x->cap ? x->cap * 2 : 16;
-            struct log_index_entry *e = realloc(x->e, cap * sizeof *e);
-            if (e) {
-                x->e = e;
-                x->cap = cap;
-            }
-        }
-        /* Out of memory: the index just gets sparser (the next record that
-         * finds room becomes the entry), which stays correct. Entry 0 must be
-         * the first record, though, or none at all. */
-        if (x->n < x->cap && (x->n > 0 || offset == SEGMENT_HEADER_SIZE))
-            x->e[x->n++] = (struct log_index_entry){
-                .offset = offset, .seq = r->seq, .max_ns_before = b->max_before};
-    }
-    if (r->recv_ns < x->min_ns) x->min_ns = r->recv_ns;
-    if (r->recv_ns > x->max_ns) x->max_ns = r->recv_ns;
-    if (r->recv_ns > b->max_before) b->max_before = r->recv_ns;
-}
-
-int log_index_build(const char *seg_path)
-{
-    struct index_builder b = {.idx = {.min_ns = UINT64_MAX, .max_ns = 0}};
-    struct segment_header h;
-    struct log_scan sc;
-    uint64_t name_base;
-    int rc;
-
-    int fd = open(seg_path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    rc = read_seg_header(fd, &h);
-    if (rc < 0) goto fail;
-    /* An index is found by its segment's name; one that disagrees with the
-     * header would be refused by every reader. */
-    if (seg_name_base(seg_path, &name_base) == 0 && name_base != h.base_seq) {
-        rc = -EBADMSG;
-        goto fail;
-    }
-    b.idx.base_seq = h.base_seq;
-    rc = log_scan_records(fd, SEGMENT_HEADER_SIZE, h.base_seq, &sc, index_note, &b);
-    if (rc < 0) goto fail;
-    rc = log_index_write(seg_path, &b.idx);
-fail:
-    free(b.idx.e);
-    close(fd);
-    return rc;
-}
-
-/* ---- the merging cursor ---- */
 
 /* One worker's records: its segments in base-seq order, read one at a time. */
 struct log_stream {
@@ -522,7 +26,7 @@ struct log_stream {
     uint64_t *bases;
     size_t nseg;
     size_t iseg; /* segment open in rd, or the next to open when rd.fd < 0 */
-    struct seg_reader rd;
+    struct log_scan_reader rd;
     uint64_t pos;      /* offset of the head record in the open segment */
     uint64_t head_len; /* its size on disk, skipped on the next advance */
     uint64_t next_seq;
@@ -723,30 +227,33 @@ static int stream_open_seg(struct log_cursor *c, struct log_stream *s)
             s->have_seq = 0; /* a gap here is retention's doing, not damage */
             return 0;
         }
-        return stream_skip_seg(c, s, 0, why_io, -errno);
+        return stream_skip_seg(c, s, 0, log_scan_why_io, -errno);
     }
-    int rc = fstat(fd, &st) < 0 ? -errno : read_seg_header(fd, &h);
+    int rc = fstat(fd, &st) < 0 ? -errno : log_scan_header(fd, &h);
     if (rc == -EBADMSG && newest && st.st_size < (off_t)SEGMENT_HEADER_SIZE) {
-        close(fd); /* created, header not yet written: an in-progress roll */
+        /* created, header not yet (completely) written: an in-progress roll
+         * (a complete v1 header is shorter, and decodes) */
+        close(fd);
         return 2;
     }
     if (rc == 0 && (h.base_seq != s->bases[s->iseg] || h.org != c->org || h.worker != s->worker))
         rc = -EBADMSG;
     if (rc < 0) {
         close(fd);
-        return stream_skip_seg(c, s, 0, rc == -EBADMSG ? why_bad_seg : why_io, rc);
+        return stream_skip_seg(c, s, 0, rc == -EBADMSG ? log_scan_why_bad_seg : log_scan_why_io,
+                               rc);
     }
     if (s->have_seq && h.base_seq != s->next_seq) {
         close(fd);
         s->have_seq = 0; /* reported once; its records are read on the next call */
-        return stream_error(c, s, 0, why_seq_gap, -EBADMSG);
+        return stream_error(c, s, 0, log_scan_why_seq_gap, -EBADMSG);
     }
     s->next_seq = h.base_seq;
     s->have_seq = 1;
-    rd_init(&s->rd, fd, (uint64_t)st.st_size);
-    s->pos = SEGMENT_HEADER_SIZE;
+    log_scan_reader_init(&s->rd, fd, (uint64_t)st.st_size, &h);
+    s->pos = segment_header_size(&h);
     s->head_len = 0;
-    if (seek.offset > SEGMENT_HEADER_SIZE) {
+    if (seek.offset > s->pos) {
         s->pos = seek.offset;
         s->next_seq = seek.seq;
         s->seek_check = 1;
@@ -790,27 +297,27 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
         }
         int newest = s->iseg + 1 == s->nseg;
         const char *why = NULL;
-        int rc = rd_record(&s->rd, s->pos, &s->head, &s->body, &why);
+        int rc = log_scan_record(&s->rd, s->pos, &s->head, &s->body, &why);
         if (s->seek_check) {
             s->seek_check = 0;
-            if (rc != REC_OK || s->head.seq != s->next_seq) {
+            if (rc != LOG_SCAN_OK || s->head.seq != s->next_seq) {
                 /* The index named a record that is not there: it lied, so read
                  * the segment from its start instead. */
-                s->pos = SEGMENT_HEADER_SIZE;
+                s->pos = segment_header_size(&s->rd.hdr);
                 s->next_seq = s->bases[s->iseg];
                 continue;
             }
         }
-        if (rc == REC_OK && s->resynced) {
+        if (rc == LOG_SCAN_OK && s->resynced) {
             s->resynced = 0; /* the damage was reported; seqs go on from here */
             s->next_seq = s->head.seq;
         }
-        if (rc == REC_OK) {
+        if (rc == LOG_SCAN_OK) {
             if (s->head.seq != s->next_seq) {
                 /* Reported once; then the record, whose own bytes verified, is
                  * let through on the next call. */
                 s->next_seq = s->head.seq;
-                return stream_error(c, s, s->pos, why_seq_gap, -EBADMSG);
+                return stream_error(c, s, s->pos, log_scan_why_seq_gap, -EBADMSG);
             }
             uint64_t ns = s->head.recv_ns;
             if (ns >= c->since && ns < c->until && s->run) {
@@ -822,7 +329,7 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
                 return 1;
             }
             s->next_seq++;
-            s->head_len = RECORD_HEADER_SIZE + (uint64_t)s->head.length;
+            s->head_len = record_header_size(s->rd.hdr.version) + (uint64_t)s->head.length;
             if (ns < c->since || ns >= c->until) {
                 if (ns >= c->until) {
                     s->run = 1;
@@ -834,7 +341,7 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
             }
             return 1;
         }
-        if (rc == REC_END) {
+        if (rc == LOG_SCAN_END) {
             if (newest) {
                 s->idle = 1; /* the fd stays open: log_cursor_poll reads on */
                 return 0;
@@ -843,10 +350,10 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
             s->iseg++;
             continue;
         }
-        if (rc == REC_STOP) {
+        if (rc == LOG_SCAN_STOP) {
             /* Only the newest segment can be mid-append; an incomplete record
              * anywhere else, or a failing one anywhere, is damage. */
-            int torn = why == why_trunc_hdr || why == why_trunc_body;
+            int torn = why == log_scan_why_trunc_hdr || why == log_scan_why_trunc_body;
             if (torn && newest) {
                 s->idle = 1;
                 return 0;
@@ -855,7 +362,7 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
              * verifies in this segment (the readings after it are intact), or
              * with the next segment when there is none */
             uint64_t found;
-            int rs = log_scan_resync(s->rd.fd, s->pos, s->next_seq, &found);
+            int rs = log_scan_resync(s->rd.fd, &s->rd.hdr, s->pos, s->next_seq, &found);
             if (rs == 1) {
                 stream_error(c, s, s->pos, why, -EBADMSG);
                 s->pos = found;
@@ -873,7 +380,7 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
             }
             return stream_skip_seg(c, s, s->pos, why, -EBADMSG);
         }
-        return stream_skip_seg(c, s, s->pos, why_io, rc);
+        return stream_skip_seg(c, s, s->pos, log_scan_why_io, rc);
     }
 }
 
@@ -949,7 +456,7 @@ static int cursor_add_worker(struct log_cursor *c, const char *name, unsigned wo
     struct log_stream *s = &c->s[c->n];
     memset(s, 0, sizeof *s);
     s->rd.fd = -1;
-    s->rd.chunk = READ_CHUNK;
+    s->rd.chunk = LOG_SCAN_CHUNK;
     s->worker = worker;
     int n = snprintf(s->dir, sizeof s->dir, "%s/%s", c->org_dir, name);
     if (n < 0 || (size_t)n >= sizeof s->dir) return -ENAMETOOLONG;
@@ -998,8 +505,10 @@ static int cursor_scan_workers(struct log_cursor *c)
     if (c->n - first > 1) qsort(c->s + first, c->n - first, sizeof *c->s, cmp_stream_worker);
     /* One buffer per worker: on a many-core machine 1 MiB each adds up, so
      * their chunks share a budget. */
-    size_t chunk = c->n ? CURSOR_READ_BUDGET / c->n : READ_CHUNK;
-    chunk = chunk > READ_CHUNK ? READ_CHUNK : chunk < CURSOR_MIN_CHUNK ? CURSOR_MIN_CHUNK : chunk;
+    size_t chunk = c->n ? CURSOR_READ_BUDGET / c->n : LOG_SCAN_CHUNK;
+    chunk = chunk > LOG_SCAN_CHUNK     ? LOG_SCAN_CHUNK
+            : chunk < CURSOR_MIN_CHUNK ? CURSOR_MIN_CHUNK
+                                       : chunk;
     for (size_t i = first; i < c->n; i++)
         c->s[i].rd.chunk = chunk;
     /* Streams are first read by log_cursor_next, so that a damaged worker is
