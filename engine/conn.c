@@ -90,6 +90,8 @@ static void in_account(struct worker *w, size_t old_cap, size_t new_cap)
     w->request_memory += new_cap;
     w->request_memory -= old_cap;
     worker_gauge(&w->st.request_memory, w->request_memory);
+    /* a body waiting for request memory may fit now */
+    if (new_cap < old_cap && w->room_waiters) conn_room_freed(w);
 }
 
 static int in_append(struct worker *w, struct conn *c, const char *p, size_t n)
@@ -119,6 +121,20 @@ bool conn_can_hold(const struct worker *w, const struct conn *c, size_t total)
     while (cap < total)
         cap *= 2;
     return w->request_memory - c->in.cap + cap <= w->eng->cfg.max_request_memory;
+}
+
+int conn_reserve_input(struct worker *w, struct conn *c, size_t total)
+{
+    if (total <= c->in.len) return 0;
+    size_t old = c->in.cap;
+    int rc = buf_reserve(&c->in, total - c->in.len, IN_MIN_CAP);
+    if (c->in.cap != old) in_account(w, old, c->in.cap);
+    return rc;
+}
+
+bool conn_others_hold(const struct worker *w, const struct conn *c)
+{
+    return w->request_memory > c->in.cap;
 }
 
 /* ---- slots ---- */
@@ -156,14 +172,7 @@ void conn_close(struct worker *w, struct conn *c)
     if (c->closing) return;
     c->closing = true;
     timer_unlink(w, c);
-    if (c->on_room) {
-        /* rare (a waiter that timed out or was reset): unlink it */
-        struct conn **pp = &w->room_waiters;
-        while (*pp && *pp != c)
-            pp = &(*pp)->next_room;
-        if (*pp) *pp = c->next_room;
-        c->on_room = false;
-    }
+    conn_unwait_room(w, c);
     cancel_recv(w, c);
     /* shutdown() also wakes a send blocked on a full socket buffer */
     shutdown(c->fd, SHUT_RDWR);
@@ -407,6 +416,16 @@ void conn_wait_room(struct worker *w, struct conn *c)
     c->on_room = true;
     c->next_room = w->room_waiters;
     w->room_waiters = c;
+}
+
+void conn_unwait_room(struct worker *w, struct conn *c)
+{
+    if (!c->on_room) return;
+    struct conn **pp = &w->room_waiters;
+    while (*pp && *pp != c)
+        pp = &(*pp)->next_room;
+    if (*pp) *pp = c->next_room;
+    c->on_room = false;
 }
 
 void conn_room_freed(struct worker *w)

@@ -176,9 +176,21 @@ void conn_post(struct worker *w, struct conn *c);
  * when not; the bytes themselves are buffered as they arrive. */
 bool conn_can_hold(const struct worker *w, const struct conn *c, size_t total);
 
-/* The session cannot go on until the worker's pending commit bytes drop below
- * --max-pending-bytes: c is resumed (posted) then. */
+/* Grows c's buffer now to hold `total` bytes of one message of known size,
+ * counted against the request memory budget (so a body that was let in
+ * cannot be refused halfway). Returns 0 or -ENOMEM. */
+int conn_reserve_input(struct worker *w, struct conn *c, size_t total);
+
+/* Whether other connections of c's worker hold request memory (so waiting for
+ * them can make room for c). */
+bool conn_others_hold(const struct worker *w, const struct conn *c);
+
+/* The session cannot go on until a worker budget has room — pending commit
+ * bytes below --max-pending-bytes, or request memory freed: c is resumed
+ * (posted) then and checks again. */
 void conn_wait_room(struct worker *w, struct conn *c);
+/* Takes c off the waiters (its deadline passed while it waited). */
+void conn_unwait_room(struct worker *w, struct conn *c);
 
 /* ---- for commit.c ---- */
 
@@ -186,7 +198,8 @@ void conn_wait_room(struct worker *w, struct conn *c);
  * durable op and posts it. A connection that has gone (gen differs) is
  * skipped: its readings are durable all the same. */
 void conn_durable(struct worker *w, uint32_t slot, uint32_t gen, uint64_t cookie, int err);
-/* Pending commit bytes dropped: resume the connections that waited for room. */
+/* Pending commit bytes (or request memory) dropped: resume the connections
+ * that waited for room. */
 void conn_room_freed(struct worker *w);
 
 #endif

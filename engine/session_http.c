@@ -56,6 +56,7 @@ struct http_sess {
     bool body_chunked;        /* ... or chunked framing */
     bool expect_continue;
     bool sent_continue;
+    bool mem_wait; /* the body waits for request memory (reading stopped) */
 
     struct pending_resp q[SESSION_HTTP_QUEUE];
     uint32_t qhead, qtail;
@@ -449,10 +450,24 @@ static void set_deadline(struct worker *w, struct conn *c)
 }
 
 /* A body still arriving needs `need` bytes buffered: ask the request memory
- * budget. False (answered 503 + Retry-After, closing) when it has none left. */
+ * budget. A body of known size gets its whole buffer at once, so once let in it
+ * is never refused halfway; when the budget is used by other connections'
+ * bodies it waits (reading stops) until they finish, and its deadline answers
+ * 503 if they do not. A chunked body of unknown size grows step by step and is
+ * answered 503 + Retry-After (closing) when the budget has no room for the
+ * step. False when the body cannot go on now. */
 static bool hold_more(struct worker *w, struct conn *c, size_t need)
 {
-    if (conn_can_hold(w, c, need)) return true;
+    struct http_sess *s = sess(c);
+    if (conn_can_hold(w, c, need)) {
+        s->mem_wait = false;
+        if (s->body_chunked || !conn_reserve_input(w, c, need)) return true;
+    } else if (!s->body_chunked && conn_others_hold(w, c)) {
+        s->mem_wait = true;
+        conn_wait_room(w, c);
+        return false;
+    }
+    s->mem_wait = false;
     worker_count(&w->st.request_memory_refused, 1);
     queue_error(w, c, 503, true,
                 "server busy: too many unfinished requests held in memory; retry later");
@@ -512,6 +527,7 @@ static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
             s->body_need = cl;
             s->body_chunked = req->chunked;
             s->expect_continue = req->expect_continue;
+            s->mem_wait = false;
             parsed = true;
         }
         /* the body of a known head: the head is parsed again only when the body
@@ -593,6 +609,19 @@ static void timeout(struct worker *w, struct conn *c)
         /* answered to close and the answer still not taken, or a client that
          * does not read its answers (nginx's send_timeout) */
         conn_close(w, c);
+    } else if (s->mem_wait) {
+        /* the server, not the client, was slow: the body never got memory */
+        conn_unwait_room(w, c);
+        s->mem_wait = false;
+        if (queue_full(s)) {
+            conn_close(w, c);
+            return;
+        }
+        worker_count(&w->st.request_memory_refused, 1);
+        queue_error(w, c, 503, true,
+                    "server busy: too many unfinished requests held in memory; retry later");
+        flush_responses(w, c);
+        conn_set_deadline(w, c, w->now_ms + w->eng->cfg.header_timeout_ms);
     } else if (s->phase != PHASE_IDLE || c->in.len) {
         /* slow headers or body: answer 408 and close; the answer gets one
          * more header timeout to leave */
