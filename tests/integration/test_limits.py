@@ -190,6 +190,66 @@ def _():
         gone(data)
 
 
+@suite.case("request memory: a body of known size that does not fit waits (reading stops) "
+            "until another's finishes, or is cut off at its deadline (408): then 202")
+def _():
+    # budget 16 MiB: a 9 MB body reserves a 16 MiB buffer, so a second body
+    # must wait for it; the holder sends half, pauses, then the rest
+    data, cli, toks = fresh("wait", ["w"])
+    d = start_daemon(SLUICED, data, ["--max-body", "16MiB", "--max-request-memory", "16MiB",
+                                     "--threads", "1", "--body-timeout", "3s"], name="wait")
+    try:
+        tok = toks["w"]
+        wait_token_live(d.http, tok)
+        held = post_bytes("/v1/readings", tok, big_reading(9 * 1000 * 1000, "held"))
+        half = len(held) // 2
+        # larger than what a paused connection lets through (its slack and the
+        # socket buffers), so it really waits; sent from a thread, which blocks
+        small = post_bytes("/v1/readings", tok, big_reading(6 * 1000 * 1000, "small"))
+
+        def send_bg(c, data):
+            t = threading.Thread(target=lambda: c.sock.sendall(data), daemon=True)
+            t.start()
+            return t
+
+        def answer(c):
+            p = ResponseParser()
+            _, eof, _ = pump(c.sock, b"", time.monotonic() + 10, want=lambda b: p.responses,
+                             on_data=p.feed)
+            check(p.responses, "no answer (eof %s)" % eof)
+            return p.responses[0]
+
+        # 1: the holder finishes after 1 s: the waiting body is then let in
+        with Conn(d.http, timeout=10) as a, Conn(d.http, timeout=10) as b:
+            a.sock.sendall(held[:half])
+            time.sleep(0.3)
+            tb = send_bg(b, small)
+            time.sleep(0.7)
+            a.sock.sendall(held[half:])
+            st_a, _, _ = answer(a)
+            st_b, _, body_b = answer(b)
+            check_eq((st_a, st_b), (202, 202), "holder and waiter statuses")
+            tb.join(5)
+        # 2: the holder stalls: its deadline (it started first) answers it 408
+        # and frees its memory, and the waiter goes on (its own deadline is later)
+        with Conn(d.http, timeout=10) as a, Conn(d.http, timeout=10) as b:
+            a.sock.sendall(held[:half])
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            tb = send_bg(b, small)
+            st_a, _, _ = answer(a)
+            st_b, _, _ = answer(b)
+            waited = time.monotonic() - t0
+            check_eq((st_a, st_b), (408, 202), "stalled holder's and waiter's statuses")
+            check(waited > 2, "the waiter was answered after %.1f s: it did not wait for the "
+                  "holder's deadline (3 s)" % waited)
+            tb.join(5)
+        check_eq(stored_count(cli, "w"), 3, "readings stored")
+    finally:
+        d.kill()
+        gone(data)
+
+
 def open_clients(port, n):
     """n non-blocking connects to port (completed by the kernel's backlog or
     not yet): the sockets."""
