@@ -95,7 +95,7 @@ for r in $(seq "$RUNS"); do
             label="steady (rolls)"
             [ "$orgs" -gt 0 ] && label="+ $orgs new orgs"
             read -r p50 p99 p999 max unsent < <(run "$b" "$orgs")
-            echo "| $(basename "$b") | $label | $r | $p50 | $p99 | $p999 | $max | $unsent |"
+            echo "| $b | $label | $r | $p50 | $p99 | $p999 | $max | $unsent |"
         done
     done
 done

@@ -81,7 +81,8 @@ typedef struct sluice_config {
     uint64_t max_pending_bytes;  /* per worker: record bytes waiting for their commit; past it
                                     the worker stops reading new requests (backpressure) */
     uint64_t max_request_memory; /* per worker: bytes of unfinished requests held in memory;
-                                    past it a request that needs more is answered 503 */
+                                    past it a Content-Length body waits for room,
+                                    a chunked one is answered 503 */
     uint64_t log_idle_timeout_ms; /* an org log unwritten this long is closed (0: never) */
 } sluice_config;
 

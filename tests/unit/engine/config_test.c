@@ -1,6 +1,8 @@
 /* Unit tests for sluice_config_set: the one parser behind sluiced's flags and
  * its INI file. Bad values must be refused with a reason naming the key. */
 #include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sluice.h"
@@ -121,4 +123,27 @@ Test(config, overlong_path_is_refused)
     path[sizeof path - 1] = '\0';
     cr_assert_eq(sluice_config_set(&cfg, "data-dir", path, err, sizeof err), SLUICE_EINVAL);
     cr_assert_str_eq(cfg.data_dir, "./data");
+}
+
+/* An embedding host may fill the struct itself, bypassing sluice_config_set:
+ * the engine checks listen addresses again and refuses, never crashes (the
+ * old code took strrchr(spec, ':') without checking it for NULL). */
+Test(config, engine_refuses_listen_address_set_in_struct_without_port)
+{
+    char dir[] = "/tmp/sluice-config-test-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    snprintf(cfg.data_dir, sizeof cfg.data_dir, "%s/data", dir);
+    static const char *const bad[] = {"8080", "[::1]", "[::1", "127.0.0.1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(cfg.http, sizeof cfg.http, "%s", bad[i]);
+        cfg.admin[0] = cfg.https[0] = cfg.mqtt[0] = cfg.mqtts[0] = cfg.frame[0] = '\0';
+        cfg.threads = 1;
+        sluice_engine *eng = NULL;
+        err[0] = '\0';
+        cr_assert_eq(sluice_engine_start(&cfg, &eng, err, sizeof err), SLUICE_EINVAL, "%s", bad[i]);
+        cr_assert(strstr(err, bad[i]), "%s: %s", bad[i], err);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
 }
