@@ -10,14 +10,33 @@ import os
 import re
 import resource
 import select
+import shutil
 import socket
 import subprocess
 import time
 
-from sluicetest import CaseFailed, Daemon, check
+from sluicetest import CaseFailed, Cli, Daemon, check, tmpdir
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICK = os.sysconf("SC_CLK_TCK")
+
+
+def fresh(cli_path, prefix, orgs):
+    """A new data dir (in its own temp dir named after prefix) with one device
+    per org: (data, Cli, {org: token})."""
+    data = os.path.join(tmpdir("sluice-%s-" % prefix), "data")
+    cli = Cli(cli_path, data)
+    toks = {}
+    for org in orgs:
+        cli.add_org(org)
+        toks[org] = cli.add_device(org, "dev-" + org)
+    return data, cli, toks
+
+
+def gone(data):
+    """Removes a data dir made by fresh() with its temp dir (large ones: now,
+    not at exit)."""
+    shutil.rmtree(os.path.dirname(data), True)
 
 
 def note(msg):

@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sluicetest import (  # noqa: E402
-    CaseFailed, Cli, Daemon, Suite, binaries, check, check_eq, post, tmpdir, wait_token_live)
+    Cli, Daemon, Suite, binaries, check, check_eq, post, tmpdir, wait_token_live)
 
 SLUICED, SLUICE_CLI = binaries()
 

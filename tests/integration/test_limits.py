@@ -11,7 +11,6 @@ Loopback only. Exits 77 when $SLUICED / $SLUICE_CLI or curl are missing.
 import json
 import os
 import select
-import shutil
 import socket
 import sys
 import threading
@@ -20,7 +19,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sluicetest import (  # noqa: E402
     Cli, Conn, Suite, binaries, check, check_eq, post_bytes, tmpdir, wait_token_live)
+import regress_util  # noqa: E402
 from regress_util import (  # noqa: E402
+    gone,
     ResponseParser, cpu_seconds, disk_usage, nfds, note, pump, raise_own_nofile, rss,
     start_daemon, stored_count)
 
@@ -31,17 +32,8 @@ MiB = 1 << 20
 
 def fresh(name, orgs):
     """A data dir with one device per org: (data, cli, {org: token})."""
-    data = os.path.join(tmpdir("sluice-lim-%s-" % name), "data")
-    cli = Cli(SLUICE_CLI, data)
-    toks = {}
-    for org in orgs:
-        cli.add_org(org)
-        toks[org] = cli.add_device(org, "dev-" + org)
-    return data, cli, toks
+    return regress_util.fresh(SLUICE_CLI, "lim-" + name, orgs)
 
-
-def gone(data):
-    shutil.rmtree(os.path.dirname(data), True)
 
 
 REQ_404 = b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -15,8 +15,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sluicetest import (  # noqa: E402
-    Cli, Conn, Suite, binaries, check, check_eq, post_bytes, request, tmpdir,
+    Conn, Suite, binaries, check, check_eq, post_bytes, request,
     wait_token_live)
+import regress_util  # noqa: E402
 from regress_util import (  # noqa: E402
     ResponseParser, note, pump, start_daemon, stored_count)
 
@@ -27,13 +28,7 @@ S = {}
 
 def fresh(name, orgs):
     """A data dir with one device per org: (data, cli, {org: token})."""
-    data = os.path.join(tmpdir("sluice-regr-%s-" % name), "data")
-    cli = Cli(SLUICE_CLI, data)
-    toks = {}
-    for org in orgs:
-        cli.add_org(org)
-        toks[org] = cli.add_device(org, "dev-" + org)
-    return data, cli, toks
+    return regress_util.fresh(SLUICE_CLI, "regr-" + name, orgs)
 
 
 def setup():
