@@ -29,7 +29,7 @@
 #define CONTROL_POLL_MS    250 /* store generation polling: CLI changes live within 1 s */
 #define RETENTION_EVERY_MS 5000
 
-static const char *const listener_names[LISTENER_KINDS] = {"http", "admin"};
+static const char *const listener_names[LISTENER_KINDS] = {"http", "admin", "mqtt"};
 
 /* Splits "HOST:PORT" / "[V6]:PORT" and binds a listening socket, with
  * SO_REUSEPORT so every worker can own one on the same port. */
@@ -489,7 +489,7 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
 
     /* every worker gets its own SO_REUSEPORT socket on the HTTP port; the admin
      * listener is served by worker 0 alone */
-    const char *specs[LISTENER_KINDS] = {cfg->http, cfg->admin};
+    const char *specs[LISTENER_KINDS] = {cfg->http, cfg->admin, cfg->mqtt};
     for (unsigned k = 0; k < LISTENER_KINDS; k++) {
         if (!specs[k][0]) continue;
         unsigned n = k == LISTENER_ADMIN ? 1 : e->nworkers;

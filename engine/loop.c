@@ -26,6 +26,7 @@
 #include "engine/conn.h"
 #include "engine/iojob.h"
 #include "engine/session_http.h"
+#include "engine/session_mqtt.h"
 
 #define RING_ENTRIES    4096
 #define BUF_COUNT       1024 /* provided buffers per worker (power of two) */
@@ -36,6 +37,7 @@
 static const struct session_ops *const listener_ops[LISTENER_KINDS] = {
     [LISTENER_HTTP] = &session_http_ops,
     [LISTENER_ADMIN] = &session_admin_ops,
+    [LISTENER_MQTT] = &session_mqtt_ops,
 };
 
 uint64_t loop_now_ms(void)

@@ -30,7 +30,7 @@
 #include "engine/ratelimit.h"
 #include "sluice.h"
 
-enum listener_kind { LISTENER_HTTP = 0, LISTENER_ADMIN, LISTENER_KINDS };
+enum listener_kind { LISTENER_HTTP = 0, LISTENER_ADMIN, LISTENER_MQTT, LISTENER_KINDS };
 
 /* user_data = kind:8 | generation:24 | slot:32. The generation lets a completion
  * that arrives after its connection slot was reused be recognised and dropped. */

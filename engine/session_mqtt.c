@@ -1,0 +1,608 @@
+/* engine/session_mqtt.c — the MQTT 3.1.1 / 5.0 device session.
+ *
+ * Bytes from conn.c are split into packets (protocols/mqtt.c parses them in
+ * place); a packet larger than the maximum packet size is refused from its
+ * fixed header, before any of it is buffered. The first packet must be a
+ * CONNECT carrying a device token (password = token, any username; or username
+ * = token with an empty password); a refusal is a CONNACK with its code, then
+ * close. Each PUBLISH is one reading of the token's device and org (never of
+ * anything the topic says), recorded with its topic and retain flag.
+ *
+ * Acknowledgements mean durable: a QoS 1 PUBACK or QoS 2 PUBREC is queued when
+ * its PUBLISH is appended and sent once the commit holding it completed; they
+ * leave in the order the PUBLISHes came [MQTT-4.6.0-2, -3], each behind the
+ * ones before it, and a PUBCOMP waits its turn the same way. A storage failure
+ * is PUBACK/PUBREC 0x80 in MQTT 5; 3.1.1 has no failure code, so the
+ * connection is closed without the ack and the client sends again. QoS 2 keeps
+ * the packet ids received and not yet released, so a DUP resend of one is
+ * answered, never stored twice.
+ *
+ * Limits, each with an answer: the CONNECT has the header deadline
+ * (--header-timeout) from accept; then the client's keepalive is enforced at
+ * 1.5x (MQTT 5: DISCONNECT 0x8D), or --idle-timeout when it asked for none;
+ * more unacknowledged QoS 1/2 PUBLISHes than the receive maximum we announce
+ * is DISCONNECT 0x93; SUBSCRIBE gets failure codes (an ingest endpoint);
+ * malformed input closes, in MQTT 5 after a DISCONNECT with its reason.
+ */
+#include "engine/session_mqtt.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/auth.h"
+#include "engine/conn.h"
+#include "engine/ingest.h"
+#include "protocols/json.h"
+#include "protocols/mqtt.h"
+
+/* QoS 1/2 PUBLISHes a client may have unacknowledged (announced in MQTT 5 as
+ * Receive Maximum; in 3.1.1 reading simply stops while the queue is full). */
+#define MQTT_RECEIVE_MAX 64u
+/* Acknowledgements waiting their turn: the receive window plus PUBCOMPs. */
+#define MQTT_QUEUE 128u
+#define MQTT_CLIENT_ID_MAX 128u
+/* Room for the topic and properties around a body of --max-body. */
+#define MQTT_PACKET_SLACK (64u << 10)
+/* Commits with no acknowledgement behind them (QoS 0, a will) carry this bit
+ * in their cookie, so they never name a queue entry. */
+#define COOKIE_NO_ACK (1ull << 63)
+
+struct pending_ack {
+    uint8_t type;    /* MQTT_PUBACK, MQTT_PUBREC, MQTT_PUBCOMP */
+    uint8_t reason;  /* 0, or 0x80 when its commit failed */
+    uint8_t waiting; /* the commit it waits for is outstanding */
+    bool failed;     /* 3.1.1: the commit failed, close instead of acking */
+    bool release;    /* sending it ends an exchange: one slot of the receive window */
+    uint16_t id;
+};
+
+struct mqtt_sess {
+    uint8_t version; /* 0 until CONNECT, then 4 or 5 */
+    bool disconnected; /* the client sent DISCONNECT: no will */
+    bool sent_disconnect;
+    uint16_t keepalive_s;
+    uint64_t last_rx_ms; /* when the last packet arrived (keepalive) */
+
+    /* the device, from the CONNECT's token */
+    uint32_t device, org;
+    uint64_t auth_gen;
+    uint8_t tok_len;
+    char tok[AUTH_TOKEN_MAX];
+
+    /* acknowledgements, in the order they must leave */
+    struct pending_ack q[MQTT_QUEUE];
+    uint32_t qhead, qtail;
+    uint32_t inflight; /* QoS 1 not yet PUBACKed + QoS 2 not yet PUBCOMPed */
+
+    /* QoS 2 packet ids received and not yet released by PUBREL */
+    uint16_t qos2[MQTT_RECEIVE_MAX];
+    uint32_t nqos2;
+
+    /* the will, stored as a reading if the connection ends without DISCONNECT */
+    char *will; /* topic then payload, malloc'd */
+    uint16_t will_topic_len;
+    uint32_t will_len;
+    bool will_retain;
+};
+
+static struct mqtt_sess *sess(const struct conn *c)
+{
+    return c->sess;
+}
+
+static size_t max_packet(const struct worker *w)
+{
+    return (size_t)w->eng->cfg.max_body + MQTT_PACKET_SLACK;
+}
+
+static size_t max_input(const struct worker *w)
+{
+    return max_packet(w);
+}
+
+static bool queue_full(const struct mqtt_sess *s)
+{
+    return s->qtail - s->qhead >= MQTT_QUEUE;
+}
+
+static struct pending_ack *queue_ack(struct mqtt_sess *s, uint8_t type, uint16_t id)
+{
+    struct pending_ack *a = &s->q[s->qtail++ % MQTT_QUEUE];
+    *a = (struct pending_ack){.type = type, .id = id};
+    return a;
+}
+
+/* Sends the acknowledgements whose turn has come, in order. */
+static void flush_acks(struct worker *w, struct conn *c)
+{
+    struct mqtt_sess *s = sess(c);
+    while (s->qhead != s->qtail && !c->closing) {
+        struct pending_ack *a = &s->q[s->qhead % MQTT_QUEUE];
+        if (a->waiting) break;
+        if (a->failed) {
+            /* 3.1.1: no failure code; what came before has been acked, this
+             * and what follows are not, and the client sends them again */
+            conn_stop(w, c);
+            s->qhead = s->qtail;
+            conn_close(w, c);
+            return;
+        }
+        uint8_t *out = (uint8_t *)conn_send_reserve(w, c, 8);
+        if (!out) break;
+        size_t n = mqtt_encode_ack(out, 8, s->version, a->type, a->id, a->reason);
+        conn_send_commit(w, c, n);
+        if (a->release) s->inflight--;
+        s->qhead++;
+    }
+    if (s->qhead == s->qtail && c->stopped && s->version == 5 && !s->sent_disconnect &&
+        w->draining) {
+        uint8_t buf[8];
+        size_t n = mqtt_encode_disconnect(buf, sizeof buf, 5, 0x8B, NULL); /* server shutting down */
+        if (n) conn_send(w, c, buf, n);
+        s->sent_disconnect = true;
+    }
+}
+
+/* Ends the connection for a protocol reason: MQTT 5 hears it in a DISCONNECT
+ * (after the acknowledgements already due), 3.1.1 is just closed. */
+static void refuse(struct worker *w, struct conn *c, uint8_t reason)
+{
+    struct mqtt_sess *s = sess(c);
+    conn_stop(w, c);
+    if (s->version == 5 && !s->sent_disconnect) {
+        uint8_t buf[8];
+        size_t n = mqtt_encode_disconnect(buf, sizeof buf, 5, reason, NULL);
+        if (n) conn_send(w, c, buf, n);
+        s->sent_disconnect = true;
+    } else if (s->version != 5) {
+        conn_close(w, c);
+    }
+}
+
+static void connack(struct worker *w, struct conn *c, unsigned version, uint8_t reason,
+                    const struct mqtt_connack_props *props)
+{
+    uint8_t buf[512];
+    uint8_t code = reason;
+    if (version != 5) {
+        code = mqtt_connack_v4_code(reason);
+        if (code == 0xFF) {
+            conn_close(w, c);
+            return;
+        }
+    }
+    size_t n = mqtt_encode_connack(buf, sizeof buf, version == 5 ? 5 : 4, 0, code, props);
+    if (n) conn_send(w, c, buf, n);
+    if (reason) conn_stop(w, c);
+}
+
+static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packet *pk)
+{
+    struct mqtt_sess *s = sess(c);
+    const struct mqtt_connect *cn = &pk->connect;
+    unsigned v = cn->level;
+    if (v == 5 && MQTT_HAS(&pk->props, MQTT_PROP_AUTH_METHOD)) {
+        connack(w, c, v, 0x8C, NULL); /* bad authentication method: tokens only */
+        return;
+    }
+    if (cn->client_id.n > MQTT_CLIENT_ID_MAX) {
+        connack(w, c, v, 0x85, NULL);
+        return;
+    }
+    /* password = token (any username), or username = token, empty password */
+    struct mqtt_slice tok = cn->has_password && cn->password.n ? cn->password
+                            : cn->has_username                  ? cn->username
+                                                                : (struct mqtt_slice){0};
+    const struct auth_entry *e = NULL;
+    int rc = tok.n ? auth_device(w->auth, w->authrl, c->peer, w->now_ms, (const char *)tok.p,
+                                 tok.n, &e)
+                   : AUTH_FAIL;
+    if (rc != AUTH_OK) {
+        worker_count(rc == AUTH_THROTTLED ? &w->st.auth_throttled : &w->st.auth_failures, 1);
+        /* 0x86 bad user name or password (3.1.1: 0x04); throttled: 0x9F
+         * connection rate exceeded, which 3.1.1 can only say as 0x05 */
+        uint8_t reason = rc == AUTH_THROTTLED ? (v == 5 ? 0x9F : 0x87) : 0x86;
+        connack(w, c, v, reason, NULL);
+        return;
+    }
+    s->version = (uint8_t)v;
+    s->device = e->device;
+    s->org = e->org;
+    s->auth_gen = w->auth_gen;
+    memcpy(s->tok, tok.p, tok.n);
+    s->tok_len = (uint8_t)tok.n;
+    s->keepalive_s = cn->keepalive;
+    if (cn->will) {
+        size_t n = cn->will_topic.n + cn->will_payload.n;
+        s->will = malloc(n ? n : 1);
+        if (s->will) {
+            memcpy(s->will, cn->will_topic.p, cn->will_topic.n);
+            if (cn->will_payload.n)
+                memcpy(s->will + cn->will_topic.n, cn->will_payload.p, cn->will_payload.n);
+            s->will_topic_len = (uint16_t)cn->will_topic.n;
+            s->will_len = (uint32_t)n;
+            s->will_retain = cn->will_retain;
+        }
+    }
+    struct mqtt_connack_props props = {
+        .receive_maximum = MQTT_RECEIVE_MAX,
+        .maximum_packet_size = (uint32_t)max_packet(w),
+        .has_retain_available = 1,
+        .retain_available = 1,
+        .no_wildcard_subs = 1,
+        .no_subscription_ids = 1,
+        .no_shared_subs = 1,
+    };
+    char assigned[32];
+    if (v == 5 && cn->client_id.n == 0) {
+        int an = snprintf(assigned, sizeof assigned, "sluice-%u-%u-%u", w->id, c->slot, c->gen);
+        props.assigned_client_id = (struct mqtt_slice){(const uint8_t *)assigned, (size_t)an};
+    }
+    connack(w, c, v, 0, &props);
+}
+
+/* The token of a long-lived connection is looked up again after the table
+ * changed: a revoked device stops at its next PUBLISH. */
+static bool still_authorized(struct worker *w, struct conn *c)
+{
+    struct mqtt_sess *s = sess(c);
+    if (s->auth_gen == w->auth_gen) return true;
+    const struct auth_entry *e;
+    if (auth_device(w->auth, NULL, c->peer, w->now_ms, s->tok, s->tok_len, &e) != AUTH_OK ||
+        e->device != s->device || e->org != s->org)
+        return false;
+    s->auth_gen = w->auth_gen;
+    return true;
+}
+
+static bool qos2_has(const struct mqtt_sess *s, uint16_t id)
+{
+    for (uint32_t i = 0; i < s->nqos2; i++)
+        if (s->qos2[i] == id) return true;
+    return false;
+}
+
+static void qos2_drop(struct mqtt_sess *s, uint16_t id)
+{
+    for (uint32_t i = 0; i < s->nqos2; i++)
+        if (s->qos2[i] == id) {
+            s->qos2[i] = s->qos2[--s->nqos2];
+            return;
+        }
+}
+
+/* Appends one reading and commits it. Returns 0 (waiting for the commit, the
+ * ack's waiting count taken), 1 (nothing to wait for), or -errno. */
+static int store(struct worker *w, struct conn *c, uint8_t flags, const uint8_t *topic,
+                 size_t topic_len, const uint8_t *payload, size_t n, uint64_t cookie)
+{
+    struct mqtt_sess *s = sess(c);
+    struct ingest_txn t;
+    int rc = ingest_begin(w, s->org, s->device, &t);
+    if (rc) return rc;
+    struct json_error jerr;
+    struct ingest_meta m = {
+        .proto = RECORD_PROTO_MQTT,
+        .ctype = n && json_validate((const char *)payload, n, &jerr) == 0 ? RECORD_CTYPE_JSON
+                                                                         : RECORD_CTYPE_OCTET,
+        .flags = flags,
+        .topic = (const char *)topic,
+        .topic_len = (uint16_t)topic_len,
+    };
+    rc = ingest_add(&t, &m, payload, n);
+    if (rc) {
+        ingest_abort(&t);
+        return rc;
+    }
+    return ingest_commit(&t, c, cookie);
+}
+
+static void on_publish(struct worker *w, struct conn *c, const struct mqtt_packet *pk)
+{
+    struct mqtt_sess *s = sess(c);
+    const struct mqtt_publish *pub = &pk->publish;
+    if (s->version == 5 && MQTT_HAS(&pk->props, MQTT_PROP_TOPIC_ALIAS)) {
+        refuse(w, c, 0x94); /* we announced Topic Alias Maximum 0 */
+        return;
+    }
+    if (pub->topic.n == 0) {
+        refuse(w, c, 0x82);
+        return;
+    }
+    if (!still_authorized(w, c)) {
+        refuse(w, c, 0x87);
+        return;
+    }
+    if (pub->qos == 2 && qos2_has(s, pk->packet_id)) {
+        /* a resend of one we hold: answered again after the first, not stored */
+        queue_ack(s, MQTT_PUBREC, pk->packet_id);
+        return;
+    }
+    if (pub->qos > 0) {
+        if (s->inflight >= MQTT_RECEIVE_MAX) {
+            refuse(w, c, 0x93); /* receive maximum exceeded */
+            return;
+        }
+        s->inflight++;
+    }
+    uint8_t flags = pub->retain ? RECORD_F_RETAIN : 0;
+    struct pending_ack *a = NULL;
+    uint64_t cookie = pub->qos ? s->qtail : COOKIE_NO_ACK;
+    if (pub->qos == 1) {
+        a = queue_ack(s, MQTT_PUBACK, pk->packet_id);
+        a->release = true;
+    }
+    if (pub->qos == 2) {
+        a = queue_ack(s, MQTT_PUBREC, pk->packet_id);
+        s->qos2[s->nqos2++] = pk->packet_id;
+    }
+    int rc =
+        store(w, c, flags, pub->topic.p, pub->topic.n, pub->payload.p, pub->payload.n, cookie);
+    if (rc == 0) {
+        if (a) a->waiting++;
+        return;
+    }
+    if (rc == 1) return;
+    /* nothing of it was kept */
+    if (pub->qos == 0) {
+        refuse(w, c, rc == -EMSGSIZE || rc == -E2BIG ? 0x95 : 0x80);
+        return;
+    }
+    if (pub->qos == 2) {
+        qos2_drop(s, pk->packet_id);
+        a->release = true; /* a PUBREC >= 0x80 ends the exchange */
+    }
+    if (s->version == 5)
+        a->reason = rc == -EMSGSIZE || rc == -E2BIG ? 0x95 : 0x80;
+    else
+        a->failed = true;
+}
+
+static void on_pubrel(struct worker *w, struct conn *c, const struct mqtt_packet *pk)
+{
+    struct mqtt_sess *s = sess(c);
+    (void)w;
+    bool known = qos2_has(s, pk->packet_id);
+    struct pending_ack *a = queue_ack(s, MQTT_PUBCOMP, pk->packet_id);
+    if (known) {
+        qos2_drop(s, pk->packet_id);
+        a->release = true;
+    } else if (s->version == 5) {
+        a->reason = 0x92; /* packet identifier not found (3.1.1: PUBCOMP all the same) */
+    }
+}
+
+static void on_packet(struct worker *w, struct conn *c, const struct mqtt_packet *pk)
+{
+    struct mqtt_sess *s = sess(c);
+    uint8_t buf[1024];
+    size_t n;
+    switch (pk->type) {
+    case MQTT_CONNECT:
+        on_connect(w, c, pk);
+        break;
+    case MQTT_PUBLISH:
+        on_publish(w, c, pk);
+        break;
+    case MQTT_PUBREL:
+        on_pubrel(w, c, pk);
+        break;
+    case MQTT_PUBACK:
+    case MQTT_PUBREC:
+    case MQTT_PUBCOMP:
+        /* we never send a PUBLISH, so no id of ours can be acknowledged */
+        refuse(w, c, 0x82);
+        break;
+    case MQTT_SUBSCRIBE:
+        n = mqtt_encode_suback(buf, sizeof buf, s->version, pk);
+        if (n)
+            conn_send(w, c, buf, n);
+        else
+            refuse(w, c, 0x95);
+        break;
+    case MQTT_UNSUBSCRIBE:
+        n = mqtt_encode_unsuback(buf, sizeof buf, s->version, pk);
+        if (n)
+            conn_send(w, c, buf, n);
+        else
+            refuse(w, c, 0x95);
+        break;
+    case MQTT_PINGREQ:
+        n = mqtt_encode_pingresp(buf, sizeof buf);
+        conn_send(w, c, buf, n);
+        break;
+    case MQTT_DISCONNECT:
+        /* 0x04: disconnect with will message; anything else drops the will */
+        s->disconnected = !(s->version == 5 && pk->reason == 0x04);
+        conn_stop(w, c);
+        break;
+    case MQTT_AUTH:
+    default:
+        refuse(w, c, s->version == 5 ? 0x82 : 0x81);
+        break;
+    }
+}
+
+static void set_deadline(struct worker *w, struct conn *c)
+{
+    struct mqtt_sess *s = sess(c);
+    const sluice_config *cfg = &w->eng->cfg;
+    uint64_t deadline;
+    if (!s->version)
+        return; /* the CONNECT deadline set at open stands */
+    else if (s->qhead != s->qtail || c->on_room)
+        deadline = 0; /* the server, not the client, is what is slow */
+    else if (s->keepalive_s)
+        deadline = s->last_rx_ms + (uint64_t)s->keepalive_s * 1500u;
+    else
+        deadline = s->last_rx_ms + cfg->idle_timeout_ms;
+    conn_set_deadline(w, c, deadline);
+}
+
+static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
+{
+    struct mqtt_sess *s = sess(c);
+    size_t off = 0, n = *np;
+    const uint8_t *u = (const uint8_t *)p;
+    flush_acks(w, c);
+    while (off < n && !c->stopped && !c->closing) {
+        if (conn_output_full(c)) break; /* resumed when the client has read */
+        if (queue_full(s)) {
+            conn_block(c); /* resumed when a commit completes */
+            break;
+        }
+        size_t total;
+        int rc = mqtt_peek(u + off, n - off, &total);
+        if (rc == MQTT_INCOMPLETE) break;
+        if (rc < 0) {
+            if (!s->version) conn_close(w, c);
+            else refuse(w, c, 0x81);
+            break;
+        }
+        if (total > max_packet(w)) {
+            /* refused from its fixed header: none of it is buffered */
+            if (!s->version) {
+                conn_close(w, c);
+            } else {
+                refuse(w, c, 0x95);
+            }
+            break;
+        }
+        if (n - off < total) {
+            /* the rest of a large packet: its whole buffer now (counted against
+             * --max-request-memory), or wait while other connections hold it */
+            if (!conn_can_hold(w, c, total)) {
+                if (conn_others_hold(w, c))
+                    conn_wait_room(w, c);
+                else
+                    refuse(w, c, 0x89); /* server busy */
+            } else if (conn_reserve_input(w, c, total)) {
+                refuse(w, c, 0x89);
+            }
+            break;
+        }
+        bool publish = (u[off] >> 4) == MQTT_PUBLISH;
+        if (publish && !ingest_has_room(w)) {
+            conn_wait_room(w, c); /* the commit budget is used up: reading stops */
+            break;
+        }
+        if (publish && s->version == 4 && ((u[off] >> 1) & 3) && s->inflight >= MQTT_RECEIVE_MAX) {
+            /* 3.1.1 has no receive maximum to announce: reading stops instead */
+            conn_block(c);
+            break;
+        }
+        struct mqtt_packet pk;
+        rc = mqtt_parse(u + off, total, s->version, &pk);
+        if (rc < 0) {
+            if (!s->version) {
+                /* a first packet that is a bad CONNECT gets its CONNACK refusal
+                 * where one exists; anything else is just closed */
+                if (pk.type == MQTT_CONNECT && pk.connect.level == 5)
+                    connack(w, c, 5, pk.reason, NULL);
+                else if (pk.type == MQTT_CONNECT && pk.connect.level == 4 &&
+                         mqtt_connack_v4_code(pk.reason) != 0xFF)
+                    connack(w, c, 4, pk.reason, NULL);
+                else if (pk.type == MQTT_CONNECT && rc == MQTT_E_VERSION)
+                    connack(w, c, 4, pk.reason, NULL);
+                else
+                    conn_close(w, c);
+            } else {
+                refuse(w, c, pk.reason);
+            }
+            break;
+        }
+        off += total;
+        s->last_rx_ms = w->now_ms;
+        on_packet(w, c, &pk);
+    }
+    flush_acks(w, c);
+    if (!c->closing) set_deadline(w, c);
+    *np = n;
+    return off;
+}
+
+static void durable(struct worker *w, struct conn *c, uint64_t cookie, int err)
+{
+    struct mqtt_sess *s = sess(c);
+    if (cookie & COOKIE_NO_ACK) return; /* QoS 0: nothing to tell */
+    struct pending_ack *a = &s->q[cookie % MQTT_QUEUE];
+    if (err) {
+        if (a->type == MQTT_PUBREC) {
+            qos2_drop(s, a->id);
+            a->release = true;
+        }
+        if (s->version == 5)
+            a->reason = 0x80;
+        else
+            a->failed = true;
+    }
+    if (a->waiting) a->waiting--;
+    s->last_rx_ms = w->now_ms;
+}
+
+static void timeout(struct worker *w, struct conn *c)
+{
+    struct mqtt_sess *s = sess(c);
+    if (!s->version || c->stopped || conn_output_full(c)) {
+        /* no CONNECT in time, or an answer to close that was never taken */
+        conn_close(w, c);
+        return;
+    }
+    refuse(w, c, 0x8D); /* keep alive timeout */
+    conn_set_deadline(w, c, w->now_ms + w->eng->cfg.header_timeout_ms);
+}
+
+static void drain(struct worker *w, struct conn *c)
+{
+    struct mqtt_sess *s = sess(c);
+    s->disconnected = true; /* the server ends it: not the device's will */
+    conn_stop(w, c);
+    if (s->qhead == s->qtail && s->version != 5) {
+        conn_close(w, c);
+        return;
+    }
+    conn_post(w, c); /* the acks due go out, then (MQTT 5) DISCONNECT 0x8B */
+}
+
+static bool idle(const struct conn *c)
+{
+    const struct mqtt_sess *s = sess(c);
+    return s->qhead == s->qtail;
+}
+
+static void open_conn(struct worker *w, struct conn *c)
+{
+    /* the CONNECT must arrive within the header deadline from accept */
+    conn_set_deadline(w, c, w->now_ms + w->eng->cfg.header_timeout_ms);
+}
+
+static void close_conn(struct worker *w, struct conn *c)
+{
+    struct mqtt_sess *s = sess(c);
+    if (s->will && !s->disconnected && s->version && !w->draining) {
+        /* the connection ended without DISCONNECT: its will is a reading, durable
+         * like any other though no one is left to be told */
+        store(w, c, RECORD_F_WILL | (s->will_retain ? RECORD_F_RETAIN : 0),
+              (const uint8_t *)s->will, s->will_topic_len,
+              (const uint8_t *)s->will + s->will_topic_len, s->will_len - s->will_topic_len,
+              COOKIE_NO_ACK);
+    }
+    free(s->will);
+    s->will = NULL;
+}
+
+const struct session_ops session_mqtt_ops = {
+    .name = "mqtt",
+    .session_size = sizeof(struct mqtt_sess),
+    .max_input = max_input,
+    .busy_reply = NULL,
+    .open = open_conn,
+    .input = input,
+    .durable = durable,
+    .timeout = timeout,
+    .drain = drain,
+    .idle = idle,
+    .close = close_conn,
+};
