@@ -225,7 +225,7 @@ class Daemon:
                      "--admin", "127.0.0.1:0", "--https", "off", "--mqtt", "off", "--mqtts",
                      "off", "--frame", "off", "--ports-file", self.ports_file] + limit + list(extra)
         self.proc = None
-        self.http = self.admin = None
+        self.http = self.admin = self.mqtt = None
 
     def start(self, timeout=10):
         os.makedirs(self.data_dir, exist_ok=True)
@@ -251,6 +251,7 @@ class Daemon:
             ports = json.load(f)
         self.http = ports.get("http")
         self.admin = ports.get("admin")
+        self.mqtt = ports.get("mqtt")  # with extra ["--mqtt", "127.0.0.1:0"]
         check(isinstance(self.http, int) and self.http > 0, "ports file has no http: %r" % ports)
         check(isinstance(self.admin, int) and self.admin > 0,
               "ports file has no admin: %r" % ports)
