@@ -190,11 +190,12 @@ size_t commit_since(const struct commit_log *l, const struct commit_mark *m)
  * header bytes); commit_submit seals it. A batch has no size limit of its own:
  * a request's size is capped by ingest.c, the bytes waiting for commit by the
  * worker's budget (--max-pending-bytes), which stops reading past it. */
-int commit_append(struct commit_log *l, const struct record *r, const void *payload, size_t n)
+int commit_append(struct commit_log *l, const struct record *r, const void *topic, size_t topic_len,
+                  const void *payload, size_t n)
 {
     struct batch *b = &l->b[l->fill];
-    size_t need = RECORD_HEADER_SIZE + n;
-    if (n > RECORD_MAX_BODY) return -E2BIG;
+    size_t need = RECORD_HEADER_SIZE + topic_len + n;
+    if (topic_len + n > RECORD_MAX_BODY || topic_len > UINT16_MAX) return -E2BIG;
     if (b->len + need > b->cap) {
         size_t cap = b->cap ? b->cap : 64 * 1024;
         while (cap < b->len + need)
@@ -205,10 +206,11 @@ int commit_append(struct commit_log *l, const struct record *r, const void *payl
         b->cap = cap;
     }
     struct record h = *r;
-    h.topic_len = 0;
-    h.length = (uint32_t)n;
+    h.topic_len = (uint16_t)topic_len;
+    h.length = (uint32_t)(topic_len + n);
     memcpy(b->buf + b->len, &h, sizeof h);
-    memcpy(b->buf + b->len + RECORD_HEADER_SIZE, payload, n);
+    if (topic_len) memcpy(b->buf + b->len + RECORD_HEADER_SIZE, topic, topic_len);
+    if (n) memcpy(b->buf + b->len + RECORD_HEADER_SIZE + topic_len, payload, n);
     b->len += need;
     b->nrec++;
     return 0;
@@ -261,7 +263,8 @@ static void seal(struct commit_log *l, struct batch *b)
         r.seq = l->lw.next_seq++;
         if (off == 0) r.flags |= RECORD_F_BATCH_START;
         log_writer_note(&l->lw, l->lw.end + off, r.seq, r.recv_ns);
-        record_encode(hdr, &r, l->lw.seed, NULL, hdr + RECORD_HEADER_SIZE, r.length);
+        const uint8_t *body = hdr + RECORD_HEADER_SIZE;
+        record_encode(hdr, &r, l->lw.seed, body, body + r.topic_len, r.length - r.topic_len);
         off += RECORD_HEADER_SIZE + r.length;
         b->nrec++;
     }

@@ -32,9 +32,11 @@ int commit_log_get(struct worker *w, uint32_t org, struct commit_log **out);
 void commit_mark(struct commit_log *l, struct commit_mark *m);
 void commit_rollback(struct commit_log *l, const struct commit_mark *m);
 
-/* Appends one record (header from r, then n payload bytes) to the filling
- * batch. Returns 0, -E2BIG when n is larger than a record may hold, -ENOMEM. */
-int commit_append(struct commit_log *l, const struct record *r, const void *payload, size_t n);
+/* Appends one record (header from r, then its body: topic_len topic bytes,
+ * MQTT only, and n payload bytes) to the filling batch. Returns 0, -E2BIG when
+ * the body is larger than a record may hold, -ENOMEM. */
+int commit_append(struct commit_log *l, const struct record *r, const void *topic, size_t topic_len,
+                  const void *payload, size_t n);
 
 /* Bytes the records appended since mark m take in the batch. */
 size_t commit_since(const struct commit_log *l, const struct commit_mark *m);

@@ -31,7 +31,8 @@ int ingest_begin(struct worker *w, uint32_t org, uint32_t device, struct ingest_
 int ingest_add(struct ingest_txn *t, const struct ingest_meta *m, const void *payload, size_t n)
 {
     if (n + m->topic_len > RECORD_MAX_BODY) return -EMSGSIZE;
-    if (commit_since(t->log, &t->mark) + RECORD_HEADER_SIZE + n > INGEST_REQUEST_MAX) return -E2BIG;
+    if (commit_since(t->log, &t->mark) + RECORD_HEADER_SIZE + m->topic_len + n > INGEST_REQUEST_MAX)
+        return -E2BIG;
     struct record r = {.flags = m->flags,
                        .proto = m->proto,
                        .ctype = m->ctype,
@@ -39,7 +40,7 @@ int ingest_add(struct ingest_txn *t, const struct ingest_meta *m, const void *pa
                        .recv_ns = t->recv_ns,
                        .device_ts_ns = m->device_ts_ns,
                        .device_seq = m->device_seq};
-    int rc = commit_append(t->log, &r, payload, n);
+    int rc = commit_append(t->log, &r, m->topic, m->topic_len, payload, n);
     if (rc == -E2BIG) return -EMSGSIZE;
     if (rc) return rc;
     t->readings++;

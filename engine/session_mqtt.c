@@ -201,9 +201,10 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
                    : AUTH_FAIL;
     if (rc != AUTH_OK) {
         worker_count(rc == AUTH_THROTTLED ? &w->st.auth_throttled : &w->st.auth_failures, 1);
-        /* 0x86 bad user name or password (3.1.1: 0x04); throttled: 0x9F
+        /* 0x86 bad user name or password (3.1.1: 0x05 not authorized, as
+         * INTERFACE.md says); throttled: 0x9F
          * connection rate exceeded, which 3.1.1 can only say as 0x05 */
-        uint8_t reason = rc == AUTH_THROTTLED ? (v == 5 ? 0x9F : 0x87) : 0x86;
+        uint8_t reason = rc == AUTH_THROTTLED ? (v == 5 ? 0x9F : 0x87) : (v == 5 ? 0x86 : 0x87);
         connack(w, c, v, reason, NULL);
         return;
     }
