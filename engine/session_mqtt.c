@@ -21,7 +21,8 @@
  * (--header-timeout) from accept; then the client's keepalive is enforced at
  * 1.5x (MQTT 5: DISCONNECT 0x8D), or --idle-timeout when it asked for none;
  * more unacknowledged QoS 1/2 PUBLISHes than the receive maximum we announce
- * is DISCONNECT 0x93; SUBSCRIBE gets failure codes (an ingest endpoint);
+ * is DISCONNECT 0x93; MQTT 5 topic aliases up to 16, their topics 4 KiB in all
+ * (past it 0x97); SUBSCRIBE gets failure codes (an ingest endpoint);
  * malformed input closes, in MQTT 5 after a DISCONNECT with its reason.
  */
 #include "engine/session_mqtt.h"
@@ -43,6 +44,11 @@
 /* Acknowledgements waiting their turn: the receive window plus PUBCOMPs. */
 #define MQTT_QUEUE 128u
 #define MQTT_CLIENT_ID_MAX 128u
+/* MQTT 5 topic aliases a client may set (announced as Topic Alias Maximum),
+ * and the bytes their topics may take together per connection: past it,
+ * DISCONNECT 0x97 (quota exceeded), so aliases cannot be used to park memory. */
+#define MQTT_TOPIC_ALIAS_MAX   16u
+#define MQTT_TOPIC_ALIAS_BYTES 4096u
 /* Room for the topic and properties around a body of --max-body. */
 #define MQTT_PACKET_SLACK (64u << 10)
 /* Commits with no acknowledgement behind them (QoS 0, a will) carry this bit
@@ -79,6 +85,11 @@ struct mqtt_sess {
     /* QoS 2 packet ids received and not yet released by PUBREL */
     uint16_t qos2[MQTT_RECEIVE_MAX];
     uint32_t nqos2;
+
+    /* MQTT 5 topic aliases: index 1..MQTT_TOPIC_ALIAS_MAX, copies malloc'd */
+    char *alias[MQTT_TOPIC_ALIAS_MAX + 1];
+    uint16_t alias_len[MQTT_TOPIC_ALIAS_MAX + 1];
+    uint32_t alias_bytes;
 
     /* the will, stored as a reading if the connection ends without DISCONNECT */
     char *will; /* topic then payload, malloc'd */
@@ -229,6 +240,7 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
     }
     struct mqtt_connack_props props = {
         .receive_maximum = MQTT_RECEIVE_MAX,
+        .topic_alias_maximum = MQTT_TOPIC_ALIAS_MAX,
         .maximum_packet_size = (uint32_t)max_packet(w),
         .has_retain_available = 1,
         .retain_available = 1,
@@ -300,13 +312,41 @@ static int store(struct worker *w, struct conn *c, uint8_t flags, const uint8_t 
     return ingest_commit(&t, c, cookie);
 }
 
+/* MQTT 5 Topic Alias: a PUBLISH with a topic sets the alias, one without
+ * uses it. Returns 0 with *topic the name to record, or the reason to
+ * disconnect with. */
+static uint8_t resolve_alias(struct mqtt_sess *s, const struct mqtt_packet *pk,
+                             struct mqtt_slice *topic)
+{
+    uint16_t a = pk->props.topic_alias;
+    if (a == 0 || a > MQTT_TOPIC_ALIAS_MAX) return 0x94; /* topic alias invalid */
+    if (!topic->n) {
+        if (!s->alias[a]) return 0x82; /* an alias never set */
+        *topic = (struct mqtt_slice){(const uint8_t *)s->alias[a], s->alias_len[a]};
+        return 0;
+    }
+    if (s->alias_bytes - s->alias_len[a] + topic->n > MQTT_TOPIC_ALIAS_BYTES) return 0x97;
+    char *copy = malloc(topic->n);
+    if (!copy) return 0x89;
+    memcpy(copy, topic->p, topic->n);
+    free(s->alias[a]);
+    s->alias_bytes = s->alias_bytes - s->alias_len[a] + (uint32_t)topic->n;
+    s->alias[a] = copy;
+    s->alias_len[a] = (uint16_t)topic->n;
+    return 0;
+}
+
 static void on_publish(struct worker *w, struct conn *c, const struct mqtt_packet *pk)
 {
     struct mqtt_sess *s = sess(c);
-    const struct mqtt_publish *pub = &pk->publish;
+    struct mqtt_publish pubc = pk->publish;
+    const struct mqtt_publish *pub = &pubc;
     if (s->version == 5 && MQTT_HAS(&pk->props, MQTT_PROP_TOPIC_ALIAS)) {
-        refuse(w, c, 0x94); /* we announced Topic Alias Maximum 0 */
-        return;
+        uint8_t why = resolve_alias(s, pk, &pubc.topic);
+        if (why) {
+            refuse(w, c, why);
+            return;
+        }
     }
     if (pub->topic.n == 0) {
         refuse(w, c, 0x82);
@@ -592,6 +632,10 @@ static void close_conn(struct worker *w, struct conn *c)
     }
     free(s->will);
     s->will = NULL;
+    for (unsigned i = 1; i <= MQTT_TOPIC_ALIAS_MAX; i++) {
+        free(s->alias[i]);
+        s->alias[i] = NULL;
+    }
 }
 
 const struct session_ops session_mqtt_ops = {

@@ -261,6 +261,37 @@ def _():
     check_eq(len(by_topic("acme", "dup/q2")), 1, "stored copies")
 
 
+@suite.case("MQTT 5 topic aliases: set with a topic, used without one, recorded under the topic; "
+            "alias 0 or above the maximum -> DISCONNECT 0x94, an unset one -> 0x82")
+def _():
+    def pub_alias(topic, alias, payload, pid):
+        props = b"\x23" + struct.pack(">H", alias)
+        vh = mstr(topic) + struct.pack(">H", pid) + varint(len(props)) + props
+        body = vh + payload
+        return b"\x32" + varint(len(body)) + body
+
+    r = Raw()
+    r.send(connect_packet(S["tok"], version=5, client_id="alias"))
+    pk = r.packet()
+    check_eq(pk[1][:2], b"\x00\x00", "CONNACK")
+    check(b"\x22\x00\x10" in pk[1], "CONNACK does not announce Topic Alias Maximum 16: %r" % pk[1])
+    r.send(pub_alias("alias/long/topic/name", 3, b'{"a":1}', 1))
+    r.send(pub_alias("", 3, b'{"a":2}', 2))
+    check_eq([r.packet()[0], r.packet()[0]], [0x40, 0x40], "PUBACKs")
+    r.close()
+    got = sorted(x["payload"]["a"] for x in by_topic("acme", "alias/long/topic/name"))
+    check_eq(got, [1, 2], "readings recorded under the aliased topic")
+    for alias, topic, want in ((0, "t", 0x94), (17, "t", 0x94), (5, "", 0x82)):
+        r = Raw()
+        r.send(connect_packet(S["tok"], version=5, client_id="alias-bad"))
+        r.packet()
+        r.send(pub_alias(topic, alias, b"{}", 1))
+        pk = r.packet()
+        check(pk is not None and pk[0] == 0xE0 and pk[1][:1] == bytes([want]),
+              "alias %d topic %r: want DISCONNECT 0x%02x, got %r" % (alias, topic, want, pk))
+        r.close()
+
+
 @suite.case("PUBACKs leave in the order of the PUBLISHes (20 QoS 1 sent back to back)")
 def _():
     r = Raw()
