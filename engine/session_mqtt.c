@@ -161,6 +161,7 @@ static void flush_acks(struct worker *w, struct conn *c)
 static void refuse(struct worker *w, struct conn *c, uint8_t reason)
 {
     struct mqtt_sess *s = sess(c);
+    if (!c->stopped) worker_count(&w->st.mqtt_disconnects_sent, 1);
     conn_stop(w, c);
     if (s->version == 5 && !s->sent_disconnect) {
         uint8_t buf[8];
@@ -186,6 +187,7 @@ static void connack(struct worker *w, struct conn *c, unsigned version, uint8_t 
     }
     size_t n = mqtt_encode_connack(buf, sizeof buf, version == 5 ? 5 : 4, 0, code, props);
     if (n) conn_send(w, c, buf, n);
+    worker_count(reason ? &w->st.mqtt_connect_refused : &w->st.mqtt_connects, 1);
     if (reason) conn_stop(w, c);
 }
 
@@ -381,6 +383,7 @@ static void on_publish(struct worker *w, struct conn *c, const struct mqtt_packe
     }
     int rc =
         store(w, c, flags, pub->topic.p, pub->topic.n, pub->payload.p, pub->payload.n, cookie);
+    if (rc >= 0) worker_count(&w->st.mqtt_publishes, 1);
     if (rc == 0) {
         if (a) a->waiting++;
         return;
@@ -625,6 +628,7 @@ static void close_conn(struct worker *w, struct conn *c)
     if (s->will && !s->disconnected && s->version && !w->draining) {
         /* the connection ended without DISCONNECT: its will is a reading, durable
          * like any other though no one is left to be told */
+        worker_count(&w->st.mqtt_wills, 1);
         store(w, c, RECORD_F_WILL | (s->will_retain ? RECORD_F_RETAIN : 0),
               (const uint8_t *)s->will, s->will_topic_len,
               (const uint8_t *)s->will + s->will_topic_len, s->will_len - s->will_topic_len,

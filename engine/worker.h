@@ -86,7 +86,8 @@ struct fault {
 struct worker_stats {
     _Atomic uint64_t accepted_conns, closed_conns, refused_conns, requests, readings, bytes_in,
         bytes_out, commits, commit_failures, enobufs, auth_failures, auth_throttled, input_paused,
-        accept_paused, request_memory_refused, logs_opened, logs_suspended, request_too_large;
+        accept_paused, request_memory_refused, logs_opened, logs_suspended, request_too_large,
+        mqtt_connects, mqtt_connect_refused, mqtt_publishes, mqtt_disconnects_sent, mqtt_wills;
     /* gauges */
     _Atomic uint64_t conns_open, pending_bytes, request_memory, logs_open;
 };

@@ -16,7 +16,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sluicetest import Cli, Daemon, Suite, binaries, check, check_eq, need_tool, skip, tmpdir  # noqa: E402
+from sluicetest import (  # noqa: E402
+    Cli, Daemon, Suite, binaries, check, check_eq, need_tool, request, skip, tmpdir)
 
 SLUICED, SLUICE_CLI = binaries()
 suite = Suite(limit=240)
@@ -425,6 +426,21 @@ def _():
     check_eq(len(got), 1, "will of a dropped connection stored")
     check(got[0].get("will") is True, "will not flagged: %r" % got[0])
     check(not by_topic("acme", "will/clean"), "will stored after a clean DISCONNECT")
+
+
+@suite.case("/metrics counts MQTT: connects, refusals, publishes, wills")
+def _():
+    r = request(S["d"].admin, "GET", "/metrics")
+    check_eq(r.status, 200, "/metrics status")
+    vals = {}
+    for line in r.body.decode().splitlines():
+        if line.startswith("sluice_mqtt_") and " " in line:
+            k, v = line.rsplit(" ", 1)
+            vals[k] = int(v)
+    for k in ("sluice_mqtt_connects_total", "sluice_mqtt_connect_refused_total",
+              "sluice_mqtt_publishes_total", "sluice_mqtt_wills_total"):
+        check(vals.get(k, 0) > 0, "%s missing or 0 after the cases above: %r" % (k, vals))
+    check(vals["sluice_mqtt_publishes_total"] >= 24000, "publishes counted: %r" % vals)
 
 
 if __name__ == "__main__":
