@@ -592,6 +592,15 @@ void conn_run_posted(struct worker *w)
     }
 }
 
+void conn_kick(struct worker *w, uint32_t slot, uint32_t gen)
+{
+    if (slot >= w->nconns) return;
+    struct conn *c = &w->conns[slot];
+    if (c->gen != gen || c->closing || !c->ops || !c->ops->takeover) return;
+    c->ops->takeover(w, c);
+    conn_post(w, c);
+}
+
 void conn_durable(struct worker *w, uint32_t slot, uint32_t gen, uint64_t cookie, int err)
 {
     struct conn *c = &w->conns[slot];

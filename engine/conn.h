@@ -68,6 +68,9 @@ struct session_ops {
     void (*drain)(struct worker *w, struct conn *c);
     /* True when the session owes the peer nothing more (no answer waiting). */
     bool (*idle)(const struct conn *c);
+    /* Another connection took this one's place (an MQTT client id connected
+     * again): end it with the protocol's word for that (may be NULL). */
+    void (*takeover)(struct worker *w, struct conn *c);
     /* The connection is being freed: release session resources (may be NULL). */
     void (*close)(struct worker *w, struct conn *c);
 };
@@ -166,6 +169,10 @@ void conn_close(struct worker *w, struct conn *c);
 
 /* Sets c's one deadline (0: none); ops->timeout fires when it passes. */
 void conn_set_deadline(struct worker *w, struct conn *c, uint64_t deadline_ms);
+
+/* Another thread asked to end the connection (slot, gen): its session's
+ * takeover op runs, unless it is gone already. */
+void conn_kick(struct worker *w, uint32_t slot, uint32_t gen);
 
 /* Runs c's session again after this turn's completions. */
 void conn_post(struct worker *w, struct conn *c);

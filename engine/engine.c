@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "engine/clients.h"
 #include "engine/commit.h"
 #include "engine/iojob.h"
 #include "engine/loop.h"
@@ -347,8 +348,10 @@ static void engine_free(struct sluice_engine *e)
         if (w->reserve_fd >= 0) close(w->reserve_fd);
         free(w->conns);
         free(w->authrl);
+        free(w->kicks);
     }
     free(e->workers);
+    clients_free(&e->clients);
     if (e->auth_ready) auth_swap_destroy(&e->auth); /* every worker has been joined */
     if (e->store) store_close(e->store);
     free(e);
@@ -453,7 +456,7 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
     e->auth_ready = true;
 
     e->workers = calloc(e->nworkers, sizeof *e->workers);
-    if (!e->workers) {
+    if (!e->workers || clients_init(&e->clients)) {
         rc = SLUICE_ENOMEM;
         goto fail;
     }

@@ -26,6 +26,7 @@
 #include "engine/conn.h"
 #include "engine/iojob.h"
 #include "engine/session_http.h"
+#include "engine/clients.h"
 #include "engine/session_mqtt.h"
 
 #define RING_ENTRIES    4096
@@ -185,6 +186,11 @@ static void on_wake(struct worker *w, struct io_uring_cqe *cqe)
         commit_job_done(w, j);
         j = next;
     }
+    struct conn_ref kicks[32];
+    size_t nk;
+    while ((nk = clients_take_kicks(w, kicks, 32)))
+        for (size_t i = 0; i < nk; i++)
+            conn_kick(w, kicks[i].slot, kicks[i].gen);
     if (!w->draining && atomic_load_explicit(&w->eng->stopping, memory_order_acquire))
         begin_drain(w);
     if (cqe->res >= 0 || cqe->res == -EINTR || cqe->res == -EAGAIN) arm_wake(w);

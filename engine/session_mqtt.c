@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "engine/auth.h"
+#include "engine/clients.h"
 #include "engine/conn.h"
 #include "engine/ingest.h"
 #include "protocols/json.h"
@@ -69,6 +70,9 @@ struct mqtt_sess {
     bool disconnected; /* the client sent DISCONNECT: no will */
     bool sent_disconnect;
     uint16_t keepalive_s;
+    bool claimed; /* client_id is registered (engine/clients.c) */
+    uint8_t client_id_len;
+    char client_id[MQTT_CLIENT_ID_MAX];
     uint64_t last_rx_ms; /* when the last packet arrived (keepalive) */
 
     /* the device, from the CONNECT's token */
@@ -250,6 +254,19 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
         .no_subscription_ids = 1,
         .no_shared_subs = 1,
     };
+    if (cn->client_id.n) {
+        /* the same id connected for this device: that connection ends
+         * [MQTT-3.1.4-2]; ids of other devices are other clients */
+        struct conn_ref me = {w->id, c->slot, c->gen}, prev;
+        int rc2 = clients_claim(w->eng, s->org, s->device, cn->client_id.p, cn->client_id.n, me,
+                                &prev);
+        if (rc2 >= 0) {
+            s->claimed = true;
+            memcpy(s->client_id, cn->client_id.p, cn->client_id.n);
+            s->client_id_len = (uint8_t)cn->client_id.n;
+        }
+        if (rc2 == 1) clients_kick(w->eng, prev);
+    }
     char assigned[32];
     if (v == 5 && cn->client_id.n == 0) {
         int an = snprintf(assigned, sizeof assigned, "sluice-%u-%u-%u", w->id, c->slot, c->gen);
@@ -622,9 +639,21 @@ static void open_conn(struct worker *w, struct conn *c)
     conn_set_deadline(w, c, w->now_ms + w->eng->cfg.header_timeout_ms);
 }
 
+static void takeover(struct worker *w, struct conn *c)
+{
+    struct mqtt_sess *s = sess(c);
+    s->claimed = false; /* the id is the newer connection's now */
+    refuse(w, c, 0x8E); /* session taken over */
+}
+
 static void close_conn(struct worker *w, struct conn *c)
 {
     struct mqtt_sess *s = sess(c);
+    if (s->claimed) {
+        struct conn_ref me = {w->id, c->slot, c->gen};
+        clients_release(w->eng, s->org, s->device, s->client_id, s->client_id_len, me);
+        s->claimed = false;
+    }
     if (s->will && !s->disconnected && s->version && !w->draining) {
         /* the connection ended without DISCONNECT: its will is a reading, durable
          * like any other though no one is left to be told */
@@ -653,5 +682,6 @@ const struct session_ops session_mqtt_ops = {
     .timeout = timeout,
     .drain = drain,
     .idle = idle,
+    .takeover = takeover,
     .close = close_conn,
 };

@@ -108,6 +108,11 @@ struct session_ops;
 struct iojob;
 struct sluice_engine;
 
+/* A connection named across threads: its worker, slot and generation. */
+struct conn_ref {
+    uint32_t worker, slot, gen;
+};
+
 struct worker {
     struct sluice_engine *eng;
     unsigned id;
@@ -164,11 +169,23 @@ struct worker {
     void *http; /* protocol state shared by the worker's HTTP sessions (session_http.c) */
 
     int wake_fd; /* eventfd: sluice_engine_stop (async-signal-safe) and storage jobs */
+    /* connections other workers asked this one to end (clients.c; under the
+     * engine's clients lock) */
+    struct conn_ref *kicks;
+    uint32_t nkicks, kick_cap;
     bool draining;
     uint64_t drain_deadline_ms;
     int error;
     struct errlog errlog[ERRLOG_KINDS];
     struct worker_stats st;
+};
+
+/* MQTT client ids connected now (engine/clients.c). */
+struct client_entry;
+struct clients {
+    pthread_mutex_t lock;
+    struct client_entry **b;
+    bool ready;
 };
 
 struct sluice_engine {
@@ -182,6 +199,7 @@ struct sluice_engine {
     char addr[LISTENER_KINDS][SLUICE_ADDR_MAX];
 
     struct auth_swap auth; /* one reader slot per worker; the control thread writes */
+    struct clients clients;
     bool auth_ready;
     uint64_t store_gen;
 

@@ -428,6 +428,38 @@ def _():
     check(not by_topic("acme", "will/clean"), "will stored after a clean DISCONNECT")
 
 
+@suite.case("a client id connected again for the same device takes over (v5: DISCONNECT 0x8E "
+            "to the old one); the same id of another device is another client")
+def _():
+    for version in (4, 5):
+        cid = "take-%d" % version
+        olds = [Raw() for _ in range(4)]  # 2 workers: some land on the other one
+        for o in olds[:1]:
+            o.send(connect_packet(S["tok"], version=version, client_id=cid))
+            check_eq(o.packet()[0], 0x20, "first CONNACK")
+        other = Raw()
+        other.send(connect_packet(S["tok2"], version=version, client_id=cid))
+        check_eq(other.packet()[1][:2], b"\x00\x00", "another device's CONNACK")
+        prev = olds[0]
+        for nxt in olds[1:]:
+            nxt.send(connect_packet(S["tok"], version=version, client_id=cid))
+            check_eq(nxt.packet()[1][:2], b"\x00\x00", "taking-over CONNACK")
+            prev.s.settimeout(3)
+            pk = prev.packet()
+            if version == 5:
+                check(pk is not None and pk[0] == 0xE0 and pk[1][:1] == b"\x8e",
+                      "v5: the old connection got %r, want DISCONNECT 0x8E" % (pk,))
+            check(prev.eof_within(3), "v%d: the old connection was not closed" % version)
+            prev.close()
+            prev = nxt
+        other.send(b"\xc0\x00")
+        check_eq(other.packet(), (0xd0, b""), "the other device's connection still serves")
+        prev.send(b"\xc0\x00")
+        check_eq(prev.packet(), (0xd0, b""), "the newest connection serves")
+        other.close()
+        prev.close()
+
+
 @suite.case("/metrics counts MQTT: connects, refusals, publishes, wills")
 def _():
     r = request(S["d"].admin, "GET", "/metrics")
