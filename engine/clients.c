@@ -136,9 +136,11 @@ size_t clients_take_kicks(struct worker *w, struct conn_ref *out, size_t cap)
     struct clients *cl = &w->eng->clients;
     pthread_mutex_lock(&cl->lock);
     size_t n = w->nkicks < cap ? w->nkicks : cap;
-    memcpy(out, w->kicks, n * sizeof *out);
-    memmove(w->kicks, w->kicks + n, (w->nkicks - n) * sizeof *out);
-    w->nkicks -= (uint32_t)n;
+    if (n) {
+        memcpy(out, w->kicks, n * sizeof *out);
+        memmove(w->kicks, w->kicks + n, (w->nkicks - n) * sizeof *out);
+        w->nkicks -= (uint32_t)n;
+    }
     pthread_mutex_unlock(&cl->lock);
     return n;
 }
