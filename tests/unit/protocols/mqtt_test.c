@@ -94,7 +94,7 @@ static int parse_body(uint8_t first, const uint8_t *body, size_t n, unsigned ver
         rl >>= 7;
         h++;
     } while (rl);
-    memcpy(b + h, body, n);
+    if (n) memcpy(b + h, body, n);
     *len = (int)(h + n);
     return parse(b, h + n, version);
 }
