@@ -342,7 +342,8 @@ static int rd_props(struct rd *r, struct mqtt_props *pr, uint64_t allowed)
             break;
         case MQTT_PROP_RESPONSE_TOPIC:
             /* [MQTT-3.3.2-14]: a Topic Name, so no wildcards */
-            if (has_wildcard(str)) return fail(r, MQTT_E_PROTOCOL, "wildcard in response topic");
+            if (has_wildcard(str) || str.n == 0)
+                return fail(r, MQTT_E_PROTOCOL, "response topic is not a topic name");
             pr->response_topic = str;
             break;
         case MQTT_PROP_CORRELATION_DATA:
@@ -418,8 +419,11 @@ static int parse_connect(struct rd *r)
         return fail(r, MQTT_E_MALFORMED, "password without user name [MQTT-3.1.2-22]");
     TRY(rd_u16(r, &c->keepalive, "truncated keep alive"));
     if (r->v5) TRY(rd_props(r, &o->props, allow_connect));
-    /* [MQTT-3.1.3-4]: a UTF-8 string; any characters accepted beyond that */
+    /* [MQTT-3.1.3-4]: a UTF-8 string; [MQTT-3.1.3-5] lets the server refuse more
+     * than 0-9a-zA-Z. Control characters are refused: the id lands in logs. */
     TRY(rd_str(r, &c->client_id, "truncated client identifier"));
+    if (utf8_bad(c->client_id.p, c->client_id.n, 1))
+        return fail(r, MQTT_E_CLIENT_ID, "control character in the client identifier");
     if (c->will) {
         if (r->v5) TRY(rd_props(r, &c->will_props, allow_will));
         TRY(rd_str(r, &c->will_topic, "truncated will topic"));

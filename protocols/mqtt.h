@@ -166,23 +166,31 @@ int mqtt_peek(const uint8_t *p, size_t n, size_t *total);
  * (only CONNECT is accepted, MQTT_E_PROTOCOL otherwise), then 4 or 5.
  * *out is cleared first; its slices point into p.
  * Returns the packet length (> 0), MQTT_INCOMPLETE when n is short of it, or:
- *   MQTT_E_MALFORMED  bad fixed-header flags, a type the server never receives
- *                     (CONNACK, SUBACK, PINGRESP ...; AUTH in v3.1.1; 0), bytes left
- *                     over or missing inside the remaining length, bad UTF-8
- *                     [MQTT-1.5.4-1..2], a property not allowed in the packet,
- *                     QoS 3, reserved bits set;
- *   MQTT_E_PROTOCOL   a packet other than CONNECT first, a second CONNECT, a
- *                     duplicated property, Receive Maximum / Maximum Packet Size 0,
- *                     bad boolean property values, Subscription Identifier in a
- *                     PUBLISH, Authentication Data without Method, v5 DUP on QoS 0,
- *                     packet id 0, SUBSCRIBE/UNSUBSCRIBE without filters, a reason
- *                     code the client may not send;
+ *   MQTT_E_MALFORMED  bad remaining length, bad fixed-header flags, type 0, AUTH in
+ *                     v3.1.1, bytes left over or missing inside the remaining
+ *                     length, bad UTF-8 or U+0000 [MQTT-1.5.4-1..2], control
+ *                     characters in a topic, a property identifier unknown or not
+ *                     valid for the packet (2.2.2.2), QoS 3, reserved bits set, an
+ *                     invalid topic filter (4.7.1: also in v5, as Mosquitto); in
+ *                     v3.1.1 also what v5 calls a protocol error below;
+ *   MQTT_E_PROTOCOL   a packet other than CONNECT first, a second CONNECT, a type
+ *                     only a server sends (CONNACK, SUBACK, UNSUBACK, PINGRESP), a
+ *                     duplicated property, Receive Maximum / Maximum Packet Size /
+ *                     Subscription Identifier 0, boolean properties not 0/1,
+ *                     Subscription Identifier in a PUBLISH, Authentication Data
+ *                     without Method, v5 DUP on QoS 0, packet id 0, an empty topic
+ *                     name without alias, (UN)SUBSCRIBE without filters, retain
+ *                     handling 3, No Local on a shared subscription, a reason code
+ *                     the client may not send, an empty/wildcard Response Topic;
  *   MQTT_E_VERSION    CONNECT with protocol name/level other than MQTT 4 or 5 (this
  *                     includes "MQIsdp" level 3, MQTT 3.1: answer CONNACK 0x01);
- *   MQTT_E_CLIENT_ID  v3.1.1 empty client id without clean session;
- *   MQTT_E_TOPIC_NAME wildcards or an empty name in a PUBLISH topic;
+ *   MQTT_E_CLIENT_ID  v3.1.1 empty client id without clean session, control
+ *                     characters in a client id (v3.1.1 CONNACK 0x02);
+ *   MQTT_E_TOPIC_NAME wildcards in a PUBLISH or will topic (empty will topic too);
  *   MQTT_E_TOPIC_ALIAS Topic Alias 0;
- *   MQTT_E_PAYLOAD_FORMAT Payload Format Indicator 1 on a payload that is not UTF-8.
+ *   MQTT_E_PAYLOAD_FORMAT Payload Format Indicator 1 on a payload (or will
+ *                     payload) that is not UTF-8.
+ * version values other than 0 and 5 behave like 4.
  * For CONNECT errors, out->connect.level holds the level byte if it was read. */
 int mqtt_parse(const uint8_t *p, size_t n, unsigned version, struct mqtt_packet *out);
 
@@ -200,7 +208,8 @@ int mqtt_filter_next(const struct mqtt_packet *pk, size_t *pos, struct mqtt_slic
 
 /* The SUBACK code sluice (an ingest-only endpoint) gives a filter: v3.1.1 0x80
  * (failure); v5 0x8F (topic filter invalid) for a malformed filter, 0x9E (shared
- * subscriptions not supported) for "$share/...", 0x87 (not authorized) otherwise. */
+ * subscriptions not supported) for "$share/...", 0x87 (not authorized) otherwise.
+ * (mqtt_parse refuses malformed filters, so 0x8F only shows for hand-made ones.) */
 uint8_t mqtt_suback_code(unsigned version, struct mqtt_slice filter);
 
 /* The v3.1.1 CONNACK return code for a v5 CONNACK reason: 0x84 -> 0x01,
