@@ -1,33 +1,70 @@
-/* sluice-bench — the load generator of INTERFACE.md ("sluice-bench"), HTTP mode.
+/* sluice-bench — the load generator of INTERFACE.md ("sluice-bench"): HTTP and MQTT.
  *
  *   sluice-bench http --target HOST:PORT --token T [--connections C] [--duration S]
- *                [--payload BYTES] [--readings N] [--pipeline N] [--json] [--path P]
+ *                [--payload BYTES] [--readings N] [--pipeline N] [--rate R/s] [--json]
+ *                [--path P]
+ *   sluice-bench mqtt --target HOST:PORT --token T [--connections C] [--duration S]
+ *                [--payload BYTES] [--qos 0|1|2] [--pipeline N] [--rate R/s] [--json]
+ *                [--topic T] [--mqtt-version 4|5]
  *
- * One thread, one epoll loop, C keep-alive connections. Every connection keeps
- * up to --pipeline POSTs in flight; each response is matched to the oldest
- * outstanding request on its connection (HTTP/1.1 answers in order), and the
- * time from the start of that request's write to the end of its response body
- * goes into a log-linear histogram. Responses are read only as far as the
- * status line and Content-Length, so any HTTP/1.1 server can be driven (nginx
- * with `return 204;` for the side-by-side comparison).
+ * One thread, one epoll loop, C connections; the loop, the connection life
+ * cycle (connect, reconnect after a loss, timeouts), the --rate schedule, the
+ * histogram and the report are shared, and each protocol supplies a small
+ * table of hooks (struct proto): what to send on connect, how to start one
+ * request, when a connection has room for another, how to read answers.
+ *
+ * HTTP: every connection keeps up to --pipeline POSTs in flight; each response
+ * is matched to the oldest outstanding request on its connection (HTTP/1.1
+ * answers in order), and the time from the start of that request's write to
+ * the end of its response body goes into a log-linear histogram. Responses
+ * are read only as far as the status line and Content-Length, so any HTTP/1.1
+ * server can be driven (nginx with `return 204;` for the side-by-side
+ * comparison).
+ *
+ * MQTT: the real wire format (3.1.1 or 5.0), so Mosquitto is driven
+ * unchanged. CONNECT (clean session, keepalive 60, client id
+ * sluice-bench-<pid>-<n>, username "bench", password = the token), CONNACK 0,
+ * then PUBLISH to --topic at --qos with a JSON payload of exactly --payload
+ * bytes. QoS 1/2: up to --pipeline publishes per connection not yet
+ * acknowledged (capped by a 5.0 CONNACK's Receive Maximum); packet ids cycle
+ * through 1..65535 and never reuse one still in flight; latency runs from the
+ * start of the PUBLISH to its PUBACK (QoS 1) or PUBCOMP (QoS 2, after PUBREC
+ * and our PUBREL). QoS 0 has nothing to time: latency is reported as n/a and
+ * readings/s counts publishes sent; each connection sends a PINGREQ every
+ * second, and a last one at the end, so "sent" only counts publishes the
+ * server has read up to a PINGRESP (the PINGREQ round trips are reported
+ * separately). After --duration no new publish starts, and the run waits (up
+ * to DRAIN_NS) for the ones in flight to be acknowledged.
  *
  * --rate R runs an open loop instead: request i is due at start + i/R seconds
  * whatever the answers do, and goes out on the next connection (round robin)
- * with room for it (fewer than --pipeline in flight); when none has room it
- * waits, and its latency still counts from when it was due, so a server that
- * stalls shows in the percentiles instead of slowing the client down (the
- * coordinated omission a closed loop suffers). Requests still waiting at the
- * end are reported as "unsent": the server fell behind the offered rate.
+ * with room for it (under its window); when none has room it waits, and its
+ * latency still counts from when it was due, so a server that stalls shows in
+ * the percentiles instead of slowing the client down (the coordinated
+ * omission a closed loop suffers). Requests still waiting at the end are
+ * reported as "unsent": the server fell behind the offered rate.
  *
- * Error kinds in the report: "http_NNN" per non-2xx status; "connect" failed
- * connection attempts; "reset" connections the peer closed (FIN or RST) while
- * requests were in flight; "timeout" connections dropped because a response
- * took longer than REQUEST_TIMEOUT_NS; "bad_response" connections dropped
- * because a response could not be parsed (no status line, head over
- * RBUF_CAP bytes, chunked or length-less bodies, an unsolicited response).
+ * Error kinds in the report, shared: "connect" failed connection attempts;
+ * "reset" connections the peer closed (FIN or RST) while requests were in
+ * flight (MQTT: at any time after CONNACK); "timeout" connections dropped
+ * because an answer took longer than REQUEST_TIMEOUT_NS. HTTP: "http_NNN" per
+ * non-2xx status; "bad_response" a response that could not be parsed (no
+ * status line, head over RBUF_CAP bytes, chunked or length-less bodies, an
+ * unsolicited response). MQTT: "connack_0xNN" a refused CONNECT (the
+ * connection is not retried); "no_connack" a connection closed, or silent for
+ * REQUEST_TIMEOUT_NS, before any CONNACK; "puback_0xNN", "pubrec_0xNN",
+ * "pubcomp_0xNN" a 5.0 reason code >= 0x80 (the publish was refused);
+ * "disconnect_0xNN" a DISCONNECT from the server; "malformed" a server packet
+ * that cannot be parsed or answers nothing we sent; "server_max_qos",
+ * "server_max_packet_size" a 5.0 CONNACK that rules out the run's --qos or
+ * publish size; "unacknowledged" publishes never acknowledged (QoS 0: never
+ * followed by a PINGRESP) by the end.
  *
- * Exit: 0 run completed; 1 cannot connect at all or a system failure; 2 bad
- * usage or a mode / option that is not implemented yet.
+ * Exit: 0 run completed (HTTP: whatever the statuses; MQTT: with no errors of
+ * any kind); 1 cannot connect at all or a system failure; 2 bad usage or a
+ * mode / option that is not implemented yet; 3 (MQTT) the run completed but
+ * a publish was refused or left unacknowledged, or a connection was refused
+ * or dropped.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -54,11 +91,16 @@
 #define MAX_READINGS       100000
 #define MAX_RATE           10000000.0
 #define MAX_BODY           (64 << 20)
-#define RBUF_CAP           16384 /* a response head longer than this is bad_response */
+#define RBUF_CAP           16384 /* a response head (an MQTT packet) longer than this is bad */
 #define REQUEST_TIMEOUT_NS (5 * NS_PER_S)
 #define RECONNECT_DELAY_NS (100 * NS_PER_MS) /* after a failed connect, not to spin */
+#define DRAIN_NS           (5 * NS_PER_S)    /* MQTT: how long the end waits for acks */
 #define NS_PER_S           1000000000LL
 #define NS_PER_MS          1000000LL
+
+#define MQTT_KEEPALIVE_S 60
+#define MQTT_OBUF_FILL   16384 /* QoS 0: publishes queued per send() */
+#define MQTT_PUMP_ROUNDS 16    /* sends per pump call before yielding to the loop */
 
 /* Histogram: 1 µs buckets below 1024 µs, then 128 buckets per power of two
  * (under 0.8 % relative width) up to 2^26 µs (67 s); slower goes in the last. */
@@ -67,59 +109,124 @@
 #define HIST_OCT    16
 #define HIST_N      (HIST_LINEAR + HIST_OCT * HIST_SUB)
 
+enum mode { MODE_HTTP, MODE_MQTT };
 enum conn_state { CONN_DEAD, CONN_CONNECTING, CONN_OPEN };
+enum slot_state { SLOT_FREE, SLOT_WAIT_ACK, SLOT_WAIT_REC, SLOT_WAIT_COMP };
+
+/* MQTT: one QoS 1/2 publish in flight. Slot i of a window of W carries packet
+ * ids i+1, i+1+W, i+1+2W, ... (wrapping within 1..65535), so ids in flight
+ * are distinct and an ack finds its slot at (id - 1) % W. */
+struct slot {
+    int64_t start_ns; /* latency counts from here (--rate: when it was due) */
+    int64_t sent_ns;  /* the timeout counts from here */
+    uint16_t pid;     /* 0: never used */
+    uint8_t state;
+};
 
 struct conn {
     int fd;
     enum conn_state state;
     bool want_out;        /* EPOLLOUT registered: a write hit EAGAIN */
-    bool sending;         /* the request at sent_count - 1 is partly written */
-    size_t out_off;       /* bytes of the current request already written */
-    unsigned inflight;    /* requests started and not yet answered */
-    unsigned head;        /* ring index of the next request's send time */
-    int64_t *start_ns;    /* ring of --pipeline send times */
-    int64_t reconnect_at; /* CONN_DEAD: when to try again */
     bool pending;         /* on the reconnect list */
-    size_t body_left;     /* bytes of the current response body still to skip */
-    int status;           /* status of the response whose body is being skipped */
-    bool close_after;     /* that response said Connection: close */
+    bool refused;         /* MQTT: CONNECT refused; never reconnected */
+    int64_t reconnect_at; /* CONN_DEAD: when to try again */
+    int64_t opened_at;    /* when the TCP connection was established */
+    unsigned inflight;    /* requests started and not yet answered */
     size_t rlen;          /* bytes in rbuf */
+    /* HTTP */
+    bool sending;      /* the request at sent_count - 1 is partly written */
+    size_t out_off;    /* bytes of the current request already written */
+    unsigned head;     /* ring index of the next request's send time */
+    int64_t *start_ns; /* ring of --pipeline send times */
+    size_t body_left;  /* bytes of the current response body still to skip */
+    int status;        /* status of the response whose body is being skipped */
+    bool close_after;  /* that response said Connection: close */
+    /* MQTT */
+    bool ready;         /* CONNACK 0 received */
+    bool ping_out;      /* a PINGREQ is unanswered */
+    unsigned window;    /* publishes allowed in flight on this connection */
+    unsigned nfree;     /* slots in the free queue */
+    unsigned free_head; /* free queue: ring of slot indices, oldest first */
+    struct slot *slots; /* --pipeline of them */
+    uint16_t *free_q;   /* --pipeline of them */
+    int64_t ping_at;    /* when the last PINGREQ was queued */
+    uint64_t pubs;      /* publishes queued on this connection */
+    uint64_t ping_mark; /* pubs when the unanswered PINGREQ was queued */
+    uint64_t confirmed; /* pubs read by the server up to the last PINGRESP */
+    uint8_t *obuf;      /* bytes to send: [ooff, olen) */
+    size_t ooff, olen;
     char rbuf[RBUF_CAP];
 };
 
 struct opts {
+    enum mode mode;
     const char *host;
     const char *port;
     const char *token;
     const char *path;
+    const char *topic;
     long connections;
     double duration;
     long payload;
     long readings;
     long pipeline;
+    long qos;
+    long mqtt_version;
     double rate; /* requests/s offered in an open loop; 0: closed loop */
     bool json;
 };
 
+struct hist {
+    uint64_t n[HIST_N];
+    uint64_t max_us;
+};
+
 struct stats {
     uint64_t responses;
-    uint64_t ok;          /* 2xx responses */
+    uint64_t ok;          /* 2xx responses; MQTT: acknowledged publishes */
     uint64_t status[600]; /* by status code */
     uint64_t bytes_sent;
     uint64_t err_connect, err_reset, err_timeout, err_bad;
-    uint64_t hist[HIST_N];
-    uint64_t max_us;
+    struct hist lat;
+    /* MQTT */
+    uint64_t sent;      /* publishes started */
+    uint64_t refused;   /* publishes answered with a reason code >= 0x80 */
+    uint64_t confirmed; /* QoS 0: publishes followed by a PINGRESP */
+    uint64_t err_no_connack, err_max_qos, err_max_packet;
+    uint64_t connack[256], puback[256], pubrec[256], pubcomp[256], disconnect[256];
+    struct hist ping;  /* PINGREQ round trips */
+    unsigned recv_max; /* the smallest Receive Maximum a 5.0 server gave (0: none) */
+};
+
+struct bench;
+
+/* What a protocol plugs into the shared loop. */
+struct proto {
+    void (*opened)(struct bench *b, struct conn *c); /* the TCP connect completed */
+    void (*pump)(struct bench *b, struct conn *c);   /* write what is due */
+    void (*parse)(struct bench *b, struct conn *c);  /* consume rbuf */
+    bool (*has_room)(const struct bench *b, const struct conn *c);
+    void (*begin)(struct bench *b, struct conn *c, int64_t start_ns); /* one more request */
+    void (*tick)(struct bench *b, struct conn *c, int64_t now);       /* every 100 ms: timeouts */
+    bool (*drained)(const struct bench *b, const struct conn *c);     /* nothing left to await */
 };
 
 struct bench {
     struct opts o;
+    const struct proto *p;
     int ep;
     struct addrinfo *ai;
-    char *req;
+    char *req; /* HTTP: the request; MQTT: the PUBLISH (packet id patched per send) */
     size_t req_len;
+    size_t pid_off; /* MQTT: where the packet id sits in req */
+    char *connect;  /* MQTT: the CONNECT, client id "sluice-bench-<pid>-00000" patched */
+    size_t connect_len, cid_off;
+    size_t obuf_cap; /* MQTT: per connection */
+    size_t reserve;  /* MQTT: obuf room kept for PUBRELs and a PINGREQ */
     struct conn *conns;
     unsigned *pending; /* indices of dead connections waiting to reconnect */
     size_t npending;
+    long nrefused; /* MQTT: connections whose CONNECT was refused */
     bool ever_connected;
     int last_connect_errno; /* for the "cannot connect" line */
     bool stopping;          /* past the deadline: send nothing new */
@@ -127,6 +234,7 @@ struct bench {
     uint64_t issued;        /* --rate: requests started, in schedule order */
     long rr;                /* --rate: the connection to try first */
     bool backlogged;        /* --rate: a due request found no connection with room */
+    bool progressed;        /* a progress line is on stderr */
     struct stats st;
 };
 
@@ -157,13 +265,17 @@ static void usage_error(const char *fmt, ...)
 }
 
 static const char usage_text[] =
-    "usage: sluice-bench http --target HOST:PORT --token T [--connections C (1)]\n"
-    "         [--duration S (10, max 3600)] [--payload BYTES (64)] [--readings N (1)]\n"
-    "         [--pipeline N (1)] [--path P (/v1/readings)] [--rate R/s] [--json]\n"
+    "usage: sluice-bench http|mqtt --target HOST:PORT --token T [--connections C (1)]\n"
+    "         [--duration S (10, max 3600)] [--payload BYTES (64)] [--pipeline N (1)]\n"
+    "         [--rate R/s] [--json]\n"
+    "  http:  [--readings N (1)] [--path P (/v1/readings)]\n"
+    "  mqtt:  [--qos 0|1|2 (1)] [--topic T (readings)] [--mqtt-version 4|5 (4, i.e. 3.1.1)]\n"
+    "         password = the token, username \"bench\"; --pipeline: QoS 1/2 publishes\n"
+    "         unacknowledged per connection (capped by a 5.0 server's Receive Maximum)\n"
     "--rate: open loop, R requests/s whatever the answers; latency counts from when\n"
     "        each request was due (without it: closed loop, each connection sends its\n"
     "        next request when the previous one is answered)\n"
-    "modes https, mqtt, mqtts, frame, udp and replay are not implemented yet\n";
+    "modes https, mqtts, frame, udp and replay are not implemented yet\n";
 
 /* ---- histogram ---- */
 
@@ -187,31 +299,38 @@ static uint64_t hist_value(unsigned i)
     return (1ULL << e) + sub * width + width / 2;
 }
 
-static void hist_record(struct stats *st, uint64_t us)
+static void hist_record(struct hist *h, int64_t ns)
 {
-    st->hist[hist_index(us)]++;
-    if (us > st->max_us) st->max_us = us;
+    uint64_t us = (uint64_t)(ns > 0 ? ns / 1000 : 0);
+    h->n[hist_index(us)]++;
+    if (us > h->max_us) h->max_us = us;
 }
 
-/* Value at quantile q (0..1]; never above the exact maximum, so p50 <= ... <= max. */
-static uint64_t hist_quantile(const struct stats *st, double q)
+static uint64_t hist_total(const struct hist *h)
 {
     uint64_t total = 0;
     for (unsigned i = 0; i < HIST_N; i++)
-        total += st->hist[i];
+        total += h->n[i];
+    return total;
+}
+
+/* Value at quantile q (0..1]; never above the exact maximum, so p50 <= ... <= max. */
+static uint64_t hist_quantile(const struct hist *h, double q)
+{
+    uint64_t total = hist_total(h);
     if (total == 0) return 0;
     uint64_t want = (uint64_t)(q * (double)total + 0.999999);
     if (want < 1) want = 1;
     if (want > total) want = total;
     uint64_t seen = 0;
     for (unsigned i = 0; i < HIST_N; i++) {
-        seen += st->hist[i];
+        seen += h->n[i];
         if (seen >= want) {
             uint64_t v = hist_value(i);
-            return v > st->max_us ? st->max_us : v;
+            return v > h->max_us ? h->max_us : v;
         }
     }
-    return st->max_us;
+    return h->max_us;
 }
 
 /* ---- argument parsing ---- */
@@ -264,8 +383,8 @@ static void parse_target(char *t, struct opts *o)
 
 static void parse_args(int argc, char **argv, struct opts *o)
 {
-    static const char *const later[] = {"https", "mqtt", "mqtts", "frame", "udp", "replay"};
-    if (argc < 2) usage_error("missing mode (http); try --help");
+    static const char *const later[] = {"https", "mqtts", "frame", "udp", "replay"};
+    if (argc < 2) usage_error("missing mode (http, mqtt); try --help");
     const char *mode = argv[1];
     if (!strcmp(mode, "--help") || !strcmp(mode, "-h")) {
         fputs(usage_text, stdout);
@@ -273,15 +392,20 @@ static void parse_args(int argc, char **argv, struct opts *o)
     }
     for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
         if (!strcmp(mode, later[i])) usage_error("%s is not implemented yet", mode);
-    if (strcmp(mode, "http"))
+    if (strcmp(mode, "http") && strcmp(mode, "mqtt"))
         usage_error("unknown mode '%s' (http, https, mqtt, mqtts, frame, udp, replay)", mode);
 
-    *o = (struct opts){.connections = 1,
+    *o = (struct opts){.mode = strcmp(mode, "http") ? MODE_MQTT : MODE_HTTP,
+                       .connections = 1,
                        .duration = 10,
                        .payload = 64,
                        .readings = 1,
                        .pipeline = 1,
+                       .qos = 1,
+                       .mqtt_version = 4,
+                       .topic = "readings",
                        .path = "/v1/readings"};
+    bool mqtt = o->mode == MODE_MQTT;
     char *target = NULL;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
@@ -296,6 +420,11 @@ static void parse_args(int argc, char **argv, struct opts *o)
         if (strncmp(a, "--", 2)) usage_error("unexpected argument '%s'", a);
         if (i + 1 >= argc) usage_error("%s needs a value", a);
         char *v = argv[++i];
+        bool http_only = !strcmp(a, "--readings") || !strcmp(a, "--path");
+        bool mqtt_only =
+            !strcmp(a, "--qos") || !strcmp(a, "--topic") || !strcmp(a, "--mqtt-version");
+        if ((http_only && mqtt) || (mqtt_only && !mqtt))
+            usage_error("%s does not apply to %s", a, mode);
         if (!strcmp(a, "--target")) {
             target = v;
         } else if (!strcmp(a, "--token")) {
@@ -309,7 +438,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
             if (errno || end == v || *end || !(o->duration > 0) || o->duration > MAX_DURATION_S)
                 usage_error("--duration wants seconds in (0, 3600], got '%s'", v);
         } else if (!strcmp(a, "--payload")) {
-            o->payload = parse_long(a, v, 1, MAX_PAYLOAD);
+            o->payload = parse_long(a, v, mqtt ? 2 : 1, MAX_PAYLOAD);
         } else if (!strcmp(a, "--readings")) {
             o->readings = parse_long(a, v, 1, MAX_READINGS);
         } else if (!strcmp(a, "--pipeline")) {
@@ -319,23 +448,33 @@ static void parse_args(int argc, char **argv, struct opts *o)
         } else if (!strcmp(a, "--rate")) {
             o->rate = parse_rate(v);
         } else if (!strcmp(a, "--qos")) {
-            usage_error("--qos applies to mqtt, which is not implemented yet");
+            o->qos = parse_long(a, v, 0, 2);
+        } else if (!strcmp(a, "--topic")) {
+            o->topic = v;
+        } else if (!strcmp(a, "--mqtt-version")) {
+            o->mqtt_version = parse_long(a, v, 4, 5);
         } else {
             usage_error("unknown option '%s'", a);
         }
     }
     if (!target) usage_error("--target HOST:PORT is required");
     if (!o->token) usage_error("--token is required");
-    if (!o->token[0] || !header_safe(o->token))
-        usage_error("--token must be non-empty and free of control characters");
+    if (!o->token[0] || !header_safe(o->token) || strlen(o->token) > 65535)
+        usage_error("--token must be non-empty, at most 65535 bytes and free of control "
+                    "characters");
     if (o->path[0] != '/' || !header_safe(o->path) || strchr(o->path, ' '))
         usage_error("--path must start with '/' and hold no spaces or control characters");
+    /* a topic name, not a filter: no wildcards (MQTT-3.3.2-2) */
+    if (!o->topic[0] || strlen(o->topic) > 65535 || strpbrk(o->topic, "+#") ||
+        !header_safe(o->topic))
+        usage_error("--topic wants a topic name: non-empty, no '+' or '#', no control "
+                    "characters");
     if (o->payload * o->readings > MAX_BODY)
         usage_error("--payload x --readings is over %d bytes", MAX_BODY);
     parse_target(target, o);
 }
 
-/* ---- the request ---- */
+/* ---- HTTP ---- */
 
 /* Appends one reading of about `size` bytes: fixed fields, then a padding
  * string that makes up the rest (a reading never goes below the fixed part). */
@@ -352,7 +491,7 @@ static size_t put_reading(char *p, long size, long seq)
 }
 
 /* Builds the one request every connection sends over and over. */
-static void build_request(struct bench *b)
+static void http_build(struct bench *b)
 {
     const struct opts *o = &b->o;
     size_t per = (size_t)o->payload + 64;
@@ -381,87 +520,24 @@ static void build_request(struct bench *b)
     free(body);
 }
 
-/* ---- connections ---- */
-
 static void conn_kill(struct bench *b, struct conn *c, int64_t delay_ns);
+static void conn_lost(struct bench *b, struct conn *c);
+static void conn_set_out(struct bench *b, struct conn *c, bool want);
 
-static void conn_set_out(struct bench *b, struct conn *c, bool want)
-{
-    if (c->want_out == want) return;
-    struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c};
-    epoll_ctl(b->ep, EPOLL_CTL_MOD, c->fd, &ev);
-    c->want_out = want;
-}
-
-/* Starts a non-blocking connect; a failure counts as "connect" and retries later. */
-static void conn_open(struct bench *b, struct conn *c)
-{
-    const struct addrinfo *ai = b->ai;
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-    if (fd < 0) {
-        fprintf(stderr, "\nsluice-bench: socket: %s\n", strerror(errno));
-        exit(1);
-    }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    c->fd = fd;
-    c->state = CONN_CONNECTING;
-    c->want_out = true;
-    c->sending = false;
-    c->inflight = 0;
-    c->head = 0;
-    c->rlen = 0;
-    c->body_left = 0;
-    c->close_after = false;
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-    if (epoll_ctl(b->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
-        fprintf(stderr, "\nsluice-bench: epoll_ctl: %s\n", strerror(errno));
-        exit(1);
-    }
-    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
-        b->last_connect_errno = errno;
-        b->st.err_connect++;
-        conn_kill(b, c, RECONNECT_DELAY_NS);
-    }
-}
-
-/* Closes c and queues it for a reconnect after delay_ns. Safe inside c's own
- * event handler: the slot is reused only after the current batch of events
- * (see reconnect_due), and events still queued for it see CONN_DEAD. */
-static void conn_kill(struct bench *b, struct conn *c, int64_t delay_ns)
-{
-    if (c->state == CONN_DEAD) return;
-    close(c->fd); /* also removes it from the epoll set */
-    c->fd = -1;
-    c->state = CONN_DEAD;
-    c->reconnect_at = now_ns() + delay_ns;
-    if (!c->pending) {
-        c->pending = true;
-        b->pending[b->npending++] = (unsigned)(c - b->conns);
-    }
-}
-
-/* Peer closed or reset: only an error while requests were outstanding. */
-static void conn_lost(struct bench *b, struct conn *c)
-{
-    if (c->inflight > 0 || c->sending) b->st.err_reset++;
-    conn_kill(b, c, 0);
-}
-
-static void conn_bad(struct bench *b, struct conn *c)
+static void http_bad(struct bench *b, struct conn *c)
 {
     b->st.err_bad++;
     conn_kill(b, c, RECONNECT_DELAY_NS);
 }
 
-static bool conn_has_room(const struct bench *b, const struct conn *c)
+static bool http_has_room(const struct bench *b, const struct conn *c)
 {
     return c->state == CONN_OPEN && !c->sending && c->inflight < (unsigned)b->o.pipeline &&
            !c->close_after;
 }
 
 /* Starts a request whose latency counts from start_ns. */
-static void conn_begin(struct bench *b, struct conn *c, int64_t start_ns)
+static void http_begin(struct bench *b, struct conn *c, int64_t start_ns)
 {
     c->start_ns[c->head] = start_ns;
     c->head = (c->head + 1) % (unsigned)b->o.pipeline;
@@ -472,12 +548,12 @@ static void conn_begin(struct bench *b, struct conn *c, int64_t start_ns)
 
 /* Writes the request under way, then (closed loop) new ones until --pipeline
  * are in flight or the socket is full; under --rate, rate_dispatch starts them. */
-static void conn_pump(struct bench *b, struct conn *c)
+static void http_pump(struct bench *b, struct conn *c)
 {
     while (c->state == CONN_OPEN) {
         if (!c->sending) {
-            if (b->o.rate > 0 || b->stopping || !conn_has_room(b, c)) break;
-            conn_begin(b, c, now_ns());
+            if (b->o.rate > 0 || b->stopping || !http_has_room(b, c)) break;
+            http_begin(b, c, now_ns());
         }
         ssize_t n = send(c->fd, b->req + c->out_off, b->req_len - c->out_off, MSG_NOSIGNAL);
         if (n < 0) {
@@ -495,10 +571,10 @@ static void conn_pump(struct bench *b, struct conn *c)
     if (c->state == CONN_OPEN) conn_set_out(b, c, false);
 }
 
-static void conn_response_done(struct bench *b, struct conn *c)
+static void http_response_done(struct bench *b, struct conn *c)
 {
     if (c->inflight == 0) {
-        conn_bad(b, c); /* an answer to no request at all */
+        http_bad(b, c); /* an answer to no request at all */
         return;
     }
     /* An answer before its request is fully written (a 401 or 413 sent after
@@ -507,9 +583,8 @@ static void conn_response_done(struct bench *b, struct conn *c)
     bool early = c->inflight == 1 && c->sending;
     unsigned p = (unsigned)b->o.pipeline;
     unsigned tail = (c->head + p - c->inflight) % p;
-    int64_t ns = now_ns() - c->start_ns[tail];
     c->inflight--;
-    hist_record(&b->st, (uint64_t)(ns > 0 ? ns / 1000 : 0));
+    hist_record(&b->st.lat, now_ns() - c->start_ns[tail]);
     b->st.responses++;
     if (c->status >= 200 && c->status < 300) b->st.ok++;
     b->st.status[c->status]++;
@@ -520,7 +595,6 @@ static void conn_response_done(struct bench *b, struct conn *c)
         conn_kill(b, c, 0);
     }
 }
-
 /* Case-insensitive header match at the start of a line; returns the value. */
 static const char *header_value(const char *line, const char *end, const char *name)
 {
@@ -592,7 +666,7 @@ static int parse_head(struct conn *c, const char *p, const char *end)
 }
 
 /* Consumes whole responses from rbuf; keeps a partial head for the next read. */
-static void conn_parse(struct bench *b, struct conn *c)
+static void http_parse(struct bench *b, struct conn *c)
 {
     size_t pos = 0;
     while (c->state == CONN_OPEN) {
@@ -601,7 +675,7 @@ static void conn_parse(struct bench *b, struct conn *c)
             pos += take;
             c->body_left -= take;
             if (c->body_left > 0) break;
-            conn_response_done(b, c);
+            http_response_done(b, c);
             continue;
         }
         if (pos == c->rlen) break;
@@ -609,20 +683,705 @@ static void conn_parse(struct bench *b, struct conn *c)
         const char *hend = memmem(start, c->rlen - pos, "\r\n\r\n", 4);
         if (!hend) {
             if (pos == 0 && c->rlen == RBUF_CAP)
-                conn_bad(b, c); /* a head that does not fit is not one we follow */
+                http_bad(b, c); /* a head that does not fit is not one we follow */
             break;
         }
         if (parse_head(c, start, hend + 2) < 0) {
-            conn_bad(b, c);
+            http_bad(b, c);
             return;
         }
         pos = (size_t)(hend + 4 - c->rbuf);
         if (c->status < 200) continue; /* interim (100 Continue): the final one follows */
-        if (c->body_left == 0) conn_response_done(b, c);
+        if (c->body_left == 0) http_response_done(b, c);
     }
     if (c->state != CONN_OPEN) return;
     memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
     c->rlen -= pos;
+}
+
+static void http_opened(struct bench *b, struct conn *c)
+{
+    http_pump(b, c);
+}
+
+/* Drops the connection when its oldest outstanding request is older than the timeout. */
+static void http_tick(struct bench *b, struct conn *c, int64_t now)
+{
+    unsigned p = (unsigned)b->o.pipeline;
+    if (c->state != CONN_OPEN || c->inflight == 0) return;
+    unsigned tail = (c->head + p - c->inflight) % p;
+    if (now - c->start_ns[tail] > REQUEST_TIMEOUT_NS) {
+        b->st.err_timeout++;
+        conn_kill(b, c, 0);
+    }
+}
+
+/* HTTP does not wait for answers at the end (they are not counted then). */
+static bool http_drained(const struct bench *b, const struct conn *c)
+{
+    (void)b;
+    (void)c;
+    return true;
+}
+
+static const struct proto proto_http = {http_opened, http_pump, http_parse,  http_has_room,
+                                        http_begin,  http_tick, http_drained};
+
+/* ---- MQTT: packets out ---- */
+
+enum {
+    MQTT_CONNECT = 1,
+    MQTT_CONNACK = 2,
+    MQTT_PUBLISH = 3,
+    MQTT_PUBACK = 4,
+    MQTT_PUBREC = 5,
+    MQTT_PUBREL = 6,
+    MQTT_PUBCOMP = 7,
+    MQTT_PINGREQ = 12,
+    MQTT_PINGRESP = 13,
+    MQTT_DISCONNECT = 14,
+};
+
+/* Writes the Variable Byte Integer n (< 2^28) at p; returns its length. */
+static size_t mqc_put_varint(uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    do {
+        uint8_t byte = n & 0x7f;
+        n >>= 7;
+        p[i++] = (uint8_t)(byte | (n ? 0x80 : 0));
+    } while (n);
+    return i;
+}
+
+static size_t mqc_put_str(uint8_t *p, const void *s, size_t n)
+{
+    p[0] = (uint8_t)(n >> 8);
+    p[1] = (uint8_t)n;
+    memcpy(p + 2, s, n);
+    return n + 2;
+}
+
+/* A JSON object of exactly `size` bytes (size >= 2): {"v":123,"pad":"xx…"}
+ * when it fits, else "{" spaces "}". */
+static void mqc_payload(uint8_t *p, long size)
+{
+    static const char fixed[] = "{\"v\":123,\"pad\":\"";
+    size_t f = sizeof fixed - 1;
+    if ((size_t)size >= f + 2) {
+        memcpy(p, fixed, f);
+        memset(p + f, 'x', (size_t)size - f - 2);
+        memcpy(p + size - 2, "\"}", 2);
+    } else {
+        p[0] = '{';
+        memset(p + 1, ' ', (size_t)size - 2);
+        p[size - 1] = '}';
+    }
+}
+
+/* Builds the CONNECT (client id patched per connection) and the PUBLISH every
+ * connection repeats (packet id patched per publish), and sizes the
+ * per-connection output buffer. */
+static void mqtt_build(struct bench *b)
+{
+    const struct opts *o = &b->o;
+    bool v5 = o->mqtt_version == 5;
+    size_t tlen = strlen(o->topic), klen = strlen(o->token);
+    char cid[64];
+    int cidn = snprintf(cid, sizeof cid, "sluice-bench-%ld-%05d", (long)getpid(), 0);
+
+    /* CONNECT: "MQTT", level, flags (username, password, clean session), keepalive */
+    size_t rl = 2 + 4 + 1 + 1 + 2 + (v5 ? 1 : 0) + 2 + (size_t)cidn + 2 + 5 + 2 + klen;
+    b->connect = malloc(rl + 5);
+    b->req_len = 1 + 4 + 2 + tlen + 2 + 1 + (size_t)o->payload;
+    b->req = malloc(b->req_len + 8);
+    if (!b->connect || !b->req) {
+        fprintf(stderr, "sluice-bench: out of memory for a %ld byte payload\n", o->payload);
+        exit(1);
+    }
+    uint8_t *p = (uint8_t *)b->connect;
+    size_t n = 0;
+    p[n++] = MQTT_CONNECT << 4;
+    n += mqc_put_varint(p + n, rl);
+    n += mqc_put_str(p + n, "MQTT", 4);
+    p[n++] = (uint8_t)o->mqtt_version;
+    p[n++] = 0x80 | 0x40 | 0x02;
+    p[n++] = 0;
+    p[n++] = MQTT_KEEPALIVE_S;
+    if (v5) p[n++] = 0; /* no properties */
+    b->cid_off = n + 2 + (size_t)cidn - 5;
+    n += mqc_put_str(p + n, cid, (size_t)cidn);
+    n += mqc_put_str(p + n, "bench", 5);
+    n += mqc_put_str(p + n, o->token, klen);
+    b->connect_len = n;
+
+    /* PUBLISH: topic, [packet id], [properties], payload */
+    p = (uint8_t *)b->req;
+    rl = 2 + tlen + (o->qos ? 2 : 0) + (v5 ? 1 : 0) + (size_t)o->payload;
+    n = 0;
+    p[n++] = (uint8_t)(MQTT_PUBLISH << 4 | o->qos << 1);
+    n += mqc_put_varint(p + n, rl);
+    n += mqc_put_str(p + n, o->topic, tlen);
+    b->pid_off = n;
+    if (o->qos) {
+        p[n++] = 0;
+        p[n++] = 1;
+    }
+    if (v5) p[n++] = 0;
+    mqc_payload(p + n, o->payload);
+    b->req_len = n + (size_t)o->payload;
+
+    /* Room for the publishes a send() carries (QoS 1/2: at most the window),
+     * plus, kept free, a PUBREL per publish in flight and one PINGREQ. */
+    size_t burst = b->req_len;
+    if (burst < MQTT_OBUF_FILL) {
+        size_t k = MQTT_OBUF_FILL / b->req_len;
+        if (o->qos && k > (size_t)o->pipeline) k = (size_t)o->pipeline;
+        burst = (k ? k : 1) * b->req_len;
+    }
+    b->reserve = 4 * (size_t)o->pipeline + 2;
+    b->obuf_cap = b->connect_len + burst + b->reserve;
+}
+
+/* Makes room for n more bytes at the end of obuf. The caller has checked
+ * that what is unsent plus n fits in obuf_cap. */
+static uint8_t *mqtt_append(struct bench *b, struct conn *c, size_t n)
+{
+    if (c->ooff == c->olen) {
+        c->ooff = c->olen = 0;
+    } else if (c->olen + n > b->obuf_cap) {
+        memmove(c->obuf, c->obuf + c->ooff, c->olen - c->ooff);
+        c->olen -= c->ooff;
+        c->ooff = 0;
+    }
+    if (c->olen + n > b->obuf_cap) { /* the sizing in mqtt_build is wrong */
+        fprintf(stderr, "\nsluice-bench: internal error: MQTT output buffer overflow\n");
+        abort();
+    }
+    uint8_t *p = c->obuf + c->olen;
+    c->olen += n;
+    return p;
+}
+
+static void mqtt_ack_out(struct bench *b, struct conn *c, unsigned type, unsigned flags,
+                         uint16_t pid)
+{
+    uint8_t *p = mqtt_append(b, c, 4);
+    p[0] = (uint8_t)(type << 4 | flags);
+    p[1] = 2;
+    p[2] = (uint8_t)(pid >> 8);
+    p[3] = (uint8_t)pid;
+}
+
+static void mqtt_ping(struct bench *b, struct conn *c, int64_t now)
+{
+    uint8_t *p = mqtt_append(b, c, 2);
+    p[0] = MQTT_PINGREQ << 4;
+    p[1] = 0;
+    c->ping_out = true;
+    c->ping_at = now;
+    c->ping_mark = c->pubs;
+}
+
+static bool mqtt_has_room(const struct bench *b, const struct conn *c)
+{
+    if (c->state != CONN_OPEN || !c->ready) return false;
+    if (b->o.qos && c->nfree == 0) return false;
+    return (c->olen - c->ooff) + b->req_len + b->reserve <= b->obuf_cap;
+}
+
+/* Queues one PUBLISH whose latency counts from start_ns. */
+static void mqtt_begin(struct bench *b, struct conn *c, int64_t start_ns)
+{
+    uint8_t *p = mqtt_append(b, c, b->req_len);
+    memcpy(p, b->req, b->req_len);
+    if (b->o.qos) {
+        unsigned w = c->window, i = c->free_q[c->free_head];
+        c->free_head = (c->free_head + 1) % (unsigned)b->o.pipeline;
+        c->nfree--;
+        struct slot *s = &c->slots[i];
+        unsigned next = s->pid ? s->pid + w : i + 1;
+        s->pid = (uint16_t)(next > 65535 ? i + 1 : next);
+        s->state = b->o.qos == 1 ? SLOT_WAIT_ACK : SLOT_WAIT_REC;
+        s->start_ns = start_ns;
+        s->sent_ns = now_ns();
+        p[b->pid_off] = (uint8_t)(s->pid >> 8);
+        p[b->pid_off + 1] = (uint8_t)s->pid;
+        c->inflight++;
+    }
+    c->pubs++;
+    b->st.sent++;
+}
+
+static void mqtt_slot_free(struct bench *b, struct conn *c, struct slot *s)
+{
+    unsigned p = (unsigned)b->o.pipeline;
+    s->state = SLOT_FREE;
+    c->free_q[(c->free_head + c->nfree) % p] = (uint16_t)(s - c->slots);
+    c->nfree++;
+    c->inflight--;
+}
+
+/* Writes what is queued and, in a closed loop, queues publishes while the
+ * window and the buffer have room; a bounded number of rounds per call so
+ * that one fast connection does not starve the loop (EPOLLOUT brings it back). */
+static void mqtt_pump(struct bench *b, struct conn *c)
+{
+    for (int round = 0; c->state == CONN_OPEN; round++) {
+        if (b->o.rate <= 0 && !b->stopping && mqtt_has_room(b, c)) {
+            int64_t now = now_ns();
+            while (mqtt_has_room(b, c))
+                mqtt_begin(b, c, now);
+        }
+        if (c->ooff == c->olen) break;
+        if (round == MQTT_PUMP_ROUNDS) {
+            conn_set_out(b, c, true);
+            return;
+        }
+        ssize_t n = send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                conn_set_out(b, c, true);
+                return;
+            }
+            conn_lost(b, c);
+            return;
+        }
+        b->st.bytes_sent += (uint64_t)n;
+        c->ooff += (size_t)n;
+    }
+    if (c->state == CONN_OPEN) conn_set_out(b, c, false);
+}
+
+static void mqtt_opened(struct bench *b, struct conn *c)
+{
+    uint8_t *p = mqtt_append(b, c, b->connect_len);
+    memcpy(p, b->connect, b->connect_len);
+    char n[6];
+    snprintf(n, sizeof n, "%05u", (unsigned)(c - b->conns) % 100000);
+    memcpy(p + b->cid_off, n, 5);
+    mqtt_pump(b, c);
+}
+
+/* ---- MQTT: packets in (a client-side reader: only what a server sends a publisher) ---- */
+
+struct mqc_packet {
+    unsigned type, flags;
+    const uint8_t *body; /* variable header and payload */
+    size_t len;
+};
+
+/* Reads a Variable Byte Integer from [p, p+n). Returns its length, 0 when
+ * more bytes are needed, -1 when malformed (over 4 bytes, or an overlong
+ * encoding: a trailing 0x00 continuation byte, MQTT-1.5.5-1). */
+static int mqc_varint(const uint8_t *p, size_t n, uint32_t *v)
+{
+    uint32_t x = 0;
+    for (size_t i = 0; i < 4; i++) {
+        if (i >= n) return 0;
+        x |= (uint32_t)(p[i] & 0x7f) << (7 * i);
+        if (!(p[i] & 0x80)) {
+            if (i > 0 && p[i] == 0) return -1;
+            *v = x;
+            return (int)i + 1;
+        }
+    }
+    return -1;
+}
+
+/* Splits the next whole packet off [p, p+n). Returns the bytes it takes, 0
+ * when incomplete, -1 when malformed or longer than cap (so a packet that is
+ * still incomplete with cap bytes buffered cannot happen). */
+static long mqc_split(const uint8_t *p, size_t n, size_t cap, struct mqc_packet *pk)
+{
+    uint32_t rl;
+    if (n < 2) return 0;
+    int h = mqc_varint(p + 1, n - 1, &rl);
+    if (h <= 0) return h;
+    size_t whole = 1 + (size_t)h + rl;
+    if (whole > cap) return -1;
+    if (n < whole) return 0;
+    pk->type = p[0] >> 4;
+    pk->flags = p[0] & 0x0f;
+    pk->body = p + 1 + h;
+    pk->len = rl;
+    return (long)whole;
+}
+
+struct mqc_connack {
+    unsigned code;
+    unsigned recv_max;   /* 65535 when absent */
+    unsigned max_qos;    /* 2 when absent */
+    uint32_t max_packet; /* 0: no limit */
+};
+
+/* The 5.0 properties in [p, p+n): picks Receive Maximum, Maximum QoS and
+ * Maximum Packet Size, skips the rest by type. Returns 0, or -1 when
+ * malformed (an unknown identifier, a value past the end, a zero Receive
+ * Maximum, MQTT-3.2.2-?). */
+static int mqc_props(const uint8_t *p, size_t n, struct mqc_connack *ca)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned id = p[i++];
+        size_t need;
+        switch (id) {
+        case 0x01:
+        case 0x17:
+        case 0x19:
+        case 0x24:
+        case 0x25:
+        case 0x28:
+        case 0x29:
+        case 0x2a:
+            need = 1;
+            break;
+        case 0x13:
+        case 0x21:
+        case 0x22:
+        case 0x23:
+            need = 2;
+            break;
+        case 0x02:
+        case 0x11:
+        case 0x18:
+        case 0x27:
+            need = 4;
+            break;
+        case 0x0b: {
+            uint32_t v;
+            int k = mqc_varint(p + i, n - i, &v);
+            if (k <= 0) return -1;
+            need = (size_t)k;
+            break;
+        }
+        case 0x03:
+        case 0x08:
+        case 0x09:
+        case 0x12:
+        case 0x15:
+        case 0x16:
+        case 0x1a:
+        case 0x1c:
+        case 0x1f:
+        case 0x26:
+            if (n - i < 2) return -1;
+            need = 2 + ((size_t)p[i] << 8 | p[i + 1]);
+            if (id == 0x26) { /* a string pair: the second string follows */
+                if (n - i < need + 2) return -1;
+                need += 2 + ((size_t)p[i + need] << 8 | p[i + need + 1]);
+            }
+            break;
+        default:
+            return -1;
+        }
+        if (n - i < need) return -1;
+        if (id == 0x21) {
+            ca->recv_max = (unsigned)p[i] << 8 | p[i + 1];
+            if (ca->recv_max == 0) return -1;
+        } else if (id == 0x24) {
+            ca->max_qos = p[i];
+            if (ca->max_qos > 1) return -1;
+        } else if (id == 0x27) {
+            ca->max_packet = (uint32_t)p[i] << 24 | (uint32_t)p[i + 1] << 16 |
+                             (uint32_t)p[i + 2] << 8 | p[i + 3];
+            if (ca->max_packet == 0) return -1;
+        }
+        i += need;
+    }
+    return 0;
+}
+
+/* CONNACK (MQTT-3.2): 3.1.1 is exactly flags + return code; 5.0 adds properties. */
+static int mqc_connack(const struct mqc_packet *pk, bool v5, struct mqc_connack *ca)
+{
+    *ca = (struct mqc_connack){.recv_max = 65535, .max_qos = 2};
+    if (pk->flags || pk->len < 2 || (pk->body[0] & 0xfe)) return -1;
+    ca->code = pk->body[1];
+    if (!v5) return pk->len == 2 ? 0 : -1;
+    if (pk->len == 2) return ca->code ? 0 : -1; /* 5.0 always has a property length */
+    uint32_t plen;
+    int k = mqc_varint(pk->body + 2, pk->len - 2, &plen);
+    if (k <= 0 || pk->len - 2 - (size_t)k != plen) return -1;
+    return mqc_props(pk->body + 2 + k, plen, ca);
+}
+
+/* PUBACK / PUBREC / PUBCOMP: packet id, then (5.0) an optional reason code
+ * and properties. Returns 0 with *pid and *reason, -1 when malformed. */
+static int mqc_ack(const struct mqc_packet *pk, bool v5, uint16_t *pid, unsigned *reason)
+{
+    if (pk->flags || pk->len < 2) return -1;
+    *pid = (uint16_t)(pk->body[0] << 8 | pk->body[1]);
+    *reason = 0;
+    if (*pid == 0) return -1;
+    if (pk->len == 2) return 0;
+    if (!v5) return -1;
+    *reason = pk->body[2];
+    if (pk->len == 3) return 0;
+    uint32_t plen;
+    int k = mqc_varint(pk->body + 3, pk->len - 3, &plen);
+    return k > 0 && pk->len - 3 - (size_t)k == plen ? 0 : -1;
+}
+
+/* ---- MQTT: the connection ---- */
+
+static void mqtt_malformed(struct bench *b, struct conn *c)
+{
+    b->st.err_bad++;
+    conn_kill(b, c, RECONNECT_DELAY_NS);
+}
+
+/* The server will not take this run's publishes: closed, never retried. */
+static void mqtt_refused(struct bench *b, struct conn *c)
+{
+    c->refused = true;
+    b->nrefused++;
+    conn_kill(b, c, 0);
+}
+
+static void mqtt_on_connack(struct bench *b, struct conn *c, const struct mqc_packet *pk)
+{
+    struct mqc_connack ca;
+    if (c->ready || mqc_connack(pk, b->o.mqtt_version == 5, &ca) < 0) {
+        mqtt_malformed(b, c);
+        return;
+    }
+    if (ca.code) {
+        b->st.connack[ca.code]++;
+        mqtt_refused(b, c);
+        return;
+    }
+    if ((unsigned)b->o.qos > ca.max_qos) {
+        b->st.err_max_qos++;
+        mqtt_refused(b, c);
+        return;
+    }
+    if (ca.max_packet && b->req_len > ca.max_packet) {
+        b->st.err_max_packet++;
+        mqtt_refused(b, c);
+        return;
+    }
+    unsigned p = (unsigned)b->o.pipeline;
+    c->window = ca.recv_max < p ? ca.recv_max : p;
+    if (ca.recv_max < 65535 && (!b->st.recv_max || ca.recv_max < b->st.recv_max))
+        b->st.recv_max = ca.recv_max;
+    c->nfree = b->o.qos ? c->window : 0;
+    c->free_head = 0;
+    for (unsigned i = 0; i < p; i++) {
+        c->slots[i] = (struct slot){0};
+        c->free_q[i] = (uint16_t)i;
+    }
+    c->ready = true;
+    c->ping_at = now_ns();
+}
+
+/* PUBACK (QoS 1), PUBREC then PUBCOMP (QoS 2): the slot of the packet id
+ * must be waiting for exactly this packet, or the server is answering
+ * something we did not send. */
+static void mqtt_on_ack(struct bench *b, struct conn *c, const struct mqc_packet *pk)
+{
+    uint16_t pid;
+    unsigned reason;
+    unsigned want = pk->type == MQTT_PUBACK   ? SLOT_WAIT_ACK
+                    : pk->type == MQTT_PUBREC ? SLOT_WAIT_REC
+                                              : SLOT_WAIT_COMP;
+    if (!c->ready || mqc_ack(pk, b->o.mqtt_version == 5, &pid, &reason) < 0) {
+        mqtt_malformed(b, c);
+        return;
+    }
+    struct slot *s = &c->slots[(pid - 1u) % c->window];
+    if (s->pid != pid || s->state != want) {
+        mqtt_malformed(b, c);
+        return;
+    }
+    if (reason >= 0x80) {
+        uint64_t *kind = pk->type == MQTT_PUBACK   ? b->st.puback
+                         : pk->type == MQTT_PUBREC ? b->st.pubrec
+                                                   : b->st.pubcomp;
+        kind[reason]++;
+        b->st.refused++;
+        mqtt_slot_free(b, c, s);
+        return;
+    }
+    if (pk->type == MQTT_PUBREC) {
+        mqtt_ack_out(b, c, MQTT_PUBREL, 0x2, pid); /* fits: obuf keeps a reserve */
+        s->state = SLOT_WAIT_COMP;
+        return;
+    }
+    hist_record(&b->st.lat, now_ns() - s->start_ns);
+    b->st.ok++;
+    b->st.responses++;
+    mqtt_slot_free(b, c, s);
+}
+
+static void mqtt_on_packet(struct bench *b, struct conn *c, const struct mqc_packet *pk)
+{
+    bool v5 = b->o.mqtt_version == 5;
+    switch (pk->type) {
+    case MQTT_CONNACK:
+        mqtt_on_connack(b, c, pk);
+        return;
+    case MQTT_PUBACK:
+    case MQTT_PUBREC:
+    case MQTT_PUBCOMP:
+        if ((pk->type == MQTT_PUBACK) != (b->o.qos == 1) || b->o.qos == 0) break;
+        mqtt_on_ack(b, c, pk);
+        return;
+    case MQTT_PINGRESP:
+        if (pk->flags || pk->len || !c->ping_out) break;
+        hist_record(&b->st.ping, now_ns() - c->ping_at);
+        b->st.confirmed += c->ping_mark - c->confirmed;
+        c->confirmed = c->ping_mark;
+        c->ping_out = false;
+        return;
+    case MQTT_DISCONNECT:
+        /* 3.1.1 servers may not send one (they just close); count it anyway */
+        b->st.disconnect[v5 && pk->len ? pk->body[0] : 0]++;
+        conn_kill(b, c, RECONNECT_DELAY_NS);
+        return;
+    default:
+        break;
+    }
+    mqtt_malformed(b, c);
+}
+
+static void mqtt_parse(struct bench *b, struct conn *c)
+{
+    size_t pos = 0;
+    while (c->state == CONN_OPEN) {
+        struct mqc_packet pk;
+        long n = mqc_split((const uint8_t *)c->rbuf + pos, c->rlen - pos, RBUF_CAP, &pk);
+        if (n == 0) break;
+        if (n < 0) {
+            mqtt_malformed(b, c);
+            return;
+        }
+        pos += (size_t)n;
+        mqtt_on_packet(b, c, &pk);
+    }
+    if (c->state != CONN_OPEN) return;
+    memmove(c->rbuf, c->rbuf + pos, c->rlen - pos);
+    c->rlen -= pos;
+}
+
+/* Every 100 ms: CONNACK, ack and PINGRESP timeouts; a PINGREQ every second
+ * at QoS 0 (keepalive/2 otherwise), and at the end one more at QoS 0 so that
+ * the last publishes are confirmed read. */
+static void mqtt_tick(struct bench *b, struct conn *c, int64_t now)
+{
+    if (c->state != CONN_OPEN) return;
+    if (!c->ready) {
+        if (now - c->opened_at > REQUEST_TIMEOUT_NS) {
+            b->st.err_no_connack++;
+            conn_kill(b, c, RECONNECT_DELAY_NS);
+        }
+        return;
+    }
+    bool late = c->ping_out && now - c->ping_at > REQUEST_TIMEOUT_NS;
+    for (unsigned i = 0; i < (unsigned)b->o.pipeline && !late && c->inflight; i++)
+        late = c->slots[i].state != SLOT_FREE && now - c->slots[i].sent_ns > REQUEST_TIMEOUT_NS;
+    if (late) {
+        b->st.err_timeout++;
+        conn_kill(b, c, 0);
+        return;
+    }
+    int64_t every = b->o.qos ? MQTT_KEEPALIVE_S * NS_PER_S / 2 : NS_PER_S;
+    bool due = b->stopping ? b->o.qos == 0 && c->confirmed < c->pubs : now - c->ping_at >= every;
+    if (!c->ping_out && due) {
+        mqtt_ping(b, c, now);
+        mqtt_pump(b, c);
+    }
+}
+
+static bool mqtt_drained(const struct bench *b, const struct conn *c)
+{
+    if (c->state != CONN_OPEN || !c->ready) return true;
+    return c->inflight == 0 && !c->ping_out && (b->o.qos || c->confirmed == c->pubs);
+}
+
+static const struct proto proto_mqtt = {mqtt_opened, mqtt_pump, mqtt_parse,  mqtt_has_room,
+                                        mqtt_begin,  mqtt_tick, mqtt_drained};
+
+/* ---- connections (shared) ---- */
+
+static void conn_set_out(struct bench *b, struct conn *c, bool want)
+{
+    if (c->want_out == want) return;
+    struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c};
+    epoll_ctl(b->ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->want_out = want;
+}
+
+/* Starts a non-blocking connect; a failure counts as "connect" and retries later. */
+static void conn_open(struct bench *b, struct conn *c)
+{
+    const struct addrinfo *ai = b->ai;
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+        fprintf(stderr, "\nsluice-bench: socket: %s\n", strerror(errno));
+        exit(1);
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    c->fd = fd;
+    c->state = CONN_CONNECTING;
+    c->want_out = true;
+    c->inflight = 0;
+    c->rlen = 0;
+    c->sending = false;
+    c->head = 0;
+    c->body_left = 0;
+    c->close_after = false;
+    c->ready = false;
+    c->ping_out = false;
+    c->nfree = 0;
+    c->pubs = c->ping_mark = c->confirmed = 0;
+    c->ooff = c->olen = 0;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+    if (epoll_ctl(b->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        fprintf(stderr, "\nsluice-bench: epoll_ctl: %s\n", strerror(errno));
+        exit(1);
+    }
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS) {
+        b->last_connect_errno = errno;
+        b->st.err_connect++;
+        conn_kill(b, c, RECONNECT_DELAY_NS);
+    }
+}
+
+/* Closes c and queues it for a reconnect after delay_ns (unless its CONNECT
+ * was refused). Safe inside c's own event handler: the slot is reused only
+ * after the current batch of events (see reconnect_due), and events still
+ * queued for it see CONN_DEAD. */
+static void conn_kill(struct bench *b, struct conn *c, int64_t delay_ns)
+{
+    if (c->state == CONN_DEAD) return;
+    close(c->fd); /* also removes it from the epoll set */
+    c->fd = -1;
+    c->state = CONN_DEAD;
+    c->reconnect_at = now_ns() + delay_ns;
+    if (!c->pending && !c->refused) {
+        c->pending = true;
+        b->pending[b->npending++] = (unsigned)(c - b->conns);
+    }
+}
+
+/* Peer closed or reset. HTTP: only an error while requests were outstanding;
+ * MQTT: always (a broker does not close a healthy session), "no_connack"
+ * when it happens before the CONNACK. */
+static void conn_lost(struct bench *b, struct conn *c)
+{
+    if (b->o.mode == MODE_MQTT) {
+        if (!c->ready) {
+            b->st.err_no_connack++;
+            conn_kill(b, c, RECONNECT_DELAY_NS);
+            return;
+        }
+        b->st.err_reset++;
+    } else if (c->inflight > 0 || c->sending) {
+        b->st.err_reset++;
+    }
+    conn_kill(b, c, 0);
 }
 
 static void conn_event(struct bench *b, struct conn *c, uint32_t events)
@@ -640,9 +1399,10 @@ static void conn_event(struct bench *b, struct conn *c, uint32_t events)
         }
         if (!(events & EPOLLOUT)) return;
         c->state = CONN_OPEN;
-        if (!b->ever_connected) b->t0 = now_ns(); /* --rate: the schedule starts here */
+        c->opened_at = now_ns();
+        if (!b->ever_connected) b->t0 = c->opened_at; /* --rate: the schedule starts here */
         b->ever_connected = true;
-        conn_pump(b, c);
+        b->p->opened(b, c);
         return;
     }
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
@@ -653,10 +1413,10 @@ static void conn_event(struct bench *b, struct conn *c, uint32_t events)
         }
         if (n > 0) {
             c->rlen += (size_t)n;
-            conn_parse(b, c);
+            b->p->parse(b, c);
         }
     }
-    if (c->state == CONN_OPEN && ((events & EPOLLOUT) || !c->sending)) conn_pump(b, c);
+    if (c->state == CONN_OPEN && ((events & EPOLLOUT) || !c->want_out)) b->p->pump(b, c);
 }
 
 /* --rate: when request i of the schedule is due. */
@@ -675,7 +1435,7 @@ static void rate_dispatch(struct bench *b, int64_t now)
         struct conn *c = NULL;
         for (long k = 0; k < nc && !c; k++) {
             struct conn *x = &b->conns[(b->rr + k) % nc];
-            if (conn_has_room(b, x)) {
+            if (b->p->has_room(b, x)) {
                 c = x;
                 b->rr = (b->rr + k + 1) % nc;
             }
@@ -684,8 +1444,8 @@ static void rate_dispatch(struct bench *b, int64_t now)
             b->backlogged = true;
             return;
         }
-        conn_begin(b, c, due_ns(b, b->issued++));
-        conn_pump(b, c);
+        b->p->begin(b, c, due_ns(b, b->issued++));
+        b->p->pump(b, c);
     }
 }
 
@@ -705,8 +1465,9 @@ static void reconnect_due(struct bench *b, int64_t now)
     size_t keep = 0;
     for (size_t i = 0; i < b->npending; i++) {
         struct conn *c = &b->conns[b->pending[i]];
-        if (c->state == CONN_DEAD && !b->stopping && c->reconnect_at <= now) conn_open(b, c);
-        if (c->state == CONN_DEAD)
+        if (c->state == CONN_DEAD && !b->stopping && !c->refused && c->reconnect_at <= now)
+            conn_open(b, c);
+        if (c->state == CONN_DEAD && !c->refused)
             b->pending[keep++] = b->pending[i];
         else
             c->pending = false;
@@ -714,99 +1475,181 @@ static void reconnect_due(struct bench *b, int64_t now)
     b->npending = keep;
 }
 
-/* Drops connections whose oldest outstanding request is older than the timeout. */
-static void check_timeouts(struct bench *b, int64_t now)
+static bool all_drained(const struct bench *b)
 {
-    unsigned p = (unsigned)b->o.pipeline;
-    for (long i = 0; i < b->o.connections; i++) {
-        struct conn *c = &b->conns[i];
-        if (c->state != CONN_OPEN || c->inflight == 0) continue;
-        unsigned tail = (c->head + p - c->inflight) % p;
-        if (now - c->start_ns[tail] > REQUEST_TIMEOUT_NS) {
-            b->st.err_timeout++;
-            conn_kill(b, c, 0);
-        }
-    }
+    for (long i = 0; i < b->o.connections; i++)
+        if (!b->p->drained(b, &b->conns[i])) return false;
+    return true;
 }
 
 /* ---- reporting ---- */
 
-static uint64_t error_total(const struct stats *st)
+/* Publishes never acknowledged (QoS 0: never followed by a PINGRESP). */
+static uint64_t mqtt_unacked(const struct stats *st, long qos)
 {
-    uint64_t n = st->err_connect + st->err_reset + st->err_timeout + st->err_bad;
+    uint64_t done = qos ? st->ok + st->refused : st->confirmed;
+    return st->sent > done ? st->sent - done : 0;
+}
+
+static uint64_t error_total(const struct bench *b)
+{
+    const struct stats *st = &b->st;
+    uint64_t n = st->err_connect + st->err_reset + st->err_timeout + st->err_bad +
+                 st->err_no_connack + st->err_max_qos + st->err_max_packet;
     for (int s = 100; s < 600; s++)
         if (s < 200 || s >= 300) n += st->status[s];
+    for (int r = 0; r < 256; r++)
+        n += st->connack[r] + st->puback[r] + st->pubrec[r] + st->pubcomp[r] + st->disconnect[r];
+    if (b->o.mode == MODE_MQTT && b->stopping) n += mqtt_unacked(st, b->o.qos);
     return n;
+}
+
+/* What readings/s counts: acknowledged readings (HTTP 2xx x --readings; MQTT
+ * PUBACK/PUBCOMP), or at QoS 0 publishes sent. */
+static uint64_t readings(const struct bench *b, const struct stats *st)
+{
+    if (b->o.mode == MODE_HTTP) return st->ok * (uint64_t)b->o.readings;
+    return b->o.qos ? st->ok : st->sent;
 }
 
 static void progress(const struct bench *b, double t, const struct stats *last, double dt)
 {
     double req = (double)(b->st.responses - last->responses) / dt;
-    double rd = (double)(b->st.ok - last->ok) * (double)b->o.readings / dt;
+    double rd = (double)(readings(b, &b->st) - readings(b, last)) / dt;
     double mb = (double)(b->st.bytes_sent - last->bytes_sent) / 1e6 / dt;
-    fprintf(stderr, "\r%6.1fs  %10.0f req/s  %11.0f readings/s  %8.2f MB/s  errors %llu   ", t, req,
-            rd, mb, (unsigned long long)error_total(&b->st));
+    if (b->o.mode == MODE_MQTT)
+        fprintf(stderr,
+                "\r%6.1fs  %10.0f publishes/s  %11.0f readings/s  %8.2f MB/s  errors %llu   ", t,
+                (double)(b->st.sent - last->sent) / dt, rd, mb, (unsigned long long)error_total(b));
+    else
+        fprintf(stderr, "\r%6.1fs  %10.0f req/s  %11.0f readings/s  %8.2f MB/s  errors %llu   ", t,
+                req, rd, mb, (unsigned long long)error_total(b));
     fflush(stderr);
 }
 
-static void print_errors_json(const struct stats *st)
+static void print_kind(FILE *f, const char **sep, const char *name, uint64_t n)
 {
+    if (!n) return;
+    fprintf(f, "%s\"%s\":%llu", *sep, name, (unsigned long long)n);
+    *sep = ",";
+}
+
+static void print_errors_json(FILE *f, const struct bench *b)
+{
+    const struct stats *st = &b->st;
     const char *sep = "";
-    putchar('{');
+    char name[32];
+    fputc('{', f);
     for (int s = 100; s < 600; s++) {
-        if ((s >= 200 && s < 300) || !st->status[s]) continue;
-        printf("%s\"http_%d\":%llu", sep, s, (unsigned long long)st->status[s]);
-        sep = ",";
+        if (s >= 200 && s < 300) continue;
+        snprintf(name, sizeof name, "http_%d", s);
+        print_kind(f, &sep, name, st->status[s]);
     }
     const struct {
         const char *name;
-        uint64_t n;
-    } kinds[] = {{"connect", st->err_connect},
-                 {"reset", st->err_reset},
-                 {"timeout", st->err_timeout},
-                 {"bad_response", st->err_bad}};
-    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
-        if (!kinds[i].n) continue;
-        printf("%s\"%s\":%llu", sep, kinds[i].name, (unsigned long long)kinds[i].n);
-        sep = ",";
-    }
-    putchar('}');
+        const uint64_t *by_code;
+    } coded[] = {{"connack", st->connack},
+                 {"puback", st->puback},
+                 {"pubrec", st->pubrec},
+                 {"pubcomp", st->pubcomp},
+                 {"disconnect", st->disconnect}};
+    for (size_t k = 0; k < sizeof coded / sizeof coded[0]; k++)
+        for (int r = 0; r < 256; r++) {
+            snprintf(name, sizeof name, "%s_0x%02x", coded[k].name, r);
+            print_kind(f, &sep, name, coded[k].by_code[r]);
+        }
+    bool mqtt = b->o.mode == MODE_MQTT;
+    print_kind(f, &sep, "connect", st->err_connect);
+    print_kind(f, &sep, "no_connack", st->err_no_connack);
+    print_kind(f, &sep, "server_max_qos", st->err_max_qos);
+    print_kind(f, &sep, "server_max_packet_size", st->err_max_packet);
+    print_kind(f, &sep, "reset", st->err_reset);
+    print_kind(f, &sep, "timeout", st->err_timeout);
+    print_kind(f, &sep, mqtt ? "malformed" : "bad_response", st->err_bad);
+    if (mqtt) print_kind(f, &sep, "unacknowledged", mqtt_unacked(st, b->o.qos));
+    fputc('}', f);
 }
 
 static void report(const struct bench *b, double elapsed, uint64_t behind)
 {
     const struct stats *st = &b->st;
-    double rps = (double)st->ok * (double)b->o.readings / elapsed;
+    bool mqtt = b->o.mode == MODE_MQTT, timed = !mqtt || b->o.qos > 0;
+    double rps = (double)readings(b, st) / elapsed;
     double mbps = (double)st->bytes_sent / 1e6 / elapsed;
-    unsigned long long p50 = hist_quantile(st, 0.50), p90 = hist_quantile(st, 0.90),
-                       p99 = hist_quantile(st, 0.99), p999 = hist_quantile(st, 0.999),
-                       max = st->max_us;
+    unsigned long long p50 = hist_quantile(&st->lat, 0.50), p90 = hist_quantile(&st->lat, 0.90),
+                       p99 = hist_quantile(&st->lat, 0.99), p999 = hist_quantile(&st->lat, 0.999),
+                       max = st->lat.max_us;
     if (b->o.json) {
-        printf("{\"readings_per_sec\":%.1f,\"mb_per_sec\":%.3f,\"latency_us\":{\"p50\":%llu,"
-               "\"p90\":%llu,\"p99\":%llu,\"p999\":%llu,\"max\":%llu},\"errors\":",
-               rps, mbps, p50, p90, p99, p999, max);
-        print_errors_json(st);
+        printf("{\"readings_per_sec\":%.1f,\"mb_per_sec\":%.3f,\"latency_us\":", rps, mbps);
+        if (timed)
+            printf("{\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,\"p999\":%llu,\"max\":%llu}", p50, p90,
+                   p99, p999, max);
+        else /* QoS 0: nothing is acknowledged, so nothing to time */
+            fputs("{\"p50\":null,\"p90\":null,\"p99\":null,\"p999\":null,\"max\":null}", stdout);
+        fputs(",\"errors\":", stdout);
+        print_errors_json(stdout, b);
         if (b->o.rate > 0)
             printf(",\"offered_per_sec\":%.1f,\"unsent\":%llu", b->o.rate,
                    (unsigned long long)behind);
+        if (mqtt) {
+            printf(",\"qos\":%ld,\"mqtt_version\":%ld,\"sent\":%llu", b->o.qos, b->o.mqtt_version,
+                   (unsigned long long)st->sent);
+            if (b->o.qos)
+                printf(",\"acknowledged\":%llu,\"refused\":%llu", (unsigned long long)st->ok,
+                       (unsigned long long)st->refused);
+            else
+                printf(",\"confirmed_by_ping\":%llu", (unsigned long long)st->confirmed);
+            printf(",\"ping_rtt_us\":{\"n\":%llu,\"p50\":%llu,\"p99\":%llu,\"max\":%llu}",
+                   (unsigned long long)hist_total(&st->ping),
+                   (unsigned long long)hist_quantile(&st->ping, 0.5),
+                   (unsigned long long)hist_quantile(&st->ping, 0.99),
+                   (unsigned long long)st->ping.max_us);
+            if (st->recv_max) printf(",\"server_receive_maximum\":%u", st->recv_max);
+        }
         fputs("}\n", stdout);
         return;
     }
-    printf("target       %s:%s%s, %ld connections, pipeline %ld, %ld reading(s) of ~%ld B per "
-           "request\n",
-           b->o.host, b->o.port, b->o.path, b->o.connections, b->o.pipeline, b->o.readings,
-           b->o.payload);
-    printf("elapsed      %.2f s, %llu responses (%llu 2xx)\n", elapsed,
-           (unsigned long long)st->responses, (unsigned long long)st->ok);
-    printf("throughput   %.1f readings/s, %.1f requests/s, %.3f MB/s sent\n", rps,
-           (double)st->responses / elapsed, mbps);
+    if (mqtt) {
+        printf("target       %s:%s topic %s, MQTT %s, QoS %ld, %ld connections, window %ld%s, "
+               "%ld B payload\n",
+               b->o.host, b->o.port, b->o.topic, b->o.mqtt_version == 5 ? "5.0" : "3.1.1", b->o.qos,
+               b->o.connections, b->o.pipeline,
+               st->recv_max && st->recv_max < (unsigned)b->o.pipeline ? " (capped by the server)"
+                                                                      : "",
+               b->o.payload);
+        printf("elapsed      %.2f s, %llu publishes sent, ", elapsed, (unsigned long long)st->sent);
+        if (b->o.qos)
+            printf("%llu acknowledged, %llu refused, %llu unacknowledged\n",
+                   (unsigned long long)st->ok, (unsigned long long)st->refused,
+                   (unsigned long long)mqtt_unacked(st, b->o.qos));
+        else
+            printf("%llu confirmed read by a later PINGRESP\n", (unsigned long long)st->confirmed);
+        printf("throughput   %.1f readings/s%s, %.3f MB/s sent\n", rps,
+               b->o.qos ? " acknowledged" : " sent", mbps);
+    } else {
+        printf("target       %s:%s%s, %ld connections, pipeline %ld, %ld reading(s) of ~%ld B per "
+               "request\n",
+               b->o.host, b->o.port, b->o.path, b->o.connections, b->o.pipeline, b->o.readings,
+               b->o.payload);
+        printf("elapsed      %.2f s, %llu responses (%llu 2xx)\n", elapsed,
+               (unsigned long long)st->responses, (unsigned long long)st->ok);
+        printf("throughput   %.1f readings/s, %.1f requests/s, %.3f MB/s sent\n", rps,
+               (double)st->responses / elapsed, mbps);
+    }
     if (b->o.rate > 0)
         printf("open loop    %.1f requests/s offered, %llu due but never sent%s\n", b->o.rate,
                (unsigned long long)behind, behind ? " (fell behind the offered rate)" : "");
-    printf("latency us   p50 %llu  p90 %llu  p99 %llu  p99.9 %llu  max %llu%s\n", p50, p90, p99,
-           p999, max, b->o.rate > 0 ? "  (from when each request was due)" : "");
+    if (timed)
+        printf("latency us   p50 %llu  p90 %llu  p99 %llu  p99.9 %llu  max %llu%s\n", p50, p90, p99,
+               p999, max, b->o.rate > 0 ? "  (from when each request was due)" : "");
+    else
+        printf("latency us   n/a for QoS 0 (nothing acknowledges a publish); PINGREQ round trip "
+               "p50 %llu  p99 %llu  max %llu\n",
+               (unsigned long long)hist_quantile(&st->ping, 0.5),
+               (unsigned long long)hist_quantile(&st->ping, 0.99),
+               (unsigned long long)st->ping.max_us);
     printf("errors       ");
-    print_errors_json(st);
+    print_errors_json(stdout, b);
     putchar('\n');
 }
 
@@ -835,11 +1678,110 @@ static void raise_fd_limit(long need)
     }
 }
 
+/* Per connection buffers: HTTP a ring of send times, MQTT slots, a free queue
+ * and an output buffer. */
+static void setup_conns(struct bench *b)
+{
+    long nc = b->o.connections;
+    size_t p = (size_t)b->o.pipeline;
+    bool mqtt = b->o.mode == MODE_MQTT;
+    b->conns = calloc((size_t)nc, sizeof *b->conns);
+    b->pending = calloc((size_t)nc, sizeof *b->pending);
+    if (!b->conns || !b->pending) goto fail;
+    for (long i = 0; i < nc; i++) {
+        struct conn *c = &b->conns[i];
+        c->fd = -1;
+        if (mqtt) {
+            c->slots = calloc(p, sizeof *c->slots);
+            c->free_q = calloc(p, sizeof *c->free_q);
+            c->obuf = malloc(b->obuf_cap);
+            if (!c->slots || !c->free_q || !c->obuf) goto fail;
+        } else {
+            c->start_ns = calloc(p, sizeof *c->start_ns);
+            if (!c->start_ns) goto fail;
+        }
+    }
+    return;
+fail:
+    fprintf(stderr, "sluice-bench: out of memory for %ld connections\n", nc);
+    exit(1);
+}
+
+static void free_conns(struct bench *b)
+{
+    for (long i = 0; i < b->o.connections; i++) {
+        struct conn *c = &b->conns[i];
+        if (c->state != CONN_DEAD) close(c->fd);
+        free(c->start_ns);
+        free(c->slots);
+        free(c->free_q);
+        free(c->obuf);
+    }
+    free(b->pending);
+    free(b->conns);
+}
+
+/* Runs the loop until `until`, or (drain) until nothing is left in flight.
+ * Returns 1 when no connection could be made at all, else 0; *now_out is
+ * when it stopped. */
+static int run_loop(struct bench *b, int64_t t0, int64_t until, bool drain, int64_t *now_out)
+{
+    static struct stats last;
+    static int64_t last_tick, next_check;
+    struct epoll_event evs[256];
+    long nc = b->o.connections;
+    int64_t now = now_ns();
+    if (!last_tick) {
+        last = b->st;
+        last_tick = t0;
+        next_check = t0 + 100 * NS_PER_MS;
+    }
+    while (!interrupted && now < until && !(drain && all_drained(b))) {
+        int64_t wait = (b->npending ? 10 : 100) * NS_PER_MS;
+        if (b->o.rate > 0 && b->ever_connected && !b->backlogged && !b->stopping) {
+            int64_t next = due_ns(b, b->issued) - now;
+            wait = next < 0 ? 0 : next < wait ? next : wait;
+        }
+        if (wait > until - now) wait = until - now;
+        struct timespec ts = {.tv_sec = wait / NS_PER_S, .tv_nsec = wait % NS_PER_S};
+        int n = epoll_pwait2(b->ep, evs, sizeof evs / sizeof evs[0], &ts, NULL);
+        if (n < 0 && errno != EINTR) {
+            fprintf(stderr, "\nsluice-bench: epoll_pwait2: %s\n", strerror(errno));
+            exit(1);
+        }
+        for (int i = 0; i < n; i++)
+            conn_event(b, evs[i].data.ptr, evs[i].events);
+        now = now_ns();
+        if (b->npending) reconnect_due(b, now);
+        if (b->o.rate > 0 && b->ever_connected) rate_dispatch(b, now);
+        if (!b->ever_connected && b->st.err_connect >= (uint64_t)nc) {
+            *now_out = now;
+            return 1;
+        }
+        if (b->nrefused == nc) break; /* nobody left to publish */
+        if (now >= next_check) {
+            for (long i = 0; i < nc; i++)
+                b->p->tick(b, &b->conns[i], now);
+            next_check = now + 100 * NS_PER_MS;
+        }
+        if (now - last_tick >= NS_PER_S) {
+            progress(b, (double)(now - t0) / 1e9, &last, (double)(now - last_tick) / 1e9);
+            b->progressed = true;
+            last = b->st;
+            last_tick = now;
+        }
+    }
+    *now_out = now;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static struct bench bench;
     struct bench *b = &bench;
     parse_args(argc, argv, &b->o);
+    bool mqtt = b->o.mode == MODE_MQTT;
+    b->p = mqtt ? &proto_mqtt : &proto_http;
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
     int rc = getaddrinfo(b->o.host, b->o.port, &hints, &b->ai);
@@ -848,15 +1790,14 @@ int main(int argc, char **argv)
         return 1;
     }
     raise_fd_limit(b->o.connections + 16);
-    build_request(b);
-
-    long nc = b->o.connections;
-    b->conns = calloc((size_t)nc, sizeof *b->conns);
-    b->pending = calloc((size_t)nc, sizeof *b->pending);
-    int64_t *ring = calloc((size_t)(nc * b->o.pipeline), sizeof *ring);
+    if (mqtt)
+        mqtt_build(b);
+    else
+        http_build(b);
+    setup_conns(b);
     b->ep = epoll_create1(EPOLL_CLOEXEC);
-    if (!b->conns || !b->pending || !ring || b->ep < 0) {
-        fprintf(stderr, "sluice-bench: cannot set up %ld connections: %s\n", nc, strerror(errno));
+    if (b->ep < 0) {
+        fprintf(stderr, "sluice-bench: epoll_create1: %s\n", strerror(errno));
         return 1;
     }
     struct sigaction sa = {.sa_handler = on_sigint};
@@ -864,65 +1805,49 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    int64_t t0 = now_ns();
+    int64_t t0 = now_ns(), now;
     int64_t deadline = t0 + (int64_t)(b->o.duration * (double)NS_PER_S);
-    for (long i = 0; i < nc; i++) {
-        b->conns[i].start_ns = ring + i * b->o.pipeline;
-        b->conns[i].fd = -1;
+    for (long i = 0; i < b->o.connections; i++)
         conn_open(b, &b->conns[i]);
-    }
 
-    struct epoll_event evs[256];
-    struct stats last = b->st;
-    int64_t last_tick = t0, next_check = t0 + 100 * NS_PER_MS;
-    int64_t now = t0;
-    while (!interrupted && now < deadline) {
-        int64_t wait = (b->npending ? 10 : 100) * NS_PER_MS;
-        if (b->o.rate > 0 && b->ever_connected && !b->backlogged) {
-            int64_t next = due_ns(b, b->issued) - now;
-            wait = next < 0 ? 0 : next < wait ? next : wait;
-        }
-        struct timespec ts = {.tv_sec = wait / NS_PER_S, .tv_nsec = wait % NS_PER_S};
-        int n = epoll_pwait2(b->ep, evs, sizeof evs / sizeof evs[0], &ts, NULL);
-        if (n < 0 && errno != EINTR) {
-            fprintf(stderr, "\nsluice-bench: epoll_pwait2: %s\n", strerror(errno));
-            return 1;
-        }
-        for (int i = 0; i < n; i++)
-            conn_event(b, evs[i].data.ptr, evs[i].events);
-        now = now_ns();
-        if (b->npending) reconnect_due(b, now);
-        if (b->o.rate > 0 && b->ever_connected) rate_dispatch(b, now);
-        if (!b->ever_connected && b->st.err_connect >= (uint64_t)nc) {
-            cannot_connect(b);
-            return 1;
-        }
-        if (now >= next_check) {
-            check_timeouts(b, now);
-            next_check = now + 100 * NS_PER_MS;
-        }
-        if (now - last_tick >= NS_PER_S) {
-            progress(b, (double)(now - t0) / 1e9, &last, (double)(now - last_tick) / 1e9);
-            last = b->st;
-            last_tick = now;
-        }
+    if (run_loop(b, t0, deadline, false, &now)) {
+        if (b->progressed) fputc('\n', stderr);
+        cannot_connect(b);
+        return 1;
     }
+    uint64_t behind = unsent(b, now);
     b->stopping = true;
+    if (mqtt && b->ever_connected) {
+        /* what is in flight gets its acks (QoS 0: a last PINGRESP) */
+        for (long i = 0; i < b->o.connections; i++)
+            mqtt_tick(b, &b->conns[i], now);
+        run_loop(b, t0, now + DRAIN_NS, true, &now);
+        /* connected but never answered: not an MQTT server, or a stuck one */
+        for (long i = 0; i < b->o.connections; i++)
+            if (b->conns[i].state == CONN_OPEN && !b->conns[i].ready) b->st.err_no_connack++;
+    }
     double elapsed = (double)(now - t0) / 1e9;
-    if (last_tick != t0) fputc('\n', stderr);
+    if (b->progressed) fputc('\n', stderr);
     if (!b->ever_connected) {
         cannot_connect(b);
         return 1;
     }
-    report(b, elapsed > 0 ? elapsed : 1e-9, unsent(b, now));
+    report(b, elapsed > 0 ? elapsed : 1e-9, behind);
     fflush(stdout);
-    for (long i = 0; i < nc; i++)
-        if (b->conns[i].state != CONN_DEAD) close(b->conns[i].fd);
+    int status = 0;
+    if (mqtt && error_total(b)) {
+        status = 3;
+        fputs("sluice-bench: errors ", stderr);
+        print_errors_json(stderr, b);
+        if (b->nrefused)
+            fprintf(stderr, "; the server refused %ld of %ld connections", b->nrefused,
+                    b->o.connections);
+        fputc('\n', stderr);
+    }
+    free_conns(b);
     close(b->ep);
     freeaddrinfo(b->ai);
-    free(ring);
-    free(b->pending);
-    free(b->conns);
     free(b->req);
-    return 0;
+    free(b->connect);
+    return status;
 }

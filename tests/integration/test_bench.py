@@ -259,7 +259,7 @@ def _():
 
 @suite.case("modes not implemented yet: exit 2")
 def _():
-    for args in (["mqtt", "--target", S["target"], "--token", "t"],
+    for args in (["mqtts", "--target", S["target"], "--token", "t"],
                  ["https", "--target", S["target"], "--token", "t"],
                  ["udp"],
                  ["replay", "x.pcap", "--target", S["target"]]):
