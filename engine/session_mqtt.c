@@ -21,7 +21,7 @@
  * (--header-timeout) from accept; then the client's keepalive is enforced at
  * 1.5x (MQTT 5: DISCONNECT 0x8D), or --idle-timeout when it asked for none;
  * more unacknowledged QoS 1/2 PUBLISHes than the receive maximum we announce
- * is DISCONNECT 0x93; MQTT 5 topic aliases up to 16, their topics 4 KiB in all
+ * is DISCONNECT 0x93; MQTT 5 topic aliases up to 10, their topics 4 KiB in all
  * (past it 0x97); SUBSCRIBE gets failure codes (an ingest endpoint);
  * malformed input closes, in MQTT 5 after a DISCONNECT with its reason.
  */
@@ -48,7 +48,7 @@
 /* MQTT 5 topic aliases a client may set (announced as Topic Alias Maximum),
  * and the bytes their topics may take together per connection: past it,
  * DISCONNECT 0x97 (quota exceeded), so aliases cannot be used to park memory. */
-#define MQTT_TOPIC_ALIAS_MAX   16u
+#define MQTT_TOPIC_ALIAS_MAX   10u
 #define MQTT_TOPIC_ALIAS_BYTES 4096u
 /* Room for the topic and properties around a body of --max-body. */
 #define MQTT_PACKET_SLACK (64u << 10)
@@ -70,6 +70,7 @@ struct mqtt_sess {
     bool disconnected; /* the client sent DISCONNECT: no will */
     bool sent_disconnect;
     uint16_t keepalive_s;
+    uint32_t client_max; /* MQTT 5 client's Maximum Packet Size, 0: none given */
     bool claimed; /* client_id is registered (engine/clients.c) */
     uint8_t client_id_len;
     char client_id[MQTT_CLIENT_ID_MAX];
@@ -105,6 +106,20 @@ struct mqtt_sess {
 static struct mqtt_sess *sess(const struct conn *c)
 {
     return c->sess;
+}
+
+/* Sends one packet the client can take: MQTT 5 lets a client cap the size of
+ * what it receives [MQTT-3.1.2-24]; a packet over that cap cannot be sent,
+ * so the connection ends instead. */
+static void send_packet(struct worker *w, struct conn *c, const void *p, size_t n)
+{
+    struct mqtt_sess *s = sess(c);
+    if (!n) return;
+    if (s->client_max && n > s->client_max) {
+        conn_close(w, c);
+        return;
+    }
+    conn_send(w, c, p, n);
 }
 
 static size_t max_packet(const struct worker *w)
@@ -144,10 +159,10 @@ static void flush_acks(struct worker *w, struct conn *c)
             conn_close(w, c);
             return;
         }
-        uint8_t *out = (uint8_t *)conn_send_reserve(w, c, 8);
-        if (!out) break;
-        size_t n = mqtt_encode_ack(out, 8, s->version, a->type, a->id, a->reason);
-        conn_send_commit(w, c, n);
+        uint8_t ack[8];
+        size_t n = mqtt_encode_ack(ack, sizeof ack, s->version, a->type, a->id, a->reason);
+        send_packet(w, c, ack, n);
+        if (c->closing) return;
         if (a->release) s->inflight--;
         s->qhead++;
     }
@@ -155,7 +170,7 @@ static void flush_acks(struct worker *w, struct conn *c)
         w->draining) {
         uint8_t buf[8];
         size_t n = mqtt_encode_disconnect(buf, sizeof buf, 5, 0x8B, NULL); /* server shutting down */
-        if (n) conn_send(w, c, buf, n);
+        send_packet(w, c, buf, n);
         s->sent_disconnect = true;
     }
 }
@@ -170,7 +185,7 @@ static void refuse(struct worker *w, struct conn *c, uint8_t reason)
     if (s->version == 5 && !s->sent_disconnect) {
         uint8_t buf[8];
         size_t n = mqtt_encode_disconnect(buf, sizeof buf, 5, reason, NULL);
-        if (n) conn_send(w, c, buf, n);
+        send_packet(w, c, buf, n);
         s->sent_disconnect = true;
     } else if (s->version != 5) {
         conn_close(w, c);
@@ -190,7 +205,10 @@ static void connack(struct worker *w, struct conn *c, unsigned version, uint8_t 
         }
     }
     size_t n = mqtt_encode_connack(buf, sizeof buf, version == 5 ? 5 : 4, 0, code, props);
-    if (n) conn_send(w, c, buf, n);
+    struct mqtt_sess *s = sess(c);
+    if (s->client_max && n > s->client_max) /* the smallest CONNACK, without properties */
+        n = mqtt_encode_connack(buf, sizeof buf, version == 5 ? 5 : 4, 0, code, NULL);
+    send_packet(w, c, buf, n);
     worker_count(reason ? &w->st.mqtt_connect_refused : &w->st.mqtt_connects, 1);
     if (reason) conn_stop(w, c);
 }
@@ -204,6 +222,8 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
         connack(w, c, v, 0x8C, NULL); /* bad authentication method: tokens only */
         return;
     }
+    if (v == 5 && MQTT_HAS(&pk->props, MQTT_PROP_MAXIMUM_PACKET_SIZE))
+        s->client_max = pk->props.maximum_packet_size;
     if (cn->client_id.n > MQTT_CLIENT_ID_MAX) {
         connack(w, c, v, 0x85, NULL);
         return;
@@ -459,20 +479,20 @@ static void on_packet(struct worker *w, struct conn *c, const struct mqtt_packet
     case MQTT_SUBSCRIBE:
         n = mqtt_encode_suback(buf, sizeof buf, s->version, pk);
         if (n)
-            conn_send(w, c, buf, n);
+            send_packet(w, c, buf, n);
         else
             refuse(w, c, 0x95);
         break;
     case MQTT_UNSUBSCRIBE:
         n = mqtt_encode_unsuback(buf, sizeof buf, s->version, pk);
         if (n)
-            conn_send(w, c, buf, n);
+            send_packet(w, c, buf, n);
         else
             refuse(w, c, 0x95);
         break;
     case MQTT_PINGREQ:
         n = mqtt_encode_pingresp(buf, sizeof buf);
-        conn_send(w, c, buf, n);
+        send_packet(w, c, buf, n);
         break;
     case MQTT_DISCONNECT:
         /* 0x04: disconnect with will message; anything else drops the will */

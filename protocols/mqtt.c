@@ -433,7 +433,12 @@ static int parse_connect(struct rd *r)
         TRY(rd_bin(r, &c->will_payload, "truncated will payload"));
         TRY(payload_format_ok(r, &c->will_props, c->will_payload));
     }
-    if (c->has_username) TRY(rd_str(r, &c->username, "truncated user name"));
+    if (c->has_username) {
+        TRY(rd_str(r, &c->username, "truncated user name"));
+        /* a device label here, which may reach logs like the client id */
+        if (utf8_bad(c->username.p, c->username.n, 1))
+            return fail(r, MQTT_E_MALFORMED, "control character in the user name");
+    }
     if (c->has_password) TRY(rd_bin(r, &c->password, "truncated password"));
     TRY(at_end(r));
     /* [MQTT-3.1.3-8]: v3.1.1 assigns no identifier to a session to be resumed */
