@@ -23,6 +23,7 @@
 #define BUF_GROUP   0
 #define IN_MIN_CAP  1024u /* first reassembly allocation; grows by doubling */
 #define IN_KEEP_CAP 4096u /* an empty buffer larger than this is given back */
+#define OUT_MIN_CAP 256u  /* first output allocation; grows by doubling */
 #define LINGER_MS   2000u /* after the last answer: how long input is drained */
 
 static void settle(struct worker *w, struct conn *c);
@@ -293,7 +294,9 @@ static void mark_dirty(struct worker *w, struct conn *c)
 char *conn_send_reserve(struct worker *w, struct conn *c, size_t n)
 {
     if (c->closing) return NULL;
-    if (buf_reserve(&c->out[1], n, 4096)) {
+    /* small first: an idle connection keeps its output buffer, and most
+     * answers are tens of bytes (MQTT acks) to a few hundred (HTTP) */
+    if (buf_reserve(&c->out[1], n, OUT_MIN_CAP)) {
         errlog_say(&w->errlog[ERRLOG_MEMORY], w->now_ms,
                    "worker %u: out of memory for a connection's output; closing it", w->id);
         conn_close(w, c);

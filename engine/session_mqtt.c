@@ -42,8 +42,10 @@
 /* QoS 1/2 PUBLISHes a client may have unacknowledged (announced in MQTT 5 as
  * Receive Maximum; in 3.1.1 reading simply stops while the queue is full). */
 #define MQTT_RECEIVE_MAX 64u
-/* Acknowledgements waiting their turn: the receive window plus PUBCOMPs. */
-#define MQTT_QUEUE 128u
+/* Acknowledgements waiting their turn: the receive window plus room for
+ * PUBCOMPs (past it reading stops until acks leave). 8 bytes each, in every
+ * connection's session: an idle connection's memory is mostly this. */
+#define MQTT_QUEUE 96u
 #define MQTT_CLIENT_ID_MAX 128u
 /* MQTT 5 topic aliases a client may set (announced as Topic Alias Maximum),
  * and the bytes their topics may take together per connection: past it,
@@ -73,7 +75,7 @@ struct mqtt_sess {
     uint32_t client_max; /* MQTT 5 client's Maximum Packet Size, 0: none given */
     bool claimed; /* client_id is registered (engine/clients.c) */
     uint8_t client_id_len;
-    char client_id[MQTT_CLIENT_ID_MAX];
+    char *client_id; /* malloc'd: most ids are far shorter than the limit */
     uint64_t last_rx_ms; /* when the last packet arrived (keepalive) */
 
     /* the device, from the CONNECT's token */
@@ -91,16 +93,20 @@ struct mqtt_sess {
     uint16_t qos2[MQTT_RECEIVE_MAX];
     uint32_t nqos2;
 
-    /* MQTT 5 topic aliases: index 1..MQTT_TOPIC_ALIAS_MAX, copies malloc'd */
-    char *alias[MQTT_TOPIC_ALIAS_MAX + 1];
-    uint16_t alias_len[MQTT_TOPIC_ALIAS_MAX + 1];
-    uint32_t alias_bytes;
+    /* MQTT 5 topic aliases, allocated on first use (idle connections stay small) */
+    struct mqtt_aliases *aliases;
 
     /* the will, stored as a reading if the connection ends without DISCONNECT */
     char *will; /* topic then payload, malloc'd */
     uint16_t will_topic_len;
     uint32_t will_len;
     bool will_retain;
+};
+
+struct mqtt_aliases {
+    char *topic[MQTT_TOPIC_ALIAS_MAX + 1]; /* index 1..MQTT_TOPIC_ALIAS_MAX, copies */
+    uint16_t len[MQTT_TOPIC_ALIAS_MAX + 1];
+    uint32_t bytes;
 };
 
 static struct mqtt_sess *sess(const struct conn *c)
@@ -280,10 +286,14 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
         struct conn_ref me = {w->id, c->slot, c->gen}, prev;
         int rc2 = clients_claim(w->eng, s->org, s->device, cn->client_id.p, cn->client_id.n, me,
                                 &prev);
-        if (rc2 >= 0) {
+        s->client_id = rc2 >= 0 ? malloc(cn->client_id.n) : NULL;
+        if (s->client_id) {
             s->claimed = true;
             memcpy(s->client_id, cn->client_id.p, cn->client_id.n);
             s->client_id_len = (uint8_t)cn->client_id.n;
+        } else if (rc2 >= 0) {
+            struct conn_ref me2 = {w->id, c->slot, c->gen};
+            clients_release(w->eng, s->org, s->device, cn->client_id.p, cn->client_id.n, me2);
         }
         if (rc2 == 1) clients_kick(w->eng, prev);
     }
@@ -359,19 +369,21 @@ static uint8_t resolve_alias(struct mqtt_sess *s, const struct mqtt_packet *pk,
 {
     uint16_t a = pk->props.topic_alias;
     if (a == 0 || a > MQTT_TOPIC_ALIAS_MAX) return 0x94; /* topic alias invalid */
+    struct mqtt_aliases *al = s->aliases;
     if (!topic->n) {
-        if (!s->alias[a]) return 0x82; /* an alias never set */
-        *topic = (struct mqtt_slice){(const uint8_t *)s->alias[a], s->alias_len[a]};
+        if (!al || !al->topic[a]) return 0x82; /* an alias never set */
+        *topic = (struct mqtt_slice){(const uint8_t *)al->topic[a], al->len[a]};
         return 0;
     }
-    if (s->alias_bytes - s->alias_len[a] + topic->n > MQTT_TOPIC_ALIAS_BYTES) return 0x97;
+    if (!al && !(al = s->aliases = calloc(1, sizeof *al))) return 0x89;
+    if (al->bytes - al->len[a] + topic->n > MQTT_TOPIC_ALIAS_BYTES) return 0x97;
     char *copy = malloc(topic->n);
     if (!copy) return 0x89;
     memcpy(copy, topic->p, topic->n);
-    free(s->alias[a]);
-    s->alias_bytes = s->alias_bytes - s->alias_len[a] + (uint32_t)topic->n;
-    s->alias[a] = copy;
-    s->alias_len[a] = (uint16_t)topic->n;
+    free(al->topic[a]);
+    al->bytes = al->bytes - al->len[a] + (uint32_t)topic->n;
+    al->topic[a] = copy;
+    al->len[a] = (uint16_t)topic->n;
     return 0;
 }
 
@@ -685,10 +697,14 @@ static void close_conn(struct worker *w, struct conn *c)
     }
     free(s->will);
     s->will = NULL;
-    for (unsigned i = 1; i <= MQTT_TOPIC_ALIAS_MAX; i++) {
-        free(s->alias[i]);
-        s->alias[i] = NULL;
+    if (s->aliases) {
+        for (unsigned i = 1; i <= MQTT_TOPIC_ALIAS_MAX; i++)
+            free(s->aliases->topic[i]);
+        free(s->aliases);
+        s->aliases = NULL;
     }
+    free(s->client_id);
+    s->client_id = NULL;
 }
 
 const struct session_ops session_mqtt_ops = {
