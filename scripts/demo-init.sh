@@ -24,8 +24,8 @@ cat <<MSG
     curl -i -H 'X-Auth-Token: $token' -H 'Content-Type: application/json' \\
          -d '{"temp":21.5}' http://127.0.0.1:8080/v1/readings
 
-  MQTT is not served yet; once it is:
-    mosquitto_pub -h 127.0.0.1 -p 1883 -u demo-1 -P '$token' -t readings -m '{"temp":21.5}'
+  Or over MQTT (QoS 1: the PUBACK comes once the reading is on disk):
+    mosquitto_pub -h 127.0.0.1 -p 1883 -q 1 -u demo-1 -P '$token' -t readings -m '{"temp":21.5}'
 
   Read it back:
     $cli --data-dir $data log cat --org demo
