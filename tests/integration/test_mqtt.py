@@ -460,6 +460,59 @@ def _():
         prev.close()
 
 
+@suite.case("retain is recorded with the reading (mosquitto_pub -r)")
+def _():
+    rc, out = pub(["-q", "1", "-r", "-t", "retained/t", "-P", S["tok"], "-u", "x", "-m", '{"r":1}'])
+    check_eq(rc, 0, "exit (%s)" % out.strip())
+    got = by_topic("acme", "retained/t")
+    check_eq(len(got), 1, "stored")
+    check(got[0].get("retain") is True, "retain not recorded: %r" % got[0])
+
+
+@suite.case("a failed commit: MQTT 5 PUBACK 0x80; 3.1.1 closes without the PUBACK; nothing stored")
+def _():
+    base = tmpdir("sluice-mqtt-fault-")
+    data = os.path.join(base, "data")
+    cli = Cli(SLUICE_CLI, data)
+    cli.add_org("f")
+    tok = cli.add_device("f", "d")
+    old = os.environ.get("SLUICE_FAULT_INJECT")
+    os.environ["SLUICE_FAULT_INJECT"] = "sync:EIO"
+    try:
+        d = Daemon(SLUICED, data, ["--mqtt", "127.0.0.1:0"], name="fault").start()
+    finally:
+        if old is None:
+            del os.environ["SLUICE_FAULT_INJECT"]
+        else:
+            os.environ["SLUICE_FAULT_INJECT"] = old
+    try:
+        saved = S["d"]
+        S["d"] = d  # Raw() connects to S["d"].mqtt
+        try:
+            r = Raw()
+            r.send(connect_packet(tok, version=5, client_id="f5"))
+            check_eq(r.packet()[1][:2], b"\x00\x00", "v5 CONNACK")
+            r.send(publish_packet("fault/v5", b'{"f":5}', qos=1, pid=9, version=5))
+            pk = r.packet()
+            check(pk is not None and pk[0] == 0x40 and pk[1][:3] == b"\x00\x09\x80",
+                  "v5: want PUBACK 9 with reason 0x80, got %r" % (pk,))
+            r.close()
+            r = Raw()
+            r.send(connect_packet(tok, version=4, client_id="f4"))
+            check_eq(r.packet(), (0x20, b"\x00\x00"), "v3.1.1 CONNACK")
+            r.send(publish_packet("fault/v4", b'{"f":4}', qos=1, pid=3))
+            r.s.settimeout(10)
+            pk = r.packet()
+            check(pk is None, "v3.1.1: want the connection closed without a PUBACK, got %r" % (pk,))
+            r.close()
+        finally:
+            S["d"] = saved
+    finally:
+        d.kill()
+    check_eq([x for x in cli.log_cat("f") if x.get("topic", "").startswith("fault/")], [],
+             "readings stored although their commit failed")
+
+
 @suite.case("/metrics counts MQTT: connects, refusals, publishes, wills")
 def _():
     r = request(S["d"].admin, "GET", "/metrics")
