@@ -783,6 +783,7 @@ uint8_t mqtt_connack_v4_code(uint8_t reason)
         return 0x02;
     case 0x88:
     case 0x89:
+    case 0x97: /* quota exceeded: 3.1.1 can say only server unavailable */
         return 0x03;
     case 0x86:
         return 0x04;
@@ -967,6 +968,10 @@ struct connack_args {
 static void connack_props(struct wr *w, const struct mqtt_connack_props *pr)
 {
     if (!pr) return;
+    if (pr->has_session_expiry) {
+        w_u8(w, MQTT_PROP_SESSION_EXPIRY);
+        w_u32(w, pr->session_expiry);
+    }
     if (pr->receive_maximum) {
         w_u8(w, MQTT_PROP_RECEIVE_MAXIMUM);
         w_u16(w, pr->receive_maximum);

@@ -230,7 +230,9 @@ struct mqtt_connack_props {
     uint16_t receive_maximum;             /* written when > 0 */
     uint16_t topic_alias_maximum;         /* written when > 0 */
     uint16_t server_keep_alive;           /* written when has_server_keep_alive */
-    unsigned has_server_keep_alive : 1;
+    uint32_t session_expiry;              /* written when has_session_expiry (the server's
+                                           * value, when it differs from the client's) */
+    unsigned has_server_keep_alive : 1, has_session_expiry : 1;
     unsigned has_retain_available : 1, retain_available : 1;
     unsigned no_wildcard_subs : 1, no_subscription_ids : 1, no_shared_subs : 1; /* write 0 */
 };

@@ -694,6 +694,16 @@ Test(mqtt, MQTT_3_2_connack_round_trip)
         cr_assert(memcmp(b, want, n) == 0);
     }
     check_caps(enc_connack5, &pr, n);
+
+    /* the server's Session Expiry Interval, when it differs [MQTT-3.2.2.3.2] */
+    struct mqtt_connack_props se = {.has_session_expiry = 1, .session_expiry = 604800};
+    n = mqtt_encode_connack(b, sizeof(b), 5, 1, 0, &se);
+    {
+        static const uint8_t want[] = {0x20, 8, 1, 0, 5, 0x11, 0, 0x09, 0x3a, 0x80};
+        cr_assert_eq(n, sizeof(want));
+        cr_assert(memcmp(b, want, n) == 0);
+    }
+    check_caps(enc_connack5, &se, n);
 }
 
 static size_t enc_ack(uint8_t *o, size_t cap, const void *arg)
