@@ -13,6 +13,8 @@
  *   tokens   digest[32]                   -> u32 device, u32 org, u32 state
  *   meta     "schema" -> u32, "generation" -> u64, "next_org" -> u32,
  *            "next_device" -> u32
+ *   mqtt_sessions  (the engine's keys and values; created by the first write,
+ *            so a store made before it is still schema 1)
  *
  * The environment is opened with MDB_NOTLS: read transactions are bound to the
  * transaction object rather than to the thread, which is what lets one thread
@@ -53,6 +55,8 @@
 struct store {
     MDB_env *env;
     MDB_dbi orgs, devices, tokens, meta;
+    MDB_dbi sessions;
+    _Atomic int sessions_state; /* 0: not opened yet, 1: open */
     /* A reset read transaction kept for store_generation(); taken out with an
      * atomic exchange so concurrent pollers never share it. */
     _Atomic(MDB_txn *) gen_txn;
@@ -819,6 +823,80 @@ int store_token_foreach(struct store *s, store_token_fn fn, void *ctx)
         if (rc != 0) goto done;
     }
     rc = (rc == 0 || rc == MDB_NOTFOUND) ? 0 : mdb_fail(rc, "tokens cursor");
+done:
+    if (cur) mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+/* ---- MQTT sessions ---- */
+
+/* The DBI is opened once, in a write transaction of its own (LMDB: a
+ * transaction that opens a DBI must end before another may open one). */
+static int sessions_dbi(struct store *s)
+{
+    if (atomic_load(&s->sessions_state) == 1) return 0;
+    MDB_txn *txn;
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != 0) return rc;
+    rc = mdb_dbi_open(txn, "mqtt_sessions", MDB_CREATE, &s->sessions);
+    if (rc != 0) {
+        mdb_txn_abort(txn);
+        return mdb_fail(rc, "mqtt_sessions");
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc != 0) return mdb_fail(rc, "open mqtt_sessions");
+    atomic_store(&s->sessions_state, 1);
+    return 0;
+}
+
+int store_sessions_apply(struct store *s, const struct store_kv *ops, size_t n)
+{
+    if (n == 0) return 0;
+    int rc = sessions_dbi(s);
+    if (rc != 0) return rc;
+    MDB_txn *txn;
+    rc = txn_begin(s, 0, &txn);
+    if (rc != 0) return rc;
+    for (size_t i = 0; i < n; i++) {
+        MDB_val k = {ops[i].klen, (void *)ops[i].key};
+        if (ops[i].vlen) {
+            MDB_val v = {ops[i].vlen, (void *)ops[i].val};
+            rc = mdb_put(txn, s->sessions, &k, &v, 0);
+        } else {
+            rc = mdb_del(txn, s->sessions, &k, NULL);
+            if (rc == MDB_NOTFOUND) rc = 0;
+        }
+        if (rc != 0) {
+            mdb_txn_abort(txn);
+            return mdb_fail(rc, "mqtt_sessions write");
+        }
+    }
+    /* no generation bump: the device table did not change */
+    rc = mdb_txn_commit(txn);
+    return rc ? mdb_fail(rc, "mqtt_sessions commit") : 0;
+}
+
+int store_sessions_foreach(struct store *s, store_kv_fn fn, void *ctx)
+{
+    int rc = sessions_dbi(s);
+    if (rc != 0) return rc;
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    rc = txn_begin(s, MDB_RDONLY, &txn);
+    if (rc != 0) return rc;
+    rc = mdb_cursor_open(txn, s->sessions, &cur);
+    if (rc != 0) {
+        rc = mdb_fail(rc, "mqtt_sessions cursor");
+        goto done;
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        rc = fn(ctx, k.mv_data, k.mv_size, v.mv_data, v.mv_size);
+        if (rc != 0) goto done;
+    }
+    rc = (rc == 0 || rc == MDB_NOTFOUND) ? 0 : mdb_fail(rc, "mqtt_sessions cursor");
 done:
     if (cur) mdb_cursor_close(cur);
     mdb_txn_abort(txn);

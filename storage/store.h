@@ -68,6 +68,22 @@ int store_token_foreach(struct store *s, store_token_fn fn, void *ctx);
 /* SHA-256 of a token as presented on the wire. */
 void store_token_digest(const char *token, size_t len, uint8_t out[STORE_DIGEST_LEN]);
 
+/* MQTT sessions kept between connections (DB `mqtt_sessions`, created on first
+ * use). Keys and values are the engine's (engine/clients.c encodes them); the
+ * store only keeps them. These writes do not bump meta.generation: they are the
+ * daemon's own state, not the device table.
+ * store_sessions_apply writes n puts (vlen > 0) and deletes (vlen == 0) in one
+ * durable transaction, in order. */
+struct store_kv {
+    const void *key;
+    size_t klen;
+    const void *val;
+    size_t vlen;
+};
+int store_sessions_apply(struct store *s, const struct store_kv *ops, size_t n);
+typedef int (*store_kv_fn)(void *ctx, const void *key, size_t klen, const void *val, size_t vlen);
+int store_sessions_foreach(struct store *s, store_kv_fn fn, void *ctx);
+
 /* meta.generation: bumped by every write. A cheap read-only transaction. */
 int store_generation(struct store *s, uint64_t *gen);
 

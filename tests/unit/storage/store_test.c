@@ -658,3 +658,53 @@ Test(store, last_error_is_never_null)
     cr_assert_gt(strlen(store_last_error(s)), 0);
     store_close(s);
 }
+
+/* ---- MQTT sessions ---- */
+
+struct kv_seen {
+    int n;
+    char keys[4][16];
+    size_t vlen[4];
+};
+
+static int collect_kv(void *ctx, const void *key, size_t klen, const void *val, size_t vlen)
+{
+    struct kv_seen *s = ctx;
+    (void)val;
+    cr_assert_lt(s->n, 4);
+    cr_assert_lt(klen, sizeof s->keys[0]);
+    memcpy(s->keys[s->n], key, klen);
+    s->keys[s->n][klen] = '\0';
+    s->vlen[s->n++] = vlen;
+    return 0;
+}
+
+Test(store, sessions_put_delete_reopen_and_leave_the_generation_alone)
+{
+    struct store *s = open_new();
+    struct kv_seen seen = {0};
+    cr_assert_eq(store_sessions_foreach(s, collect_kv, &seen), 0, "empty: %s",
+                 store_last_error(s));
+    cr_assert_eq(seen.n, 0);
+    uint64_t g0, g1;
+    cr_assert_eq(store_generation(s, &g0), 0);
+    struct store_kv ops[] = {
+        {"a", 1, "value-a", 7},
+        {"b", 1, "value-b", 7},
+        {"a", 1, "longer-a", 8}, /* later wins */
+        {"c", 1, NULL, 0},       /* deleting what is not there is fine */
+    };
+    cr_assert_eq(store_sessions_apply(s, ops, 4), 0, "%s", store_last_error(s));
+    struct store_kv del[] = {{"b", 1, NULL, 0}};
+    cr_assert_eq(store_sessions_apply(s, del, 1), 0);
+    cr_assert_eq(store_generation(s, &g1), 0);
+    cr_assert_eq(g1, g0, "a session write must not make the daemon reload its tokens");
+    store_close(s);
+
+    cr_assert_eq(store_open(&s, datadir, 0), 0);
+    cr_assert_eq(store_sessions_foreach(s, collect_kv, &seen), 0);
+    cr_assert_eq(seen.n, 1);
+    cr_assert_str_eq(seen.keys[0], "a");
+    cr_assert_eq(seen.vlen[0], 8);
+    store_close(s);
+}
