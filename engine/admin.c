@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "engine/clients.h"
+
 struct series {
     const char *name, *help;
     size_t off; /* of the _Atomic uint64_t in struct worker_stats */
@@ -53,6 +55,8 @@ static const struct series all_series[] = {
     COUNTER("mqtt_disconnects_sent_total", mqtt_disconnects_sent,
             "connections the server ended for a protocol reason (MQTT 5: with a DISCONNECT)"),
     COUNTER("mqtt_wills_total", mqtt_wills, "wills stored: connections that ended without DISCONNECT"),
+    COUNTER("mqtt_sessions_resumed_total", mqtt_sessions_resumed,
+            "MQTT CONNECTs that resumed a kept session (CONNACK session present 1)"),
     GAUGE("connections_open", conns_open, "connections open now"),
     GAUGE("commit_pending_bytes", pending_bytes,
           "record bytes waiting for their commit (budget: --max-pending-bytes per worker)"),
@@ -92,8 +96,12 @@ int admin_metrics(const struct sluice_engine *e, struct buf *out)
                         "# HELP sluice_workers worker threads\n# TYPE sluice_workers gauge\n"
                         "sluice_workers %u\n"
                         "# HELP sluice_max_connections connections allowed per worker\n"
-                        "# TYPE sluice_max_connections gauge\nsluice_max_connections %u\n",
-                        e->nworkers, e->nworkers ? e->workers[0].conn_cap : 0);
+                        "# TYPE sluice_max_connections gauge\nsluice_max_connections %u\n"
+                        "# HELP sluice_mqtt_sessions_kept MQTT sessions kept between connections "
+                        "(connected or not; at most %u)\n"
+                        "# TYPE sluice_mqtt_sessions_kept gauge\nsluice_mqtt_sessions_kept %u\n",
+                        e->nworkers, e->nworkers ? e->workers[0].conn_cap : 0, CLIENTS_KEPT_MAX,
+                        (unsigned)atomic_load_explicit(&e->clients.kept, memory_order_relaxed));
     return rc;
 }
 

@@ -1,4 +1,5 @@
-/* engine/clients.h — MQTT client ids connected now, across all workers.
+/* engine/clients.h — MQTT client ids connected now, across all workers, and
+ * the sessions kept between their connections.
  *
  * A CONNECT whose client id is already connected for the same device takes
  * over: the older connection is ended [MQTT-3.1.4-2] (MQTT 5: DISCONNECT 0x8E,
@@ -7,11 +8,23 @@
  * connection. The older connection may live on another worker: it is asked
  * through that worker's mailbox (woken by its eventfd) and ended there, by its
  * own thread. One lock guards the table and the mailboxes: it is taken per
- * CONNECT and per close of a registered connection, never per message.
+ * CONNECT and per close of a registered connection, and per QoS 2 exchange of
+ * a kept session, never per message otherwise.
+ *
+ * Kept sessions (3.1.1 clean session 0, 5.0 session expiry > 0): the entry
+ * outlives its connection until the expiry, holding the packet ids of QoS 2
+ * exchanges whose reading is durable and whose PUBREL has not come. Changes
+ * are written to the store (DB mqtt_sessions) by the storage helper thread; an
+ * acknowledgement that reports one (PUBREC: "held", PUBCOMP: "released") waits
+ * for that write, so a restart, even kill -9, finds every id a client was told
+ * of. The store is read back at start-up. The one gap: a kill -9 after a QoS 2
+ * reading was synced and before its id was written; the client never had the
+ * PUBREC, sends the PUBLISH again, and it is stored twice (never lost).
  */
 #ifndef SLUICE_ENGINE_CLIENTS_H
 #define SLUICE_ENGINE_CLIENTS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -19,19 +32,69 @@
 
 /* Longest client id registered (sessions refuse longer ones at CONNECT). */
 #define CLIENTS_ID_MAX 256u
+/* QoS 2 ids a kept session holds (as many as a connection may, MQTT_QOS2_HELD_MAX). */
+#define CLIENTS_QOS2_MAX 256u
+/* Sessions kept at once (connected or not): past it a CONNECT asking for one
+ * is refused (5.0 0x97 quota exceeded, 3.1.1 0x03 server unavailable). */
+#define CLIENTS_KEPT_MAX 100000u
+/* The longest a session is kept after its connection ends (7 days); 3.1.1
+ * clean-session-0 sessions, which name no expiry, get this. */
+#define CLIENTS_EXPIRY_MAX (7u * 24u * 3600u)
 
 int clients_init(struct clients *cl);
 void clients_free(struct clients *cl);
 
-/* Registers (org, device, id) as held by ref. Returns 1 with *prev set when a
- * connection held it before (the caller kicks it with clients_kick), 0 when it
- * was free, -ENOMEM. */
-int clients_claim(struct sluice_engine *e, uint32_t org, uint32_t device, const void *id, size_t n,
-                  struct conn_ref ref, struct conn_ref *prev);
+struct clients_claim {
+    struct conn_ref prev; /* took_over: the connection to kick (clients_kick) */
+    bool took_over;
+    bool present;  /* a kept session resumed: CONNACK session present */
+    uint32_t epoch; /* names this session's state in the calls below */
+    uint16_t nids;  /* QoS 2 exchanges it holds (they count as in flight) */
+};
 
-/* Forgets (org, device, id) if ref still holds it (a newer holder stays). */
+/* Registers (org, device, id) as held by ref. clean: any kept state is
+ * discarded (clean session / clean start). expiry_s: how long to keep the
+ * session after the connection ends (0: not kept; capped by the caller).
+ * Returns 0 with *out filled, -ENOSPC (CLIENTS_KEPT_MAX kept already), -ENOMEM. */
+int clients_claim(struct sluice_engine *e, uint32_t org, uint32_t device, const void *id, size_t n,
+                  struct conn_ref ref, bool clean, uint32_t expiry_s, struct clients_claim *out);
+
+/* The connection ends: a kept session stays until its expiry, any other is
+ * forgotten. Only if ref still holds it (a newer holder stays). */
 void clients_release(struct sluice_engine *e, uint32_t org, uint32_t device, const void *id,
                      size_t n, struct conn_ref ref);
+
+/* MQTT 5 DISCONNECT with a Session Expiry Interval: the new expiry. */
+void clients_set_expiry(struct sluice_engine *e, uint32_t org, uint32_t device, const void *id,
+                        size_t n, struct conn_ref ref, uint32_t expiry_s);
+
+/* QoS 2 packet ids of the kept session named by epoch. held: is pid held.
+ * hold: records pid; returns the change's number to wait for with
+ * clients_wait (0: nothing recorded: not this session any more, full, or no
+ * memory). release: true when pid was held, *seq the change (0: none to wait). */
+bool clients_qos2_held(struct sluice_engine *e, uint32_t org, uint32_t device, const void *id,
+                       size_t n, uint32_t epoch, uint16_t pid);
+uint64_t clients_qos2_hold(struct sluice_engine *e, uint32_t org, uint32_t device, const void *id,
+                           size_t n, uint32_t epoch, uint16_t pid);
+bool clients_qos2_release(struct sluice_engine *e, uint32_t org, uint32_t device, const void *id,
+                          size_t n, uint32_t epoch, uint16_t pid, uint64_t *seq);
+
+/* The connection (slot, gen) on w waits for change seq to be in the store:
+ * then conn_durable(slot, gen, cookie, 0). Returns 0 or -ENOMEM. */
+int clients_wait(struct worker *w, uint32_t slot, uint32_t gen, uint64_t cookie, uint64_t seq);
+/* End of a loop turn: hands the waited-for changes to the helper thread. */
+void clients_submit(struct worker *w);
+/* True while a write of w's is with the helper (the worker waits for it). */
+bool clients_busy(const struct worker *w);
+
+/* Writes every change since the last write to the store (blocking: the
+ * helper thread, the control thread, after the workers stopped). 0 or -errno. */
+int clients_write(struct sluice_engine *e);
+/* Start-up: the kept sessions in the store, as detached entries (expired ones
+ * are deleted). Returns how many were loaded, or -errno. */
+int clients_load(struct sluice_engine *e);
+/* Forgets detached sessions whose expiry passed (the control thread). */
+void clients_expire(struct sluice_engine *e);
 
 /* Asks ref's worker to end that connection (if it is still the same one). */
 void clients_kick(struct sluice_engine *e, struct conn_ref ref);

@@ -634,6 +634,8 @@ void commit_job_done(struct worker *w, struct iojob *j)
             }
         }
         break;
+    case IOJOB_CALL: /* not a log's: loop.c hands these to their own done() */
+        break;
     }
     if (l->b[l->fill].len) mark_dirty(w, l);
 }

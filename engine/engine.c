@@ -29,6 +29,7 @@
 
 #define CONTROL_POLL_MS    250 /* store generation polling: CLI changes live within 1 s */
 #define RETENTION_EVERY_MS 5000
+#define SESSIONS_EVERY_MS  1000
 
 static const char *const listener_names[LISTENER_KINDS] = {"http", "admin", "mqtt"};
 
@@ -288,11 +289,20 @@ static void reload_auth(struct sluice_engine *e)
 static void *control_main(void *arg)
 {
     struct sluice_engine *e = arg;
-    unsigned waited = 0, since_retention = RETENTION_EVERY_MS;
+    unsigned waited = 0, since_retention = RETENTION_EVERY_MS, since_sessions = 0;
     while (!atomic_load(&e->stopping)) {
         sleep_ms(50);
         waited += 50;
         since_retention += 50;
+        since_sessions += 50;
+        /* kept MQTT sessions: changes no acknowledgement waits for (expiry
+         * times of ended connections) are written within a second; expired
+         * ones are forgotten */
+        if (since_sessions >= SESSIONS_EVERY_MS) {
+            since_sessions = 0;
+            clients_expire(e);
+            clients_write(e);
+        }
         if (waited >= CONTROL_POLL_MS) {
             waited = 0;
             auth_swap_reclaim(&e->auth);
@@ -349,8 +359,12 @@ static void engine_free(struct sluice_engine *e)
         free(w->conns);
         free(w->authrl);
         free(w->kicks);
+        free(w->swaits);
     }
     free(e->workers);
+    /* the kept MQTT sessions as the workers left them (expiry times of the
+     * connections that ended last) */
+    if (e->clients.ready && e->store) clients_write(e);
     clients_free(&e->clients);
     if (e->auth_ready) auth_swap_destroy(&e->auth); /* every worker has been joined */
     if (e->store) store_close(e->store);
@@ -460,6 +474,13 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         rc = SLUICE_ENOMEM;
         goto fail;
     }
+    rc = clients_load(e);
+    if (rc < 0) {
+        snprintf(err, errcap, "cannot load the kept MQTT sessions: %s", store_last_error(e->store));
+        rc = SLUICE_ESTORE;
+        goto fail;
+    }
+    rc = 0;
     unsigned conns_per_worker, logs_per_worker;
     share_descriptors(e, &conns_per_worker, &logs_per_worker);
     for (unsigned i = 0; i < e->nworkers; i++) {

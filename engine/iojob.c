@@ -84,6 +84,9 @@ static void run(struct sluice_engine *e, struct iojob *j)
     case IOJOB_SUSPEND:
         j->rc = writer_suspend(lw);
         break;
+    case IOJOB_CALL:
+        j->call(e, j);
+        break;
     }
 }
 

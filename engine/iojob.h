@@ -29,6 +29,7 @@ enum iojob_kind {
     IOJOB_RESERVE,  /* zeros written ahead for `need` bytes */
     IOJOB_TRUNCATE, /* cut the file back to lw->end (a failed batch's bytes) */
     IOJOB_SUSPEND,  /* cut the write-ahead, sync, close the descriptors */
+    IOJOB_CALL,     /* call(e, j) on the helper, then done(w, j) on the worker (no log) */
 };
 
 struct iojob {
@@ -41,6 +42,11 @@ struct iojob {
     uint64_t need, cap; /* RESERVE */
     int rc;             /* 0 or -errno, set by the helper */
     char report[LOG_PATH_MAX + 256]; /* OPEN: what recovery cut, else a note; "" when none */
+    /* IOJOB_CALL: blocking work of another module (engine/clients.c writes the
+     * kept MQTT sessions this way) without the helper knowing that module */
+    void (*call)(struct sluice_engine *e, struct iojob *j);
+    void (*done)(struct worker *w, struct iojob *j);
+    void *arg;
     struct iojob *next;
 };
 

@@ -183,7 +183,10 @@ static void on_wake(struct worker *w, struct io_uring_cqe *cqe)
     struct iojob *j = iojob_take_done(w);
     while (j) {
         struct iojob *next = j->next;
-        commit_job_done(w, j);
+        if (j->kind == IOJOB_CALL)
+            j->done(w, j);
+        else
+            commit_job_done(w, j);
         j = next;
     }
     struct conn_ref kicks[32];
@@ -359,8 +362,10 @@ void *loop_main(void *arg)
     if (e->cfg.fsync == SLUICE_FSYNC_INTERVAL) arm_sync_timer(w);
     atomic_fetch_add(&e->ready_workers, 1);
 
-    while (!(w->draining && w->live == 0 && w->logs_busy == 0 && !w->dirty_logs)) {
+    while (!(w->draining && w->live == 0 && w->logs_busy == 0 && !w->dirty_logs &&
+             !clients_busy(w))) {
         commit_submit(w);
+        clients_submit(w);
         conn_flush_sends(w);
         rc = io_uring_submit_and_wait(&w->ring, 1);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {

@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/auth.h"
 #include "engine/clients.h"
@@ -42,6 +43,11 @@
 /* QoS 1/2 PUBLISHes a client may have unacknowledged (announced in MQTT 5 as
  * Receive Maximum; in 3.1.1 reading simply stops while the queue is full). */
 #define MQTT_RECEIVE_MAX 64u
+/* QoS 2 exchanges a connection may hold open (PUBREC sent, PUBREL not yet
+ * come). MQTT 5 stays within the receive maximum; a 3.1.1 client, which cannot
+ * be told one, may have more (a reconnecting Paho sends its whole backlog), and
+ * past this many the connection is closed: it is not completing them. */
+#define MQTT_QOS2_HELD_MAX 256u
 /* Acknowledgements waiting their turn: the receive window plus room for
  * PUBCOMPs (past it reading stops until acks leave). 8 bytes each, in every
  * connection's session: an idle connection's memory is mostly this. */
@@ -57,13 +63,17 @@
 /* Commits with no acknowledgement behind them (QoS 0, a will) carry this bit
  * in their cookie, so they never name a queue entry. */
 #define COOKIE_NO_ACK (1ull << 63)
+/* A kept session's change (a QoS 2 id held or released) is in the store: the
+ * ack at this queue index may go (engine/clients.c). */
+#define COOKIE_SESSION (1ull << 62)
 
 struct pending_ack {
     uint8_t type;    /* MQTT_PUBACK, MQTT_PUBREC, MQTT_PUBCOMP */
     uint8_t reason;  /* 0, or 0x80 when its commit failed */
-    uint8_t waiting; /* the commit it waits for is outstanding */
-    bool failed;     /* 3.1.1: the commit failed, close instead of acking */
-    bool release;    /* sending it ends an exchange: one slot of the receive window */
+    uint8_t waiting; /* the commit (and session write) it waits for are outstanding */
+    uint8_t failed : 1;  /* 3.1.1: the commit failed, close instead of acking */
+    uint8_t release : 1; /* sending it ends an exchange: one slot of the receive window */
+    uint8_t answer : 1;  /* the first answer to a QoS 1/2 PUBLISH (counted in `unanswered`) */
     uint16_t id;
 };
 
@@ -74,6 +84,9 @@ struct mqtt_sess {
     uint16_t keepalive_s;
     uint32_t client_max; /* MQTT 5 client's Maximum Packet Size, 0: none given */
     bool claimed; /* client_id is registered (engine/clients.c) */
+    bool kept;    /* a session kept between connections: its QoS 2 ids live in clients.c */
+    uint32_t epoch;    /* of that session */
+    uint32_t expiry_s; /* MQTT 5: the CONNECT's Session Expiry Interval (DISCONNECT rule) */
     uint8_t client_id_len;
     char *client_id; /* malloc'd: most ids are far shorter than the limit */
     uint64_t last_rx_ms; /* when the last packet arrived (keepalive) */
@@ -87,10 +100,13 @@ struct mqtt_sess {
     /* acknowledgements, in the order they must leave */
     struct pending_ack q[MQTT_QUEUE];
     uint32_t qhead, qtail;
-    uint32_t inflight; /* QoS 1 not yet PUBACKed + QoS 2 not yet PUBCOMPed */
+    uint32_t inflight;   /* QoS 1 not yet PUBACKed + QoS 2 not yet PUBCOMPed */
+    uint32_t unanswered; /* QoS 1/2 whose PUBACK/PUBREC has not left (3.1.1's window) */
 
-    /* QoS 2 packet ids received and not yet released by PUBREL */
-    uint16_t qos2[MQTT_RECEIVE_MAX];
+    /* QoS 2 packet ids received and not yet released by PUBREL (a kept
+     * session: only those whose reading is not durable yet; the rest are the
+     * session's, in engine/clients.c) */
+    uint16_t *qos2; /* MQTT_QOS2_HELD_MAX, allocated at the first QoS 2 PUBLISH */
     uint32_t nqos2;
 
     /* MQTT 5 topic aliases, allocated on first use (idle connections stay small) */
@@ -169,7 +185,8 @@ static void flush_acks(struct worker *w, struct conn *c)
         size_t n = mqtt_encode_ack(ack, sizeof ack, s->version, a->type, a->id, a->reason);
         send_packet(w, c, ack, n);
         if (c->closing) return;
-        if (a->release) s->inflight--;
+        if (a->release && s->inflight) s->inflight--;
+        if (a->answer) s->unanswered--;
         s->qhead++;
     }
     if (s->qhead == s->qtail && c->stopped && s->version == 5 && !s->sent_disconnect &&
@@ -199,7 +216,7 @@ static void refuse(struct worker *w, struct conn *c, uint8_t reason)
 }
 
 static void connack(struct worker *w, struct conn *c, unsigned version, uint8_t reason,
-                    const struct mqtt_connack_props *props)
+                    bool present, const struct mqtt_connack_props *props)
 {
     uint8_t buf[512];
     uint8_t code = reason;
@@ -210,10 +227,10 @@ static void connack(struct worker *w, struct conn *c, unsigned version, uint8_t 
             return;
         }
     }
-    size_t n = mqtt_encode_connack(buf, sizeof buf, version == 5 ? 5 : 4, 0, code, props);
+    size_t n = mqtt_encode_connack(buf, sizeof buf, version == 5 ? 5 : 4, present, code, props);
     struct mqtt_sess *s = sess(c);
     if (s->client_max && n > s->client_max) /* the smallest CONNACK, without properties */
-        n = mqtt_encode_connack(buf, sizeof buf, version == 5 ? 5 : 4, 0, code, NULL);
+        n = mqtt_encode_connack(buf, sizeof buf, version == 5 ? 5 : 4, present, code, NULL);
     send_packet(w, c, buf, n);
     worker_count(reason ? &w->st.mqtt_connect_refused : &w->st.mqtt_connects, 1);
     if (reason) conn_stop(w, c);
@@ -225,13 +242,13 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
     const struct mqtt_connect *cn = &pk->connect;
     unsigned v = cn->level;
     if (v == 5 && MQTT_HAS(&pk->props, MQTT_PROP_AUTH_METHOD)) {
-        connack(w, c, v, 0x8C, NULL); /* bad authentication method: tokens only */
+        connack(w, c, v, 0x8C, false, NULL); /* bad authentication method: tokens only */
         return;
     }
     if (v == 5 && MQTT_HAS(&pk->props, MQTT_PROP_MAXIMUM_PACKET_SIZE))
         s->client_max = pk->props.maximum_packet_size;
     if (cn->client_id.n > MQTT_CLIENT_ID_MAX) {
-        connack(w, c, v, 0x85, NULL);
+        connack(w, c, v, 0x85, false, NULL);
         return;
     }
     /* password = token (any username), or username = token, empty password */
@@ -248,7 +265,7 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
          * INTERFACE.md says); throttled: 0x9F
          * connection rate exceeded, which 3.1.1 can only say as 0x05 */
         uint8_t reason = rc == AUTH_THROTTLED ? (v == 5 ? 0x9F : 0x87) : (v == 5 ? 0x86 : 0x87);
-        connack(w, c, v, reason, NULL);
+        connack(w, c, v, reason, false, NULL);
         return;
     }
     s->version = (uint8_t)v;
@@ -280,29 +297,59 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
         .no_subscription_ids = 1,
         .no_shared_subs = 1,
     };
-    if (cn->client_id.n) {
+    /* MQTT 5 without a client id: one assigned, unique across restarts too,
+     * so a kept session is found again only by the client it was given to */
+    char assigned[64];
+    struct mqtt_slice cid = cn->client_id;
+    if (v == 5 && cid.n == 0) {
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        int an = snprintf(assigned, sizeof assigned, "sluice-%llx%08lx-%u-%u-%u",
+                          (unsigned long long)now.tv_sec, (unsigned long)now.tv_nsec, w->id,
+                          c->slot, c->gen);
+        cid = (struct mqtt_slice){(const uint8_t *)assigned, (size_t)an};
+        props.assigned_client_id = cid;
+    }
+    /* kept between connections: 3.1.1 clean session 0 (no expiry given: our
+     * longest), 5.0 Session Expiry Interval > 0 (capped, and CONNACK says so) */
+    uint32_t want = v == 5 ? (MQTT_HAS(&pk->props, MQTT_PROP_SESSION_EXPIRY)
+                                  ? pk->props.session_expiry
+                                  : 0)
+                           : (cn->clean_start ? 0 : CLIENTS_EXPIRY_MAX);
+    uint32_t expiry = want < CLIENTS_EXPIRY_MAX ? want : CLIENTS_EXPIRY_MAX;
+    if (v == 5 && expiry != want) {
+        props.has_session_expiry = 1;
+        props.session_expiry = expiry;
+    }
+    s->expiry_s = want;
+    struct clients_claim cl = {0};
+    if (cid.n) {
         /* the same id connected for this device: that connection ends
          * [MQTT-3.1.4-2]; ids of other devices are other clients */
-        struct conn_ref me = {w->id, c->slot, c->gen}, prev;
-        int rc2 = clients_claim(w->eng, s->org, s->device, cn->client_id.p, cn->client_id.n, me,
-                                &prev);
-        s->client_id = rc2 >= 0 ? malloc(cn->client_id.n) : NULL;
-        if (s->client_id) {
-            s->claimed = true;
-            memcpy(s->client_id, cn->client_id.p, cn->client_id.n);
-            s->client_id_len = (uint8_t)cn->client_id.n;
-        } else if (rc2 >= 0) {
-            struct conn_ref me2 = {w->id, c->slot, c->gen};
-            clients_release(w->eng, s->org, s->device, cn->client_id.p, cn->client_id.n, me2);
+        struct conn_ref me = {w->id, c->slot, c->gen};
+        s->client_id = malloc(cid.n);
+        int rc2 = s->client_id ? clients_claim(w->eng, s->org, s->device, cid.p, cid.n, me,
+                                               cn->clean_start, expiry, &cl)
+                               : -ENOMEM;
+        if (rc2 < 0) {
+            free(s->client_id);
+            s->client_id = NULL;
+            free(s->will); /* refused: no will of a connection that never was */
+            s->will = NULL;
+            connack(w, c, v, rc2 == -ENOSPC ? 0x97 : 0x89, false, NULL); /* quota / busy */
+            return;
         }
-        if (rc2 == 1) clients_kick(w->eng, prev);
+        s->claimed = true;
+        memcpy(s->client_id, cid.p, cid.n);
+        s->client_id_len = (uint8_t)cid.n;
+        s->kept = expiry > 0 || cl.present;
+        s->epoch = cl.epoch;
+        /* the exchanges it resumes count in the client's window too */
+        s->inflight = cl.nids < MQTT_RECEIVE_MAX ? cl.nids : MQTT_RECEIVE_MAX;
+        if (cl.took_over) clients_kick(w->eng, cl.prev);
+        if (cl.present) worker_count(&w->st.mqtt_sessions_resumed, 1);
     }
-    char assigned[32];
-    if (v == 5 && cn->client_id.n == 0) {
-        int an = snprintf(assigned, sizeof assigned, "sluice-%u-%u-%u", w->id, c->slot, c->gen);
-        props.assigned_client_id = (struct mqtt_slice){(const uint8_t *)assigned, (size_t)an};
-    }
-    connack(w, c, v, 0, &props);
+    connack(w, c, v, 0, cl.present, &props);
 }
 
 /* The token of a long-lived connection is looked up again after the table
@@ -319,11 +366,35 @@ static bool still_authorized(struct worker *w, struct conn *c)
     return true;
 }
 
+/* Room for one more open QoS 2 exchange (the array allocated on first use). */
+static bool qos2_room(struct mqtt_sess *s)
+{
+    if (!s->qos2 && !(s->qos2 = malloc(MQTT_QOS2_HELD_MAX * sizeof *s->qos2))) return false;
+    return s->nqos2 < MQTT_QOS2_HELD_MAX;
+}
+
 static bool qos2_has(const struct mqtt_sess *s, uint16_t id)
 {
     for (uint32_t i = 0; i < s->nqos2; i++)
         if (s->qos2[i] == id) return true;
     return false;
+}
+
+/* Held by a kept session: its reading is durable, its PUBREL has not come
+ * (this connection, or one before it, even before a restart). */
+static bool session_holds(struct worker *w, const struct mqtt_sess *s, uint16_t id)
+{
+    return s->kept && clients_qos2_held(w->eng, s->org, s->device, s->client_id,
+                                        s->client_id_len, s->epoch, id);
+}
+
+/* The ack at queue index i waits, besides, for the session change seq to be
+ * in the store. */
+static void wait_session(struct worker *w, struct conn *c, uint64_t i, uint64_t seq)
+{
+    struct mqtt_sess *s = sess(c);
+    if (seq && clients_wait(w, c->slot, c->gen, COOKIE_SESSION | i, seq) == 0)
+        s->q[i % MQTT_QUEUE].waiting++;
 }
 
 static void qos2_drop(struct mqtt_sess *s, uint16_t id)
@@ -407,17 +478,22 @@ static void on_publish(struct worker *w, struct conn *c, const struct mqtt_packe
         refuse(w, c, 0x87);
         return;
     }
-    if (pub->qos == 2 && qos2_has(s, pk->packet_id)) {
+    if (pub->qos == 2 && (qos2_has(s, pk->packet_id) || session_holds(w, s, pk->packet_id))) {
         /* a resend of one we hold: answered again after the first, not stored */
         queue_ack(s, MQTT_PUBREC, pk->packet_id);
         return;
     }
     if (pub->qos > 0) {
-        if (s->inflight >= MQTT_RECEIVE_MAX) {
+        if (s->version == 5 && s->inflight >= MQTT_RECEIVE_MAX) {
             refuse(w, c, 0x93); /* receive maximum exceeded */
             return;
         }
+        if (pub->qos == 2 && !qos2_room(s)) {
+            refuse(w, c, s->qos2 ? 0x93 : 0x89); /* 3.1.1: closed */
+            return;
+        }
         s->inflight++;
+        s->unanswered++;
     }
     uint8_t flags = pub->retain ? RECORD_F_RETAIN : 0;
     struct pending_ack *a = NULL;
@@ -430,6 +506,7 @@ static void on_publish(struct worker *w, struct conn *c, const struct mqtt_packe
         a = queue_ack(s, MQTT_PUBREC, pk->packet_id);
         s->qos2[s->nqos2++] = pk->packet_id;
     }
+    if (a) a->answer = true;
     int rc =
         store(w, c, flags, pub->topic.p, pub->topic.n, pub->payload.p, pub->payload.n, cookie);
     if (rc >= 0) worker_count(&w->st.mqtt_publishes, 1);
@@ -456,12 +533,18 @@ static void on_publish(struct worker *w, struct conn *c, const struct mqtt_packe
 static void on_pubrel(struct worker *w, struct conn *c, const struct mqtt_packet *pk)
 {
     struct mqtt_sess *s = sess(c);
-    (void)w;
     bool known = qos2_has(s, pk->packet_id);
+    uint64_t i = s->qtail, seq = 0;
     struct pending_ack *a = queue_ack(s, MQTT_PUBCOMP, pk->packet_id);
     if (known) {
         qos2_drop(s, pk->packet_id);
         a->release = true;
+    } else if (s->kept && clients_qos2_release(w->eng, s->org, s->device, s->client_id,
+                                               s->client_id_len, s->epoch, pk->packet_id, &seq)) {
+        /* PUBCOMP once the release is in the store: a restart before it
+         * answers a PUBREL sent again all the same */
+        a->release = true;
+        wait_session(w, c, i, seq);
     } else if (s->version == 5) {
         a->reason = 0x92; /* packet identifier not found (3.1.1: PUBCOMP all the same) */
     }
@@ -507,6 +590,19 @@ static void on_packet(struct worker *w, struct conn *c, const struct mqtt_packet
         send_packet(w, c, buf, n);
         break;
     case MQTT_DISCONNECT:
+        if (s->version == 5 && MQTT_HAS(&pk->props, MQTT_PROP_SESSION_EXPIRY)) {
+            uint32_t want = pk->props.session_expiry;
+            if (!s->expiry_s && want) {
+                refuse(w, c, 0x82); /* [MQTT-3.14.2-2]: none asked at CONNECT */
+                break;
+            }
+            s->expiry_s = want;
+            if (s->claimed) {
+                struct conn_ref me = {w->id, c->slot, c->gen};
+                clients_set_expiry(w->eng, s->org, s->device, s->client_id, s->client_id_len, me,
+                                   want < CLIENTS_EXPIRY_MAX ? want : CLIENTS_EXPIRY_MAX);
+            }
+        }
         /* 0x04: disconnect with will message; anything else drops the will */
         s->disconnected = !(s->version == 5 && pk->reason == 0x04);
         conn_stop(w, c);
@@ -542,6 +638,10 @@ static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
     flush_acks(w, c);
     while (off < n && !c->stopped && !c->closing) {
         if (conn_output_full(c)) break; /* resumed when the client has read */
+        if (queue_full(s)) {
+            flush_acks(w, c); /* PUBCOMPs wait for nothing: they go now */
+            if (c->closing) break;
+        }
         if (queue_full(s)) {
             conn_block(c); /* resumed when a commit completes */
             break;
@@ -581,8 +681,11 @@ static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
             conn_wait_room(w, c); /* the commit budget is used up: reading stops */
             break;
         }
-        if (publish && s->version == 4 && ((u[off] >> 1) & 3) && s->inflight >= MQTT_RECEIVE_MAX) {
-            /* 3.1.1 has no receive maximum to announce: reading stops instead */
+        if (publish && s->version == 4 && ((u[off] >> 1) & 3) &&
+            s->unanswered >= MQTT_RECEIVE_MAX) {
+            /* 3.1.1 has no receive maximum to announce: reading stops until
+             * PUBACKs / PUBRECs leave, which needs only the disk (waiting for
+             * PUBCOMPs would need the PUBRELs queued behind this PUBLISH) */
             conn_block(c);
             break;
         }
@@ -593,12 +696,12 @@ static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
                 /* a first packet that is a bad CONNECT gets its CONNACK refusal
                  * where one exists; anything else is just closed */
                 if (pk.type == MQTT_CONNECT && pk.connect.level == 5)
-                    connack(w, c, 5, pk.reason, NULL);
+                    connack(w, c, 5, pk.reason, false, NULL);
                 else if (pk.type == MQTT_CONNECT && pk.connect.level == 4 &&
                          mqtt_connack_v4_code(pk.reason) != 0xFF)
-                    connack(w, c, 4, pk.reason, NULL);
+                    connack(w, c, 4, pk.reason, false, NULL);
                 else if (pk.type == MQTT_CONNECT && rc == MQTT_E_VERSION)
-                    connack(w, c, 4, pk.reason, NULL);
+                    connack(w, c, 4, pk.reason, false, NULL);
                 else
                     conn_close(w, c);
             } else {
@@ -620,7 +723,22 @@ static void durable(struct worker *w, struct conn *c, uint64_t cookie, int err)
 {
     struct mqtt_sess *s = sess(c);
     if (cookie & COOKIE_NO_ACK) return; /* QoS 0: nothing to tell */
-    struct pending_ack *a = &s->q[cookie % MQTT_QUEUE];
+    struct pending_ack *a = &s->q[(cookie & ~COOKIE_SESSION) % MQTT_QUEUE];
+    if (cookie & COOKIE_SESSION) { /* the session change it reports is stored */
+        if (a->waiting) a->waiting--;
+        return;
+    }
+    if (!err && a->type == MQTT_PUBREC && s->kept && qos2_has(s, a->id)) {
+        /* durable: the id is the session's now, and PUBREC waits until the
+         * store has it, so a restart still knows the exchange */
+        qos2_drop(s, a->id);
+        uint64_t seq = clients_qos2_hold(w->eng, s->org, s->device, s->client_id,
+                                         s->client_id_len, s->epoch, a->id);
+        if (seq)
+            wait_session(w, c, cookie, seq);
+        else
+            s->qos2[s->nqos2++] = a->id; /* not recorded: held for this connection at least */
+    }
     if (err) {
         if (a->type == MQTT_PUBREC) {
             qos2_drop(s, a->id);
@@ -705,6 +823,8 @@ static void close_conn(struct worker *w, struct conn *c)
     }
     free(s->client_id);
     s->client_id = NULL;
+    free(s->qos2);
+    s->qos2 = NULL;
 }
 
 const struct session_ops session_mqtt_ops = {

@@ -87,7 +87,8 @@ struct worker_stats {
     _Atomic uint64_t accepted_conns, closed_conns, refused_conns, requests, readings, bytes_in,
         bytes_out, commits, commit_failures, enobufs, auth_failures, auth_throttled, input_paused,
         accept_paused, request_memory_refused, logs_opened, logs_suspended, request_too_large,
-        mqtt_connects, mqtt_connect_refused, mqtt_publishes, mqtt_disconnects_sent, mqtt_wills;
+        mqtt_connects, mqtt_connect_refused, mqtt_publishes, mqtt_disconnects_sent, mqtt_wills,
+        mqtt_sessions_resumed;
     /* gauges */
     _Atomic uint64_t conns_open, pending_bytes, request_memory, logs_open;
 };
@@ -173,6 +174,11 @@ struct worker {
      * engine's clients lock) */
     struct conn_ref *kicks;
     uint32_t nkicks, kick_cap;
+    /* acknowledgements waiting for kept MQTT sessions to be written, and
+     * whether this worker's write is with the helper thread */
+    struct session_wait *swaits;
+    uint32_t nswaits, swait_cap;
+    bool swrite_busy;
     bool draining;
     uint64_t drain_deadline_ms;
     int error;
@@ -180,12 +186,28 @@ struct worker {
     struct worker_stats st;
 };
 
-/* MQTT client ids connected now (engine/clients.c). */
+/* MQTT client ids connected now, and sessions kept between connections
+ * (engine/clients.c). */
 struct client_entry;
 struct clients {
     pthread_mutex_t lock;
     struct client_entry **b;
+    _Atomic uint32_t kept; /* entries with a session expiry (under the lock; /metrics reads it) */
+    uint32_t epochs; /* sessions begun (their epoch numbers) */
+    /* keys changed since the last write to the store, [u16 n][org][device][id] */
+    uint8_t *dirty;
+    size_t ndirty, dirty_cap;
+    uint64_t dirty_seq;           /* one more per change */
+    _Atomic uint64_t written_seq; /* every change up to it is in the store */
+    pthread_mutex_t write_lock;   /* one writer at a time, so the newest state lands last */
     bool ready;
+};
+
+/* An acknowledgement waiting for the store write of the session change that
+ * it reports (engine/clients.c): then conn_durable(slot, gen, cookie). */
+struct session_wait {
+    uint32_t slot, gen;
+    uint64_t cookie, seq;
 };
 
 struct sluice_engine {

@@ -16,6 +16,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mqttwire  # noqa: E402
+from mqttwire import connect_packet, mstr, publish_packet, varint  # noqa: E402,F401
 from sluicetest import (  # noqa: E402
     Cli, Daemon, Suite, binaries, check, check_eq, need_tool, request, skip, tmpdir)
 
@@ -66,84 +68,13 @@ def pub(args, inp=None, timeout=30):
     return p.returncode, (p.stdout + p.stderr).decode("utf-8", "replace")
 
 
-# ---- raw packets, for what stock clients never send ----
+# ---- raw packets, for what stock clients never send (tests/integration/mqttwire.py) ----
 
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out += bytes([b | (0x80 if n else 0)])
-        if not n:
-            return out
+class Raw(mqttwire.Raw):
+    """A raw connection to this file's sluiced."""
 
-
-def mstr(b):
-    if isinstance(b, str):
-        b = b.encode()
-    return struct.pack(">H", len(b)) + b
-
-
-def connect_packet(token, version=4, client_id="raw", keepalive=30, clean=True):
-    flags = 0xC0 | (0x02 if clean else 0)  # username + password
-    vh = mstr("MQTT") + bytes([version, flags]) + struct.pack(">H", keepalive)
-    if version == 5:
-        vh += b"\x00"  # no properties
-    body = vh + mstr(client_id) + mstr("dev") + mstr(token)
-    return b"\x10" + varint(len(body)) + body
-
-
-def publish_packet(topic, payload, qos=0, pid=1, version=4, dup=False):
-    vh = mstr(topic) + (struct.pack(">H", pid) if qos else b"")
-    if version == 5:
-        vh += b"\x00"
-    body = vh + payload
-    return bytes([0x30 | (qos << 1) | (0x08 if dup else 0)]) + varint(len(body)) + body
-
-
-class Raw:
     def __init__(self, timeout=5):
-        self.s = socket.create_connection(("127.0.0.1", S["d"].mqtt), timeout=timeout)
-        self.buf = b""
-
-    def send(self, b):
-        self.s.sendall(b)
-
-    def packet(self):
-        """The next packet (type<<4|flags, body), or None at EOF."""
-        while True:
-            if len(self.buf) >= 2:
-                n, mult, i = 0, 1, 1
-                while i < len(self.buf):
-                    b = self.buf[i]
-                    n += (b & 0x7F) * mult
-                    mult *= 128
-                    i += 1
-                    if not b & 0x80:
-                        if len(self.buf) >= i + n:
-                            pk = (self.buf[0], self.buf[i:i + n])
-                            self.buf = self.buf[i + n:]
-                            return pk
-                        break
-            d = self.s.recv(65536)
-            if not d:
-                return None
-            self.buf += d
-
-    def eof_within(self, seconds):
-        """True when the server closes within seconds (whatever it sent before)."""
-        self.s.settimeout(seconds)
-        try:
-            while self.packet() is not None:
-                pass
-            return True
-        except (socket.timeout, TimeoutError):
-            return False
-        except ConnectionResetError:
-            return True
-
-    def close(self):
-        self.s.close()
+        super().__init__(S["d"].mqtt, timeout)
 
 
 # ---- stock clients ----
@@ -244,6 +175,28 @@ def _():
                          (name, q))
             check(got == list(range(2000)), "paho %s QoS %d: %d stored, %d distinct, want 0..1999 once"
                   % (name, q, len(got), len(set(got))))
+
+
+@suite.case("3.1.1 QoS 2 backlog: 200 PUBLISHes then their 200 PUBRELs in one burst (a reconnecting "
+            "Paho's backlog) all complete; reading stops only until PUBRECs leave, never for "
+            "the PUBRELs queued behind")
+def _():
+    r = Raw(timeout=10)
+    r.send(connect_packet(S["tok"], version=4, client_id="backlog"))
+    check_eq(r.packet()[0] >> 4, 2, "CONNACK")
+    n = 200
+    r.send(b"".join(publish_packet("backlog/q2", b'{"i":%d}' % i, qos=2, pid=i + 1)
+                    for i in range(n)))
+    r.send(b"".join(mqttwire.ack_packet(mqttwire.PUBREL, i + 1) for i in range(n)))
+    kinds = []
+    while len(kinds) < 2 * n:
+        pk = r.packet()
+        check(pk is not None, "closed after %d answers" % len(kinds))
+        kinds.append(pk[0] >> 4)
+    check_eq((kinds.count(5), kinds.count(7)), (n, n), "PUBRECs, PUBCOMPs")
+    r.close()
+    got = sorted(x["payload"]["i"] for x in by_topic("acme", "backlog/q2"))
+    check(got == list(range(n)), "stored: %d of %d distinct" % (len(set(got)), n))
 
 
 @suite.case("QoS 2 resend with DUP before PUBREL: PUBREC again, stored once; PUBREL -> PUBCOMP")

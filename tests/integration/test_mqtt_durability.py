@@ -18,6 +18,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mqttwire  # noqa: E402
+from mqttwire import publish_packet  # noqa: E402
 from sluicetest import Cli, Daemon, Suite, binaries, check, tmpdir  # noqa: E402
 
 SLUICED, SLUICE_CLI = binaries()
@@ -29,34 +31,8 @@ CYCLES = 3
 LOAD_S = 2.0
 
 
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out += bytes([b | (0x80 if n else 0)])
-        if not n:
-            return out
-
-
-def mstr(b):
-    if isinstance(b, str):
-        b = b.encode()
-    return struct.pack(">H", len(b)) + b
-
-
 def connect_packet(token, client_id, version):
-    vh = mstr("MQTT") + bytes([version, 0xC2]) + struct.pack(">H", 60)
-    if version == 5:
-        vh += b"\x00"
-    body = vh + mstr(client_id) + mstr("dev") + mstr(token)
-    return b"\x10" + varint(len(body)) + body
-
-
-def publish_packet(topic, payload, qos, pid, version):
-    vh = mstr(topic) + struct.pack(">H", pid) + (b"\x00" if version == 5 else b"")
-    body = vh + payload
-    return bytes([0x30 | (qos << 1)]) + varint(len(body)) + body
+    return mqttwire.connect_packet(token, version=version, client_id=client_id, keepalive=60)
 
 
 class Publisher(threading.Thread):
