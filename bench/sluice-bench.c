@@ -5,7 +5,7 @@
  *                [--path P]
  *   sluice-bench mqtt --target HOST:PORT --token T [--connections C] [--duration S]
  *                [--payload BYTES] [--qos 0|1|2] [--pipeline N] [--rate R/s] [--json]
- *                [--topic T] [--mqtt-version 4|5]
+ *                [--topic T] [--mqtt-version 4|5] [--session-expiry S]
  *
  * One thread, one epoll loop, C connections; the loop, the connection life
  * cycle (connect, reconnect after a loss, timeouts), the --rate schedule, the
@@ -172,6 +172,7 @@ struct opts {
     long pipeline;
     long qos;
     long mqtt_version;
+    long session_expiry; /* MQTT: > 0 asks for a kept session (3.1.1 clean session 0) */
     double rate; /* requests/s offered in an open loop; 0: closed loop */
     bool json;
 };
@@ -272,6 +273,8 @@ static const char usage_text[] =
     "  mqtt:  [--qos 0|1|2 (1)] [--topic T (readings)] [--mqtt-version 4|5 (4, i.e. 3.1.1)]\n"
     "         password = the token, username \"bench\"; --pipeline: QoS 1/2 publishes\n"
     "         unacknowledged per connection (capped by a 5.0 server's Receive Maximum)\n"
+    "         [--session-expiry S (0)]: > 0 asks for a kept session (3.1.1: clean\n"
+    "         session 0; 5.0: Session Expiry Interval S)\n"
     "--rate: open loop, R requests/s whatever the answers; latency counts from when\n"
     "        each request was due (without it: closed loop, each connection sends its\n"
     "        next request when the previous one is answered)\n"
@@ -422,7 +425,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
         char *v = argv[++i];
         bool http_only = !strcmp(a, "--readings") || !strcmp(a, "--path");
         bool mqtt_only =
-            !strcmp(a, "--qos") || !strcmp(a, "--topic") || !strcmp(a, "--mqtt-version");
+            !strcmp(a, "--qos") || !strcmp(a, "--topic") || !strcmp(a, "--mqtt-version") ||
+            !strcmp(a, "--session-expiry");
         if ((http_only && mqtt) || (mqtt_only && !mqtt))
             usage_error("%s does not apply to %s", a, mode);
         if (!strcmp(a, "--target")) {
@@ -453,6 +457,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
             o->topic = v;
         } else if (!strcmp(a, "--mqtt-version")) {
             o->mqtt_version = parse_long(a, v, 4, 5);
+        } else if (!strcmp(a, "--session-expiry")) {
+            o->session_expiry = parse_long(a, v, 0, 0xFFFFFFFFL);
         } else {
             usage_error("unknown option '%s'", a);
         }
@@ -791,7 +797,8 @@ static void mqtt_build(struct bench *b)
     int cidn = snprintf(cid, sizeof cid, "sluice-bench-%ld-%05d", (long)getpid(), 0);
 
     /* CONNECT: "MQTT", level, flags (username, password, clean session), keepalive */
-    size_t rl = 2 + 4 + 1 + 1 + 2 + (v5 ? 1 : 0) + 2 + (size_t)cidn + 2 + 5 + 2 + klen;
+    long keep = o->session_expiry;
+    size_t rl = 2 + 4 + 1 + 1 + 2 + (v5 ? (keep ? 6 : 1) : 0) + 2 + (size_t)cidn + 2 + 5 + 2 + klen;
     b->connect = malloc(rl + 5);
     b->req_len = 1 + 4 + 2 + tlen + 2 + 1 + (size_t)o->payload;
     b->req = malloc(b->req_len + 8);
@@ -805,10 +812,21 @@ static void mqtt_build(struct bench *b)
     n += mqc_put_varint(p + n, rl);
     n += mqc_put_str(p + n, "MQTT", 4);
     p[n++] = (uint8_t)o->mqtt_version;
-    p[n++] = 0x80 | 0x40 | 0x02;
+    /* clean session, except 3.1.1 asking for a kept one (5.0 starts clean and
+     * asks for its expiry; the client ids are new for every run either way) */
+    p[n++] = 0x80 | 0x40 | (v5 || !keep ? 0x02 : 0);
     p[n++] = 0;
     p[n++] = MQTT_KEEPALIVE_S;
-    if (v5) p[n++] = 0; /* no properties */
+    if (v5 && keep) { /* Session Expiry Interval */
+        p[n++] = 5;
+        p[n++] = 0x11;
+        p[n++] = (uint8_t)(keep >> 24);
+        p[n++] = (uint8_t)(keep >> 16);
+        p[n++] = (uint8_t)(keep >> 8);
+        p[n++] = (uint8_t)keep;
+    } else if (v5) {
+        p[n++] = 0; /* no properties */
+    }
     b->cid_off = n + 2 + (size_t)cidn - 5;
     n += mqc_put_str(p + n, cid, (size_t)cidn);
     n += mqc_put_str(p + n, "bench", 5);
