@@ -275,14 +275,20 @@ static void seal(struct commit_log *l, struct batch *b)
 static void split_first_request(struct commit_log *l, struct batch *b)
 {
     if (b->nw < 2 || b->w[0].end >= b->len) return;
+    /* waiters that add no bytes of their own (ingest_notify) stay with the
+     * request before them */
+    uint32_t k = 1;
+    while (k < b->nw && b->w[k].end <= b->w[0].end)
+        k++;
+    if (k == b->nw) return;
     struct batch *rest = &l->b[l->fill];
     size_t cut = b->w[0].end, n = b->len - cut;
     struct batch t = *rest;
-    if (t.cap < n || t.wcap < b->nw - 1) {
+    if (t.cap < n || t.wcap < b->nw - k) {
         /* no room: submit the batch whole rather than fail readings */
         size_t cap = t.cap > n ? t.cap : n;
         char *p = realloc(t.buf, cap);
-        struct waiter *wp = p ? realloc(t.w, (b->nw - 1) * sizeof *wp) : NULL;
+        struct waiter *wp = p ? realloc(t.w, (b->nw - k) * sizeof *wp) : NULL;
         if (p) {
             t.buf = p;
             t.cap = cap;
@@ -292,18 +298,18 @@ static void split_first_request(struct commit_log *l, struct batch *b)
             return;
         }
         t.w = wp;
-        t.wcap = b->nw - 1;
+        t.wcap = b->nw - k;
     }
     memcpy(t.buf, b->buf + cut, n);
     t.len = n;
-    t.nw = b->nw - 1;
+    t.nw = b->nw - k;
     for (uint32_t i = 0; i < t.nw; i++) {
-        t.w[i] = b->w[i + 1];
+        t.w[i] = b->w[i + k];
         t.w[i].end -= cut;
     }
     *rest = t;
     b->len = cut;
-    b->nw = 1;
+    b->nw = k;
 }
 
 /* The fault seam: io_uring bypasses libc, so LD_PRELOAD cannot fail a write. When

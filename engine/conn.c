@@ -606,6 +606,10 @@ void conn_kick(struct worker *w, uint32_t slot, uint32_t gen)
 
 void conn_durable(struct worker *w, uint32_t slot, uint32_t gen, uint64_t cookie, int err)
 {
+    if (slot == CONN_SLOT_NONE) {
+        if (w->orphan_durable) w->orphan_durable(w, cookie, err);
+        return;
+    }
     struct conn *c = &w->conns[slot];
     if (c->gen != gen || c->closing || !c->ops) return;
     c->ops->durable(w, c, cookie, err);

@@ -205,6 +205,10 @@ void conn_unwait_room(struct worker *w, struct conn *c);
  * durable op and posts it. A connection that has gone (gen differs) is
  * skipped: its readings are durable all the same. */
 void conn_durable(struct worker *w, uint32_t slot, uint32_t gen, uint64_t cookie, int err);
+/* A commit waiter that is no connection: conn_durable hands its cookie to
+ * w->orphan_durable (the kept MQTT sessions' record of a QoS 2 reading, which
+ * must learn the outcome even when its connection is gone). */
+#define CONN_SLOT_NONE UINT32_MAX
 /* Pending commit bytes (or request memory) dropped: resume the connections
  * that waited for room. */
 void conn_room_freed(struct worker *w);

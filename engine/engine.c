@@ -488,6 +488,7 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         w->eng = e;
         w->id = i;
         w->auth_reader = auth_swap_reader(&e->auth, i);
+        w->orphan_durable = clients_orphan_durable;
         for (unsigned k = 0; k < LISTENER_KINDS; k++)
             w->listen_fd[k] = -1;
         /* blocking: the ring waits on it with a read (a non-blocking fd would

@@ -60,6 +60,11 @@ int ingest_commit(struct ingest_txn *t, const struct conn *c, uint64_t cookie)
     return 0;
 }
 
+int ingest_notify(struct ingest_txn *t, uint64_t cookie)
+{
+    return commit_wait(t->w, t->log, CONN_SLOT_NONE, 0, cookie, 0);
+}
+
 void ingest_abort(struct ingest_txn *t)
 {
     if (t->log) commit_rollback(t->log, &t->mark);

@@ -60,6 +60,11 @@ int ingest_add(struct ingest_txn *t, const struct ingest_meta *m, const void *pa
  * Returns 0 (waiting), 1 (nothing to wait for), or -ENOMEM (aborted). */
 int ingest_commit(struct ingest_txn *t, const struct conn *c, uint64_t cookie);
 
+/* After ingest_commit returned 0: the same batch's outcome also goes to
+ * w->orphan_durable(cookie, err), whether the connection is still there or
+ * not (conn.h CONN_SLOT_NONE). Returns 0 or -ENOMEM (then only the
+ * connection hears of it). */
+int ingest_notify(struct ingest_txn *t, uint64_t cookie);
 /* Takes back everything the transaction added. */
 void ingest_abort(struct ingest_txn *t);
 

@@ -74,6 +74,7 @@ struct pending_ack {
     uint8_t failed : 1;  /* 3.1.1: the commit failed, close instead of acking */
     uint8_t release : 1; /* sending it ends an exchange: one slot of the receive window */
     uint8_t answer : 1;  /* the first answer to a QoS 1/2 PUBLISH (counted in `unanswered`) */
+    uint8_t tracked : 1; /* PUBREC of an id the kept session records (engine/clients.c) */
     uint16_t id;
 };
 
@@ -99,7 +100,9 @@ struct mqtt_sess {
 
     /* acknowledgements, in the order they must leave */
     struct pending_ack q[MQTT_QUEUE];
-    uint32_t qhead, qtail;
+    uint64_t qhead, qtail; /* 64 bits: never wrap, so index % MQTT_QUEUE stays consistent */
+    uint8_t *connack;      /* a CONNACK waiting its turn (first in the queue), malloc'd */
+    uint16_t connack_len;
     uint32_t inflight;   /* QoS 1 not yet PUBACKed + QoS 2 not yet PUBCOMPed */
     uint32_t unanswered; /* QoS 1/2 whose PUBACK/PUBREC has not left (3.1.1's window) */
 
@@ -129,6 +132,8 @@ static struct mqtt_sess *sess(const struct conn *c)
 {
     return c->sess;
 }
+
+static void wait_session(struct worker *w, struct conn *c, uint64_t i, uint64_t seq);
 
 /* Sends one packet the client can take: MQTT 5 lets a client cap the size of
  * what it receives [MQTT-3.1.2-24]; a packet over that cap cannot be sent,
@@ -182,8 +187,14 @@ static void flush_acks(struct worker *w, struct conn *c)
             return;
         }
         uint8_t ack[8];
-        size_t n = mqtt_encode_ack(ack, sizeof ack, s->version, a->type, a->id, a->reason);
-        send_packet(w, c, ack, n);
+        if (a->type == MQTT_CONNACK) {
+            send_packet(w, c, s->connack, s->connack_len);
+            free(s->connack);
+            s->connack = NULL;
+        } else {
+            size_t n = mqtt_encode_ack(ack, sizeof ack, s->version, a->type, a->id, a->reason);
+            send_packet(w, c, ack, n);
+        }
         if (c->closing) return;
         if (a->release && s->inflight) s->inflight--;
         if (a->answer) s->unanswered--;
@@ -215,8 +226,11 @@ static void refuse(struct worker *w, struct conn *c, uint8_t reason)
     }
 }
 
+/* Sends the CONNACK, or (wait_seq > 0) queues it first in line until the
+ * store no longer holds an older session of this client id: what is acked
+ * on this connection must not come back to life after a restart. */
 static void connack(struct worker *w, struct conn *c, unsigned version, uint8_t reason,
-                    bool present, const struct mqtt_connack_props *props)
+                    bool present, const struct mqtt_connack_props *props, uint64_t wait_seq)
 {
     uint8_t buf[512];
     uint8_t code = reason;
@@ -231,7 +245,19 @@ static void connack(struct worker *w, struct conn *c, unsigned version, uint8_t 
     struct mqtt_sess *s = sess(c);
     if (s->client_max && n > s->client_max) /* the smallest CONNACK, without properties */
         n = mqtt_encode_connack(buf, sizeof buf, version == 5 ? 5 : 4, present, code, NULL);
-    send_packet(w, c, buf, n);
+    if (wait_seq && !reason) {
+        if (!(s->connack = malloc(n))) {
+            conn_close(w, c);
+            return;
+        }
+        memcpy(s->connack, buf, n);
+        s->connack_len = (uint16_t)n;
+        uint64_t i = s->qtail;
+        queue_ack(s, MQTT_CONNACK, 0);
+        wait_session(w, c, i, wait_seq);
+    } else {
+        send_packet(w, c, buf, n);
+    }
     worker_count(reason ? &w->st.mqtt_connect_refused : &w->st.mqtt_connects, 1);
     if (reason) conn_stop(w, c);
 }
@@ -242,13 +268,13 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
     const struct mqtt_connect *cn = &pk->connect;
     unsigned v = cn->level;
     if (v == 5 && MQTT_HAS(&pk->props, MQTT_PROP_AUTH_METHOD)) {
-        connack(w, c, v, 0x8C, false, NULL); /* bad authentication method: tokens only */
+        connack(w, c, v, 0x8C, false, NULL, 0); /* bad authentication method: tokens only */
         return;
     }
     if (v == 5 && MQTT_HAS(&pk->props, MQTT_PROP_MAXIMUM_PACKET_SIZE))
         s->client_max = pk->props.maximum_packet_size;
     if (cn->client_id.n > MQTT_CLIENT_ID_MAX) {
-        connack(w, c, v, 0x85, false, NULL);
+        connack(w, c, v, 0x85, false, NULL, 0);
         return;
     }
     /* password = token (any username), or username = token, empty password */
@@ -265,7 +291,7 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
          * INTERFACE.md says); throttled: 0x9F
          * connection rate exceeded, which 3.1.1 can only say as 0x05 */
         uint8_t reason = rc == AUTH_THROTTLED ? (v == 5 ? 0x9F : 0x87) : (v == 5 ? 0x86 : 0x87);
-        connack(w, c, v, reason, false, NULL);
+        connack(w, c, v, reason, false, NULL, 0);
         return;
     }
     s->version = (uint8_t)v;
@@ -336,7 +362,7 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
             s->client_id = NULL;
             free(s->will); /* refused: no will of a connection that never was */
             s->will = NULL;
-            connack(w, c, v, rc2 == -ENOSPC ? 0x97 : 0x89, false, NULL); /* quota / busy */
+            connack(w, c, v, rc2 == -ENOSPC ? 0x97 : 0x89, false, NULL, 0); /* quota / busy */
             return;
         }
         s->claimed = true;
@@ -349,7 +375,7 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
         if (cl.took_over) clients_kick(w->eng, cl.prev);
         if (cl.present) worker_count(&w->st.mqtt_sessions_resumed, 1);
     }
-    connack(w, c, v, 0, cl.present, &props);
+    connack(w, c, v, 0, cl.present, &props, cl.wait_seq);
 }
 
 /* The token of a long-lived connection is looked up again after the table
@@ -380,14 +406,6 @@ static bool qos2_has(const struct mqtt_sess *s, uint16_t id)
     return false;
 }
 
-/* Held by a kept session: its reading is durable, its PUBREL has not come
- * (this connection, or one before it, even before a restart). */
-static bool session_holds(struct worker *w, const struct mqtt_sess *s, uint16_t id)
-{
-    return s->kept && clients_qos2_held(w->eng, s->org, s->device, s->client_id,
-                                        s->client_id_len, s->epoch, id);
-}
-
 /* The ack at queue index i waits, besides, for the session change seq to be
  * in the store. */
 static void wait_session(struct worker *w, struct conn *c, uint64_t i, uint64_t seq)
@@ -409,7 +427,8 @@ static void qos2_drop(struct mqtt_sess *s, uint16_t id)
 /* Appends one reading and commits it. Returns 0 (waiting for the commit, the
  * ack's waiting count taken), 1 (nothing to wait for), or -errno. */
 static int store(struct worker *w, struct conn *c, uint8_t flags, const uint8_t *topic,
-                 size_t topic_len, const uint8_t *payload, size_t n, uint64_t cookie)
+                 size_t topic_len, const uint8_t *payload, size_t n, uint64_t cookie,
+                 uint64_t notify)
 {
     struct mqtt_sess *s = sess(c);
     struct ingest_txn t;
@@ -429,7 +448,11 @@ static int store(struct worker *w, struct conn *c, uint8_t flags, const uint8_t 
         ingest_abort(&t);
         return rc;
     }
-    return ingest_commit(&t, c, cookie);
+    rc = ingest_commit(&t, c, cookie);
+    /* a kept session's QoS 2 id learns its reading's outcome even if this
+     * connection is gone by then (else the connection's durable op tells it) */
+    if (rc == 0 && notify) ingest_notify(&t, notify);
+    return rc;
 }
 
 /* MQTT 5 Topic Alias: a PUBLISH with a topic sets the alias, one without
@@ -478,17 +501,34 @@ static void on_publish(struct worker *w, struct conn *c, const struct mqtt_packe
         refuse(w, c, 0x87);
         return;
     }
-    if (pub->qos == 2 && (qos2_has(s, pk->packet_id) || session_holds(w, s, pk->packet_id))) {
+    if (pub->qos == 2 && qos2_has(s, pk->packet_id)) {
         /* a resend of one we hold: answered again after the first, not stored */
         queue_ack(s, MQTT_PUBREC, pk->packet_id);
         return;
+    }
+    bool tracked = false;
+    if (pub->qos == 2 && s->kept) {
+        if (s->version == 5 && s->inflight >= MQTT_RECEIVE_MAX) {
+            refuse(w, c, 0x93);
+            return;
+        }
+        uint64_t seq, i = s->qtail;
+        enum clients_qos2 r = clients_qos2_begin(w->eng, s->epoch, pk->packet_id, &seq);
+        if (r == CLIENTS_QOS2_HELD) {
+            /* a resend of one the session holds (this connection's, an earlier
+             * one's, before a restart): answered, not stored */
+            queue_ack(s, MQTT_PUBREC, pk->packet_id);
+            wait_session(w, c, i, seq);
+            return;
+        }
+        tracked = r == CLIENTS_QOS2_NEW;
     }
     if (pub->qos > 0) {
         if (s->version == 5 && s->inflight >= MQTT_RECEIVE_MAX) {
             refuse(w, c, 0x93); /* receive maximum exceeded */
             return;
         }
-        if (pub->qos == 2 && !qos2_room(s)) {
+        if (pub->qos == 2 && !tracked && !qos2_room(s)) {
             refuse(w, c, s->qos2 ? 0x93 : 0x89); /* 3.1.1: closed */
             return;
         }
@@ -504,11 +544,14 @@ static void on_publish(struct worker *w, struct conn *c, const struct mqtt_packe
     }
     if (pub->qos == 2) {
         a = queue_ack(s, MQTT_PUBREC, pk->packet_id);
-        s->qos2[s->nqos2++] = pk->packet_id;
+        if (tracked)
+            a->tracked = true;
+        else
+            s->qos2[s->nqos2++] = pk->packet_id;
     }
     if (a) a->answer = true;
-    int rc =
-        store(w, c, flags, pub->topic.p, pub->topic.n, pub->payload.p, pub->payload.n, cookie);
+    int rc = store(w, c, flags, pub->topic.p, pub->topic.n, pub->payload.p, pub->payload.n, cookie,
+                   tracked ? clients_qos2_ticket(s->epoch, pk->packet_id) : 0);
     if (rc >= 0) worker_count(&w->st.mqtt_publishes, 1);
     if (rc == 0) {
         if (a) a->waiting++;
@@ -521,7 +564,10 @@ static void on_publish(struct worker *w, struct conn *c, const struct mqtt_packe
         return;
     }
     if (pub->qos == 2) {
-        qos2_drop(s, pk->packet_id);
+        if (tracked)
+            clients_qos2_durable(w->eng, s->epoch, pk->packet_id, rc); /* the id is dropped */
+        else
+            qos2_drop(s, pk->packet_id);
         a->release = true; /* a PUBREC >= 0x80 ends the exchange */
     }
     if (s->version == 5)
@@ -539,11 +585,14 @@ static void on_pubrel(struct worker *w, struct conn *c, const struct mqtt_packet
     if (known) {
         qos2_drop(s, pk->packet_id);
         a->release = true;
-    } else if (s->kept && clients_qos2_release(w->eng, s->org, s->device, s->client_id,
-                                               s->client_id_len, s->epoch, pk->packet_id, &seq)) {
+    } else if (s->kept && clients_qos2_release(w->eng, s->epoch, pk->packet_id, &seq)) {
         /* PUBCOMP once the release is in the store: a restart before it
          * answers a PUBREL sent again all the same */
         a->release = true;
+        if (seq == UINT64_MAX) {
+            refuse(w, c, 0x89); /* out of memory: the client sends PUBREL again */
+            return;
+        }
         wait_session(w, c, i, seq);
     } else if (s->version == 5) {
         a->reason = 0x92; /* packet identifier not found (3.1.1: PUBCOMP all the same) */
@@ -696,12 +745,12 @@ static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
                 /* a first packet that is a bad CONNECT gets its CONNACK refusal
                  * where one exists; anything else is just closed */
                 if (pk.type == MQTT_CONNECT && pk.connect.level == 5)
-                    connack(w, c, 5, pk.reason, false, NULL);
+                    connack(w, c, 5, pk.reason, false, NULL, 0);
                 else if (pk.type == MQTT_CONNECT && pk.connect.level == 4 &&
                          mqtt_connack_v4_code(pk.reason) != 0xFF)
-                    connack(w, c, 4, pk.reason, false, NULL);
+                    connack(w, c, 4, pk.reason, false, NULL, 0);
                 else if (pk.type == MQTT_CONNECT && rc == MQTT_E_VERSION)
-                    connack(w, c, 4, pk.reason, false, NULL);
+                    connack(w, c, 4, pk.reason, false, NULL, 0);
                 else
                     conn_close(w, c);
             } else {
@@ -728,20 +777,15 @@ static void durable(struct worker *w, struct conn *c, uint64_t cookie, int err)
         if (a->waiting) a->waiting--;
         return;
     }
-    if (!err && a->type == MQTT_PUBREC && s->kept && qos2_has(s, a->id)) {
-        /* durable: the id is the session's now, and PUBREC waits until the
-         * store has it, so a restart still knows the exchange */
-        qos2_drop(s, a->id);
-        uint64_t seq = clients_qos2_hold(w->eng, s->org, s->device, s->client_id,
-                                         s->client_id_len, s->epoch, a->id);
-        if (seq)
-            wait_session(w, c, cookie, seq);
-        else
-            s->qos2[s->nqos2++] = a->id; /* not recorded: held for this connection at least */
+    if (a->tracked) {
+        /* the kept session's id is HELD now (or dropped), and PUBREC waits
+         * until the store has it, so a restart still knows the exchange */
+        uint64_t seq = clients_qos2_durable(w->eng, s->epoch, a->id, err);
+        if (!err) wait_session(w, c, cookie, seq);
     }
     if (err) {
         if (a->type == MQTT_PUBREC) {
-            qos2_drop(s, a->id);
+            if (!a->tracked) qos2_drop(s, a->id);
             a->release = true;
         }
         if (s->version == 5)
@@ -811,7 +855,7 @@ static void close_conn(struct worker *w, struct conn *c)
         store(w, c, RECORD_F_WILL | (s->will_retain ? RECORD_F_RETAIN : 0),
               (const uint8_t *)s->will, s->will_topic_len,
               (const uint8_t *)s->will + s->will_topic_len, s->will_len - s->will_topic_len,
-              COOKIE_NO_ACK);
+              COOKIE_NO_ACK, 0);
     }
     free(s->will);
     s->will = NULL;
@@ -825,6 +869,8 @@ static void close_conn(struct worker *w, struct conn *c)
     s->client_id = NULL;
     free(s->qos2);
     s->qos2 = NULL;
+    free(s->connack);
+    s->connack = NULL;
 }
 
 const struct session_ops session_mqtt_ops = {

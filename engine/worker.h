@@ -176,9 +176,11 @@ struct worker {
     uint32_t nkicks, kick_cap;
     /* acknowledgements waiting for kept MQTT sessions to be written, and
      * whether this worker's write is with the helper thread */
+    void (*orphan_durable)(struct worker *w, uint64_t cookie, int err); /* conn.h CONN_SLOT_NONE */
     struct session_wait *swaits;
     uint32_t nswaits, swait_cap;
     bool swrite_busy;
+    uint64_t swrite_retry_ms; /* a write failed: the next not before then */
     bool draining;
     uint64_t drain_deadline_ms;
     int error;
@@ -189,9 +191,12 @@ struct worker {
 /* MQTT client ids connected now, and sessions kept between connections
  * (engine/clients.c). */
 struct client_entry;
+struct device_count;
 struct clients {
     pthread_mutex_t lock;
-    struct client_entry **b;
+    struct client_entry **b;  /* by (org, device, client id) */
+    struct client_entry **eb; /* by session epoch */
+    struct device_count **db; /* kept sessions per device */
     _Atomic uint32_t kept; /* entries with a session expiry (under the lock; /metrics reads it) */
     uint32_t epochs; /* sessions begun (their epoch numbers) */
     /* keys changed since the last write to the store, [u16 n][org][device][id] */

@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 import queue
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mqttwire import mstr, varint  # noqa: E402  (varint also encodes values >= 2^28, as the corpus means to)
 from sluicetest import Cli, Daemon, Suite, binaries, check, tmpdir  # noqa: E402
 
 SKIP = 77
@@ -73,17 +74,6 @@ S = {}
 # ---- the corpus notation ----
 
 
-def varint(n):
-    """Also encodes values >= 2^28 (5+ bytes), as the corpus means to."""
-    out = b""
-    while True:
-        b = n % 128
-        n //= 128
-        out += bytes([b | (0x80 if n else 0)])
-        if not n:
-            return out
-
-
 def parse_payload(text):
     out = b""
     for tok in re.findall(r"'[^']*'|\S+", text):
@@ -101,12 +91,6 @@ def parse_payload(text):
         else:
             out += bytes.fromhex(tok)
     return out
-
-
-def mstr(b):
-    if isinstance(b, str):
-        b = b.encode()
-    return struct.pack(">H", len(b)) + b
 
 
 def read_varint(b, i, limit=4):

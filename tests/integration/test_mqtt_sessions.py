@@ -7,6 +7,7 @@ when the connection drops; paho shows a stock client resuming by itself.
 Every stored reading is counted with `sluice log cat`.
 """
 import os
+import socket
 import struct
 import sys
 import threading
@@ -31,6 +32,8 @@ def setup():
     cli.add_org("acme")
     S["tok"] = cli.add_device("acme", "pump-7")
     S["tok2"] = cli.add_device("acme", "pump-8")
+    for name in ("rst", "race", "cycler"):  # cases that keep many sessions of one device
+        S["tok_" + name] = cli.add_device("acme", name)
     S["cli"] = cli
     S["data"] = data
     start()
@@ -210,6 +213,118 @@ def _():
     check(r.eof_within(2), "connection open after DISCONNECT")
     r, sp, _ = connect("ends", version=5, expiry=300)
     check_eq(sp, 0, "session present after DISCONNECT with expiry 0")
+    r.close()
+
+
+@suite.case("a connection reset before its PUBREC (the reading still committing): the resend on "
+            "the next connection is answered, not stored again")
+def _():
+    for i in range(10):
+        cid, topic = "rst-%d" % i, "s/rst/%d" % i
+        r, _, _ = connect(cid, tok=S["tok_rst"])
+        r.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        r.send(publish_packet(topic, b'{"n":1}', qos=2, pid=7))
+        r.close()  # RST at once: the server closes while the commit is in flight
+        time.sleep(0.2)
+        r, sp, _ = connect(cid, tok=S["tok_rst"])
+        check_eq(sp, 1, "session present")
+        r.send(publish_packet(topic, b'{"n":1}', qos=2, pid=7, dup=True))
+        r.expect(PUBREC, "PUBREC of the resend")
+        r.send(ack_packet(PUBREL, 7))
+        r.expect(PUBCOMP, "PUBCOMP")
+        r.close()
+        check_eq(len(stored(topic)), 1, "stored copies of %s" % topic)
+
+
+@suite.case("takeover while a QoS 2 reading commits: the newer connection completes it, and a new "
+            "message reusing the packet id is stored (never swallowed)")
+def _():
+    for i in range(10):
+        cid = "race-%d" % i
+        a, _, _ = connect(cid, version=5, expiry=3600, tok=S["tok_race"])
+        b = Raw(S["d"].mqtt)
+        a.send(publish_packet("s/race-old/%d" % i, b'{"n":1}', qos=2, pid=7, version=5))
+        b.send(connect_packet(S["tok_race"], version=5, client_id=cid, clean=False,
+                              prop=(session_expiry(3600),)) +
+               publish_packet("s/race-old/%d" % i, b'{"n":1}', qos=2, pid=7, version=5, dup=True))
+        b.expect(CONNACK, "CONNACK of the takeover")
+        b.expect(PUBREC, "PUBREC")
+        b.send(ack_packet(PUBREL, 7))
+        b.expect(PUBCOMP, "PUBCOMP")
+        b.send(publish_packet("s/race-new/%d" % i, b'{"n":2}', qos=2, pid=7, version=5))
+        b.expect(PUBREC, "PUBREC of the new message")
+        b.send(ack_packet(PUBREL, 7))
+        b.expect(PUBCOMP, "PUBCOMP of the new message")
+        b.close()
+        a.close()
+        check_eq(len(stored("s/race-new/%d" % i)), 1, "new message stored")
+        old = len(stored("s/race-old/%d" % i))
+        check(old in (1, 2), "old message stored %d times" % old)  # 2: the documented window
+
+
+@suite.case("a session that ended stays ended across restarts: resumed with expiry 0 then "
+            "SIGTERM; or replaced by clean session 1 then kill -9 (no stale id swallows a reading)")
+def _():
+    r, _, _ = connect("ended-5", version=5, clean=True, expiry=3600)
+    r.send(publish_packet("s/ended/old", b"1", qos=2, pid=9, version=5))
+    r.expect(PUBREC, "PUBREC")
+    r.close()
+    r, sp, _ = connect("ended-5", version=5)  # resumes, not kept after
+    check_eq(sp, 1, "session present")
+    r.send(disconnect_packet(5))
+    r.close()
+    restart()
+    r, sp, _ = connect("ended-5", version=5, expiry=3600)
+    check_eq(sp, 0, "session present after the ended session and a restart")
+    r.send(publish_packet("s/ended/new", b"2", qos=2, pid=9, version=5))
+    r.expect(PUBREC, "PUBREC")
+    r.close()
+    for i in range(3):
+        cid = "ended-311-%d" % i
+        r, _, _ = connect(cid)
+        r.send(publish_packet("s/ended311/old%d" % i, b"1", qos=2, pid=5))
+        r.expect(PUBREC, "PUBREC")
+        r.close()
+        time.sleep(1.2)  # past the control thread's write of the detached session
+        r, _, _ = connect(cid, clean=True)
+        r.send(publish_packet("s/ended311/mid%d" % i, b"2", qos=2, pid=5))
+        r.expect(PUBREC, "PUBREC")
+        r.send(ack_packet(PUBREL, 5))
+        r.expect(PUBCOMP, "PUBCOMP")
+        r.send(disconnect_packet())
+        r.close()
+        restart(kill=True)
+        r, sp, _ = connect(cid)
+        check_eq(sp, 0, "session present after clean session 1 and kill -9")
+        r.send(publish_packet("s/ended311/new%d" % i, b"3", qos=2, pid=5))
+        r.expect(PUBREC, "PUBREC")
+        r.close()
+    time.sleep(0.3)
+    topics = [x["topic"] for x in S["cli"].log_cat("acme") if x.get("topic", "").startswith(
+        ("s/ended/", "s/ended311/"))]
+    for t in ["s/ended/old", "s/ended/new"] + ["s/ended311/%s%d" % (k, i) for i in range(3)
+                                                for k in ("old", "mid", "new")]:
+        check_eq(topics.count(t), 1, "stored copies of %s" % t)
+
+
+@suite.case("one device may keep 128 sessions: the 129th CONNECT asking for one is refused (5.0 "
+            "0x97, 3.1.1 0x03); another device is not affected")
+def _():
+    tok = S["tok_cycler"]
+    for i in range(128):
+        r, _, _ = connect("cyc-%d" % i, version=5, clean=True, expiry=60, tok=tok)
+        r.close()
+    for version, code in ((5, 0x97), (4, 0x03)):
+        r = Raw(S["d"].mqtt)
+        prop = (session_expiry(60),) if version == 5 else ()
+        r.send(connect_packet(tok, version=version, client_id="cyc-x", clean=version == 5,
+                              prop=prop))
+        body = r.expect(CONNACK, "CONNACK")
+        check_eq(body[1], code, "CONNACK code v%d" % version)
+        r.close()
+    r, _, _ = connect("cyc-clean", version=5, clean=True, tok=tok)  # not kept: fine
+    r.close()
+    r, _, _ = connect("cyc-other", version=5, clean=True, expiry=60)  # another device
     r.close()
 
 
