@@ -39,6 +39,8 @@ static const struct session_ops *const listener_ops[LISTENER_KINDS] = {
     [LISTENER_HTTP] = &session_http_ops,
     [LISTENER_ADMIN] = &session_admin_ops,
     [LISTENER_MQTT] = &session_mqtt_ops,
+    [LISTENER_HTTPS] = &session_http_ops,
+    [LISTENER_MQTTS] = &session_mqtt_ops,
 };
 
 uint64_t loop_now_ms(void)
@@ -130,7 +132,8 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
             errlog_say(&w->errlog[ERRLOG_ACCEPT], w->now_ms, "worker %u: accept: %s", w->id,
                        strerror(-cqe->res));
     } else {
-        conn_open(w, cqe->res, kind, listener_ops[kind]);
+        bool tls = kind == LISTENER_HTTPS || kind == LISTENER_MQTTS;
+        conn_open(w, cqe->res, kind, listener_ops[kind], tls ? w->eng->tls : NULL);
     }
     if (!w->accept_armed[kind] && !w->draining && !w->accept_resume_ms && w->listen_fd[kind] >= 0)
         arm_accept(w, kind);

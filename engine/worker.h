@@ -30,7 +30,14 @@
 #include "engine/ratelimit.h"
 #include "sluice.h"
 
-enum listener_kind { LISTENER_HTTP = 0, LISTENER_ADMIN, LISTENER_MQTT, LISTENER_KINDS };
+enum listener_kind {
+    LISTENER_HTTP = 0,
+    LISTENER_ADMIN,
+    LISTENER_MQTT,
+    LISTENER_HTTPS, /* the HTTP session behind TLS */
+    LISTENER_MQTTS, /* the MQTT session behind TLS */
+    LISTENER_KINDS
+};
 
 /* user_data = kind:8 | generation:24 | slot:32. The generation lets a completion
  * that arrives after its connection slot was reused be recognised and dropped. */
@@ -108,6 +115,7 @@ struct commit_log;
 struct session_ops;
 struct iojob;
 struct sluice_engine;
+struct tls_ctx;
 
 /* A connection named across threads: its worker, slot and generation. */
 struct conn_ref {
@@ -220,6 +228,7 @@ struct sluice_engine {
     unsigned nworkers;
     struct worker *workers;
     struct store *store;
+    struct tls_ctx *tls; /* the https / mqtts listeners' certificate and policy */
 
     /* bound listeners: fds are per worker, ports shared */
     unsigned port[LISTENER_KINDS];
