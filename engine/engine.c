@@ -362,6 +362,8 @@ static void engine_free(struct sluice_engine *e)
         free(w->authrl);
         free(w->kicks);
         free(w->swaits);
+        tls_ctx_free(w->tls);
+        tls_ctx_free(atomic_exchange(&w->tls_next, NULL));
     }
     free(e->workers);
     /* the kept MQTT sessions as the workers left them (expiry times of the
@@ -416,6 +418,37 @@ static int tls_setup(struct sluice_engine *e, char *err, size_t errcap)
         snprintf(err, errcap, "%s", why);
         return SLUICE_EINVAL;
     }
+    snprintf(e->tls_cert, sizeof e->tls_cert, "%s", cert);
+    snprintf(e->tls_key, sizeof e->tls_key, "%s", key);
+    for (unsigned i = 0; i < e->nworkers; i++)
+        e->workers[i].tls = tls_ctx_ref(e->tls);
+    return 0;
+}
+
+int sluice_engine_reload_tls(sluice_engine *e, char *err, size_t errcap)
+{
+    if (!e->tls) {
+        snprintf(err, errcap, "no TLS listener is on: nothing to reload");
+        return SLUICE_EINVAL;
+    }
+    struct tls_ctx *n;
+    char why[512];
+    if (tls_ctx_new(&n, e->tls_cert, e->tls_key, why, sizeof why)) {
+        snprintf(err, errcap, "%s", why);
+        return SLUICE_EINVAL;
+    }
+    /* each worker swaps its own reference at its next wake: no lock, and no
+     * context is freed while a worker may still be making a connection of it */
+    uint64_t one = 1;
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        struct worker *w = &e->workers[i];
+        tls_ctx_free(atomic_exchange(&w->tls_next, tls_ctx_ref(n)));
+        if (w->wake_fd >= 0 && write(w->wake_fd, &one, sizeof one) < 0) {
+            /* the counter cannot overflow; the next wake picks it up */
+        }
+    }
+    tls_ctx_free(e->tls);
+    e->tls = n;
     return 0;
 }
 

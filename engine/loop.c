@@ -28,6 +28,7 @@
 #include "engine/session_http.h"
 #include "engine/clients.h"
 #include "engine/session_mqtt.h"
+#include "protocols/tls.h"
 
 #define RING_ENTRIES    4096
 #define BUF_COUNT       1024 /* provided buffers per worker (power of two) */
@@ -133,7 +134,7 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
                        strerror(-cqe->res));
     } else {
         bool tls = kind == LISTENER_HTTPS || kind == LISTENER_MQTTS;
-        conn_open(w, cqe->res, kind, listener_ops[kind], tls ? w->eng->tls : NULL);
+        conn_open(w, cqe->res, kind, listener_ops[kind], tls ? w->tls : NULL);
     }
     if (!w->accept_armed[kind] && !w->draining && !w->accept_resume_ms && w->listen_fd[kind] >= 0)
         arm_accept(w, kind);
@@ -183,6 +184,12 @@ static void on_tick(struct worker *w)
 
 static void on_wake(struct worker *w, struct io_uring_cqe *cqe)
 {
+    /* a reloaded certificate: new connections get it, live ones keep theirs */
+    struct tls_ctx *reloaded = atomic_exchange(&w->tls_next, NULL);
+    if (reloaded) {
+        tls_ctx_free(w->tls);
+        w->tls = reloaded;
+    }
     struct iojob *j = iojob_take_done(w);
     while (j) {
         struct iojob *next = j->next;

@@ -185,6 +185,10 @@ struct worker {
     /* acknowledgements waiting for kept MQTT sessions to be written, and
      * whether this worker's write is with the helper thread */
     void (*orphan_durable)(struct worker *w, uint64_t cookie, int err); /* conn.h CONN_SLOT_NONE */
+    /* TLS: this worker's reference to the certificate new connections get,
+     * and the one a reload handed over, taken at the next wake */
+    struct tls_ctx *tls;
+    _Atomic(struct tls_ctx *) tls_next;
     struct session_wait *swaits;
     uint32_t nswaits, swait_cap;
     bool swrite_busy;
@@ -228,7 +232,8 @@ struct sluice_engine {
     unsigned nworkers;
     struct worker *workers;
     struct store *store;
-    struct tls_ctx *tls; /* the https / mqtts listeners' certificate and policy */
+    struct tls_ctx *tls; /* the https / mqtts listeners' certificate and policy (newest) */
+    char tls_cert[SLUICE_PATH_MAX + 32], tls_key[SLUICE_PATH_MAX + 32]; /* what reload reads */
 
     /* bound listeners: fds are per worker, ports shared */
     unsigned port[LISTENER_KINDS];

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 
 struct tls_ctx {
     WOLFSSL_CTX *ctx;
+    _Atomic unsigned refs;
 };
 
 struct tls_conn {
@@ -139,6 +141,7 @@ int tls_ctx_new(struct tls_ctx **out, const char *cert_path, const char *key_pat
         return -e;
     }
     struct tls_ctx *c = calloc(1, sizeof *c);
+    if (c) atomic_init(&c->refs, 1);
     if (!c || !(c->ctx = wolfSSL_CTX_new(wolfSSLv23_server_method()))) {
         free(c);
         say(err, errcap, "%s%s", "out of memory for the TLS context", "");
@@ -178,9 +181,15 @@ int tls_ctx_new(struct tls_ctx **out, const char *cert_path, const char *key_pat
     return 0;
 }
 
+struct tls_ctx *tls_ctx_ref(struct tls_ctx *c)
+{
+    if (c) atomic_fetch_add(&c->refs, 1);
+    return c;
+}
+
 void tls_ctx_free(struct tls_ctx *c)
 {
-    if (!c) return;
+    if (!c || atomic_fetch_sub(&c->refs, 1) != 1) return;
     if (c->ctx) wolfSSL_CTX_free(c->ctx);
     free(c);
 }

@@ -26,6 +26,10 @@ struct tls_conn;
  * returns -errno / -EINVAL. */
 int tls_ctx_new(struct tls_ctx **out, const char *cert_path, const char *key_path, char *err,
                 size_t errcap);
+/* Contexts are counted: tls_ctx_ref takes one more reference (a worker's),
+ * tls_ctx_free drops one and frees the context with the last. Connections
+ * made from it hold wolfSSL's own reference, so they outlive a swap. */
+struct tls_ctx *tls_ctx_ref(struct tls_ctx *ctx);
 void tls_ctx_free(struct tls_ctx *ctx);
 
 /* Writes a self-signed ECDSA P-256 certificate valid for localhost,

@@ -5,11 +5,16 @@ mosquitto_pub --cafile, paho over TLS; and what an attacker sends a TLS port
 (plaintext, random bytes, a truncated ClientHello, silence, many half-open
 handshakes). The certificate is the one sluiced generates on its first start.
 """
+import hashlib
+import http.client
 import os
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -234,6 +239,92 @@ def _():
         len(left), open_after))
     print("# RSS %d KiB before, %d KiB with 300 half-open handshakes (%.1f KiB each)" % (
         before, during, grew / 300.0))
+
+
+def wait_stderr(text, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in S["d"].stderr():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@suite.case("SIGHUP under a stream of requests: new connections get the new certificate, a "
+            "keep-alive one goes on, no request fails; a failed reload keeps the pair and says why")
+def _():
+    exe = need_tool("openssl")
+    base = S["base"]
+    crt, key = os.path.join(base, "new.crt"), os.path.join(base, "new.key")
+    subprocess.run([exe, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True,
+                   capture_output=True, timeout=30)
+    bundle = os.path.join(base, "both.crt")
+    with open(bundle, "wb") as out:
+        for f in (S["crt"], crt):
+            with open(f, "rb") as src:
+                out.write(src.read())
+    ctx = ssl.create_default_context(cafile=bundle)
+    body = b'{"rot":1}'
+    hdr = {"X-Auth-Token": S["tok"], "Content-Type": "application/json"}
+    failures, prints, sent = [], set(), [0]
+    stop = threading.Event()
+
+    def one_new():
+        c = http.client.HTTPSConnection("localhost", S["https"], context=ctx, timeout=10)
+        c.request("POST", "/v1/readings", body, hdr)
+        r = c.getresponse()
+        r.read()
+        fp = hashlib.sha256(c.sock.getpeercert(binary_form=True)).hexdigest()
+        c.close()
+        return r.status, fp
+
+    def stream():
+        keep = http.client.HTTPSConnection("localhost", S["https"], context=ctx, timeout=10)
+        while not stop.is_set():
+            try:
+                st, fp = one_new()
+                prints.add(fp)
+                keep.request("POST", "/v1/readings", body, hdr)
+                r = keep.getresponse()
+                r.read()
+                sent[0] += 2
+                if st != 202 or r.status != 202:
+                    failures.append((st, r.status))
+            except Exception as e:  # noqa: BLE001 - any failure is the finding
+                failures.append(repr(e))
+                return
+        keep.close()
+
+    t = threading.Thread(target=stream, daemon=True)
+    t.start()
+    time.sleep(0.7)
+    tls_dir = os.path.dirname(S["crt"])
+    for src, name in ((key, "server.key"), (crt, "server.crt")):
+        shutil.copy(src, os.path.join(tls_dir, name + ".new"))
+        os.rename(os.path.join(tls_dir, name + ".new"), os.path.join(tls_dir, name))
+    S["d"].proc.send_signal(signal.SIGHUP)
+    check(wait_stderr("TLS certificate and key reloaded"), "no reload line: %r" % S["d"].stderr())
+    time.sleep(0.7)
+    with open(os.path.join(tls_dir, "server.key"), "wb") as f:
+        f.write(b"-----BEGIN EC PRIVATE KEY-----\ngarbage\n-----END EC PRIVATE KEY-----\n")
+    S["d"].proc.send_signal(signal.SIGHUP)
+    check(wait_stderr("the current certificate stays"), "no refusal line: %r" % S["d"].stderr())
+    time.sleep(0.5)
+    stop.set()
+    t.join(15)
+    check(not failures, "failed requests during the rotation: %r" % failures[:5])
+    check(sent[0] > 20, "only %d requests in the stream" % sent[0])
+    with open(crt, "rb") as f:
+        new_fp = hashlib.sha256(ssl.PEM_cert_to_DER_cert(f.read().decode())).hexdigest()
+    check(new_fp in prints and len(prints) == 2, "certificates seen: %d, the new one %s" % (
+        len(prints), "among them" if new_fp in prints else "not among them"))
+    st, fp = one_new()
+    check_eq((st, fp == new_fp), (202, True), "after the failed reload: status, still the new pair")
+    shutil.copy(key, os.path.join(tls_dir, "server.key"))  # for the cases after this one
+    S["crt"] = bundle
+    print("# %d requests across two reloads, %d certificates seen, 0 failed" % (sent[0], len(prints)))
 
 
 @suite.case("a bad certificate path, or a key that does not match: one line, exit 2")
