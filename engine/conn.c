@@ -20,6 +20,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "protocols/tls.h"
+
 #define BUF_GROUP   0
 #define IN_MIN_CAP  1024u /* first reassembly allocation; grows by doubling */
 #define IN_KEEP_CAP 4096u /* an empty buffer larger than this is given back */
@@ -199,6 +201,9 @@ void conn_reap(struct worker *w)
         buf_free(&c->in);
         buf_free(&c->out[0]);
         buf_free(&c->out[1]);
+        buf_free(&c->pt);
+        tls_conn_free(c->tls);
+        c->tls = NULL;
         c->gen = (c->gen + 1) & 0xffffff;
         if (!c->gen) c->gen = 1;
         c->fd = -1;
@@ -239,10 +244,16 @@ static void peer_address(int fd, uint8_t out[16])
     }
 }
 
-struct conn *conn_open(struct worker *w, int fd, unsigned listener, const struct session_ops *ops)
+struct conn *conn_open(struct worker *w, int fd, unsigned listener, const struct session_ops *ops,
+                       struct tls_ctx *tls)
 {
     struct conn *c = w->draining ? NULL : conn_alloc(w);
     void *sess = c ? calloc(1, ops->session_size ? ops->session_size : 1) : NULL;
+    struct tls_conn *t = sess && tls ? tls_conn_new(tls) : NULL;
+    if (sess && tls && !t) {
+        free(sess);
+        sess = NULL;
+    }
     if (!sess) {
         /* at the connection limit (or out of memory): say so rather than
          * leave the client guessing, without ever blocking the loop */
@@ -250,7 +261,7 @@ struct conn *conn_open(struct worker *w, int fd, unsigned listener, const struct
             c->next_free = w->free_list;
             w->free_list = c;
         }
-        if (ops->busy_reply && !w->draining)
+        if (ops->busy_reply && !tls && !w->draining) /* plaintext: not on a TLS port */
             (void)!send(fd, ops->busy_reply, strlen(ops->busy_reply), MSG_DONTWAIT | MSG_NOSIGNAL);
         close(fd);
         worker_count(&w->st.refused_conns, 1);
@@ -263,6 +274,7 @@ struct conn *conn_open(struct worker *w, int fd, unsigned listener, const struct
     c->listener = (uint8_t)listener;
     c->ops = ops;
     c->sess = sess;
+    c->tls = t;
     w->live++;
     worker_gauge(&w->st.conns_open, w->live);
     worker_count(&w->st.accepted_conns, 1);
@@ -291,7 +303,8 @@ static void mark_dirty(struct worker *w, struct conn *c)
     w->dirty = c;
 }
 
-char *conn_send_reserve(struct worker *w, struct conn *c, size_t n)
+/* Room for n bytes at the end of what goes on the wire. */
+static char *out_reserve(struct worker *w, struct conn *c, size_t n)
 {
     if (c->closing) return NULL;
     /* small first: an idle connection keeps its output buffer, and most
@@ -305,10 +318,54 @@ char *conn_send_reserve(struct worker *w, struct conn *c, size_t n)
     return c->out[1].p + c->out[1].len;
 }
 
-void conn_send_commit(struct worker *w, struct conn *c, size_t n)
+static void out_commit(struct worker *w, struct conn *c, size_t n)
 {
     c->out[1].len += n;
     if (n) mark_dirty(w, c);
+}
+
+/* ---- TLS: ciphertext in and out, plaintext to and from the session ---- */
+
+struct tls_arg {
+    struct worker *w;
+    struct conn *c;
+};
+
+static int tls_cipher_out(void *arg, const void *p, size_t n)
+{
+    struct tls_arg *a = arg;
+    char *dst = out_reserve(a->w, a->c, n);
+    if (!dst) return -1;
+    memcpy(dst, p, n);
+    out_commit(a->w, a->c, n);
+    return 0;
+}
+
+static int tls_plain_in(void *arg, const void *p, size_t n);
+
+char *conn_send_reserve(struct worker *w, struct conn *c, size_t n)
+{
+    if (!c->tls) return out_reserve(w, c, n);
+    if (c->closing) return NULL;
+    if (buf_reserve(&c->pt, n, OUT_MIN_CAP)) {
+        conn_close(w, c);
+        return NULL;
+    }
+    return c->pt.p + c->pt.len;
+}
+
+void conn_send_commit(struct worker *w, struct conn *c, size_t n)
+{
+    if (!c->tls) {
+        out_commit(w, c, n);
+        return;
+    }
+    if (!n || c->closing) return;
+    struct tls_arg a = {w, c};
+    struct tls_io io = {tls_cipher_out, tls_plain_in, &a};
+    /* encrypted at once (records of up to 16 KiB), queued like plain output */
+    if (!tls_conn_ready(c->tls) || tls_conn_write(c->tls, c->pt.p, n, &io)) conn_close(w, c);
+    c->pt.len = 0;
 }
 
 void conn_send(struct worker *w, struct conn *c, const void *p, size_t n)
@@ -487,6 +544,52 @@ static void return_buffer(struct worker *w, unsigned bid)
     io_uring_buf_ring_advance(w->br, 1);
 }
 
+static int tls_plain_in(void *arg, const void *p, size_t n)
+{
+    struct tls_arg *a = arg;
+    struct conn *c = a->c;
+    size_t limit = c->ops->max_input(a->w) + CONN_OVERSHOOT;
+    if (c->closing || c->stopped || c->lingering) return 0; /* dropped, like plain input then */
+    if (c->in.len + n > limit || in_append(a->w, c, p, n)) {
+        errlog_say(&a->w->errlog[ERRLOG_MEMORY], a->w->now_ms,
+                   "worker %u: %s connection buffered %zu bytes, over its limit; closing it",
+                   a->w->id, c->ops->name, c->in.len + n);
+        conn_close(a->w, c);
+        return -1;
+    }
+    return 0;
+}
+
+/* Ciphertext: the handshake runs, records are decrypted into the input
+ * buffer, and the session parses them there (TLS copies once anyway). */
+static void tls_input(struct worker *w, struct conn *c, const char *data, size_t n)
+{
+    struct tls_arg a = {w, c};
+    struct tls_io io = {tls_cipher_out, tls_plain_in, &a};
+    int rc = tls_conn_feed(c->tls, data, n, &io);
+    if (c->closing) return;
+    if (rc == TLS_ERROR) {
+        /* a refused handshake or a bad record: its alert (if any) goes out,
+         * then the connection closes; nothing more is read */
+        if (unsent(c)) {
+            c->stopped = true;
+            c->finishing = true;
+        } else {
+            conn_close(w, c);
+        }
+        return;
+    }
+    if (rc == TLS_CLOSED) c->peer_closed = true;
+    if (c->in.len && can_run(c)) {
+        size_t left = c->in.len;
+        size_t used = run_session(w, c, c->in.p, &left);
+        c->in.len = left;
+        if (!c->closing) in_consume(w, c, used);
+    }
+    if (c->peer_closed && !c->closing) conn_post(w, c);
+    settle(w, c);
+}
+
 /* New bytes in a provided buffer. Parsed in place when nothing is buffered
  * and the session can run; only an unconsumed tail is copied. */
 static void input(struct worker *w, struct conn *c, char *data, size_t n)
@@ -494,6 +597,10 @@ static void input(struct worker *w, struct conn *c, char *data, size_t n)
     if (c->lingering) return; /* answered and closing: the rest is dropped */
     size_t limit = c->ops->max_input(w) + CONN_OVERSHOOT;
     if (c->stopped) return;
+    if (c->tls) {
+        tls_input(w, c, data, n);
+        return;
+    }
     if (c->in.len + n > limit) {
         /* more than any message plus what a pause can let through: a client
          * that ignores flow control, or a session that never consumes */

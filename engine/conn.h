@@ -32,6 +32,9 @@
 #include "engine/buf.h"
 #include "engine/worker.h"
 
+struct tls_ctx;
+struct tls_conn;
+
 /* Unsent output past which a session must stop producing (and input is no
  * longer read), and below which it is resumed. One answer may overshoot. */
 #define CONN_OUT_HIGH (64u << 10)
@@ -97,7 +100,8 @@ struct conn {
 
     const struct session_ops *ops;
     void *sess; /* the protocol's per-connection state (ops->session_size bytes) */
-    void *tls;  /* S5: the TLS layer between the socket and the session */
+    struct tls_conn *tls; /* TLS listeners: between the socket and the session */
+    struct buf pt;        /* TLS: plaintext output staged by conn_send_reserve */
 
     struct buf in;     /* reassembly: received bytes not yet consumed */
     struct buf out[2]; /* [0] being sent, [1] accumulating */
@@ -119,7 +123,8 @@ struct conn {
  * slot and the session, arms recv. Returns the connection, or NULL when the
  * worker is at its connection limit or out of memory (fd is then refused with
  * ops->busy_reply and closed). */
-struct conn *conn_open(struct worker *w, int fd, unsigned listener, const struct session_ops *ops);
+struct conn *conn_open(struct worker *w, int fd, unsigned listener, const struct session_ops *ops,
+                       struct tls_ctx *tls);
 
 /* Completions of a connection's recv, send and cancel operations. */
 void conn_on_recv(struct worker *w, struct io_uring_cqe *cqe);
@@ -151,6 +156,11 @@ void conn_send(struct worker *w, struct conn *c, const void *p, size_t n);
  * when the connection is closing or memory ran out (then it is closed). */
 char *conn_send_reserve(struct worker *w, struct conn *c, size_t n);
 void conn_send_commit(struct worker *w, struct conn *c, size_t n);
+/* The connection came in on a TLS listener (readings say https / mqtts). */
+static inline bool conn_is_tls(const struct conn *c)
+{
+    return c->tls != NULL;
+}
 /* True while unsent output is at or above CONN_OUT_HIGH: produce no more. */
 bool conn_output_full(const struct conn *c);
 

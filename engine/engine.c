@@ -24,6 +24,7 @@
 #include "engine/loop.h"
 #include "engine/session_http.h"
 #include "engine/worker.h"
+#include "protocols/tls.h"
 #include "storage/log.h"
 #include "storage/store.h"
 
@@ -31,7 +32,8 @@
 #define RETENTION_EVERY_MS 5000
 #define SESSIONS_EVERY_MS  1000
 
-static const char *const listener_names[LISTENER_KINDS] = {"http", "admin", "mqtt"};
+static const char *const listener_names[LISTENER_KINDS] = {"http", "admin", "mqtt", "https",
+                                                           "mqtts"};
 
 /* Splits "HOST:PORT" / "[V6]:PORT" and binds a listening socket, with
  * SO_REUSEPORT so every worker can own one on the same port. */
@@ -360,6 +362,8 @@ static void engine_free(struct sluice_engine *e)
         free(w->authrl);
         free(w->kicks);
         free(w->swaits);
+        tls_ctx_free(w->tls);
+        tls_ctx_free(atomic_exchange(&w->tls_next, NULL));
     }
     free(e->workers);
     /* the kept MQTT sessions as the workers left them (expiry times of the
@@ -368,7 +372,84 @@ static void engine_free(struct sluice_engine *e)
     clients_free(&e->clients);
     if (e->auth_ready) auth_swap_destroy(&e->auth); /* every worker has been joined */
     if (e->store) store_close(e->store);
+    tls_ctx_free(e->tls);
     free(e);
+}
+
+/* The https / mqtts listeners' certificate: --tls-cert/--tls-key, or on a
+ * first start without them a self-signed one generated into DATA/tls/ (said
+ * in one warning line). A bad path or a key that does not match: one line,
+ * SLUICE_EINVAL (sluiced exits 2). */
+static int tls_setup(struct sluice_engine *e, char *err, size_t errcap)
+{
+    const sluice_config *cfg = &e->cfg;
+    char cert[SLUICE_PATH_MAX + 32], key[SLUICE_PATH_MAX + 32], why[512];
+    bool given = cfg->tls_cert[0] || cfg->tls_key[0];
+    if (given && !(cfg->tls_cert[0] && cfg->tls_key[0])) {
+        snprintf(err, errcap, "--tls-cert and --tls-key go together (only %s was given)",
+                 cfg->tls_cert[0] ? "--tls-cert" : "--tls-key");
+        return SLUICE_EINVAL;
+    }
+    if (given) {
+        snprintf(cert, sizeof cert, "%s", cfg->tls_cert);
+        snprintf(key, sizeof key, "%s", cfg->tls_key);
+    } else {
+        snprintf(cert, sizeof cert, "%s/tls/server.crt", cfg->data_dir);
+        snprintf(key, sizeof key, "%s/tls/server.key", cfg->data_dir);
+        if (access(cert, F_OK) && access(key, F_OK)) {
+            char dir[SLUICE_PATH_MAX + 8], host[256] = "";
+            snprintf(dir, sizeof dir, "%s/tls", cfg->data_dir);
+            if (mkdir(dir, 0700) && errno != EEXIST) {
+                snprintf(err, errcap, "cannot create %s: %s", dir, strerror(errno));
+                return SLUICE_EIO;
+            }
+            gethostname(host, sizeof host - 1);
+            if (tls_make_self_signed(cert, key, host, why, sizeof why)) {
+                snprintf(err, errcap, "%s", why);
+                return SLUICE_EIO;
+            }
+            fprintf(stderr,
+                    "sluiced: warning: no --tls-cert given: generated a self-signed certificate "
+                    "for localhost, 127.0.0.1, ::1%s%s in %s (clients: --cacert %s)\n",
+                    host[0] ? " and " : "", host, dir, cert);
+        }
+    }
+    if (tls_ctx_new(&e->tls, cert, key, why, sizeof why)) {
+        snprintf(err, errcap, "%s", why);
+        return SLUICE_EINVAL;
+    }
+    snprintf(e->tls_cert, sizeof e->tls_cert, "%s", cert);
+    snprintf(e->tls_key, sizeof e->tls_key, "%s", key);
+    for (unsigned i = 0; i < e->nworkers; i++)
+        e->workers[i].tls = tls_ctx_ref(e->tls);
+    return 0;
+}
+
+int sluice_engine_reload_tls(sluice_engine *e, char *err, size_t errcap)
+{
+    if (!e->tls) {
+        snprintf(err, errcap, "no TLS listener is on: nothing to reload");
+        return SLUICE_EINVAL;
+    }
+    struct tls_ctx *n;
+    char why[512];
+    if (tls_ctx_new(&n, e->tls_cert, e->tls_key, why, sizeof why)) {
+        snprintf(err, errcap, "%s", why);
+        return SLUICE_EINVAL;
+    }
+    /* each worker swaps its own reference at its next wake: no lock, and no
+     * context is freed while a worker may still be making a connection of it */
+    uint64_t one = 1;
+    for (unsigned i = 0; i < e->nworkers; i++) {
+        struct worker *w = &e->workers[i];
+        tls_ctx_free(atomic_exchange(&w->tls_next, tls_ctx_ref(n)));
+        if (w->wake_fd >= 0 && write(w->wake_fd, &one, sizeof one) < 0) {
+            /* the counter cannot overflow; the next wake picks it up */
+        }
+    }
+    tls_ctx_free(e->tls);
+    e->tls = n;
+    return 0;
 }
 
 /* Descriptors are shared out once, at start: the soft open-files limit is
@@ -514,7 +595,8 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
 
     /* every worker gets its own SO_REUSEPORT socket on the HTTP port; the admin
      * listener is served by worker 0 alone */
-    const char *specs[LISTENER_KINDS] = {cfg->http, cfg->admin, cfg->mqtt};
+    const char *specs[LISTENER_KINDS] = {cfg->http, cfg->admin, cfg->mqtt, cfg->https, cfg->mqtts};
+    if ((cfg->https[0] || cfg->mqtts[0]) && (rc = tls_setup(e, err, errcap))) goto fail;
     for (unsigned k = 0; k < LISTENER_KINDS; k++) {
         if (!specs[k][0]) continue;
         unsigned n = k == LISTENER_ADMIN ? 1 : e->nworkers;

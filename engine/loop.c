@@ -28,6 +28,7 @@
 #include "engine/session_http.h"
 #include "engine/clients.h"
 #include "engine/session_mqtt.h"
+#include "protocols/tls.h"
 
 #define RING_ENTRIES    4096
 #define BUF_COUNT       1024 /* provided buffers per worker (power of two) */
@@ -39,6 +40,8 @@ static const struct session_ops *const listener_ops[LISTENER_KINDS] = {
     [LISTENER_HTTP] = &session_http_ops,
     [LISTENER_ADMIN] = &session_admin_ops,
     [LISTENER_MQTT] = &session_mqtt_ops,
+    [LISTENER_HTTPS] = &session_http_ops,
+    [LISTENER_MQTTS] = &session_mqtt_ops,
 };
 
 uint64_t loop_now_ms(void)
@@ -130,7 +133,8 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
             errlog_say(&w->errlog[ERRLOG_ACCEPT], w->now_ms, "worker %u: accept: %s", w->id,
                        strerror(-cqe->res));
     } else {
-        conn_open(w, cqe->res, kind, listener_ops[kind]);
+        bool tls = kind == LISTENER_HTTPS || kind == LISTENER_MQTTS;
+        conn_open(w, cqe->res, kind, listener_ops[kind], tls ? w->tls : NULL);
     }
     if (!w->accept_armed[kind] && !w->draining && !w->accept_resume_ms && w->listen_fd[kind] >= 0)
         arm_accept(w, kind);
@@ -180,6 +184,12 @@ static void on_tick(struct worker *w)
 
 static void on_wake(struct worker *w, struct io_uring_cqe *cqe)
 {
+    /* a reloaded certificate: new connections get it, live ones keep theirs */
+    struct tls_ctx *reloaded = atomic_exchange(&w->tls_next, NULL);
+    if (reloaded) {
+        tls_ctx_free(w->tls);
+        w->tls = reloaded;
+    }
     struct iojob *j = iojob_take_done(w);
     while (j) {
         struct iojob *next = j->next;

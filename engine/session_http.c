@@ -358,7 +358,7 @@ static void handle_readings(struct worker *w, struct conn *c, const struct http_
     }
 
     struct split_ctx s = {
-        .meta = {.proto = RECORD_PROTO_HTTP,
+        .meta = {.proto = conn_is_tls(c) ? RECORD_PROTO_HTTPS : RECORD_PROTO_HTTP,
                  .ctype = ct == CT_OCTET ? RECORD_CTYPE_OCTET : RECORD_CTYPE_JSON}};
     if (ingest_begin(w, se->org, se->device, &s.txn)) {
         queue_error(w, c, 503, close, "storage unavailable");

@@ -436,7 +436,7 @@ static int store(struct worker *w, struct conn *c, uint8_t flags, const uint8_t 
     if (rc) return rc;
     struct json_error jerr;
     struct ingest_meta m = {
-        .proto = RECORD_PROTO_MQTT,
+        .proto = conn_is_tls(c) ? RECORD_PROTO_MQTTS : RECORD_PROTO_MQTT,
         .ctype = n && json_validate((const char *)payload, n, &jerr) == 0 ? RECORD_CTYPE_JSON
                                                                          : RECORD_CTYPE_OCTET,
         .flags = flags,

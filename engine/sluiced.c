@@ -23,8 +23,8 @@
 
 #include "sluice.h"
 
-static const char *const served[] = {"http", "admin", "mqtt"};
-static const char *const not_yet[] = {"https", "mqtts", "frame", "udp"};
+static const char *const served[] = {"http", "admin", "mqtt", "https", "mqtts"};
+static const char *const not_yet[] = {"frame", "udp"};
 
 struct ini_ctx {
     sluice_config *cfg;
@@ -77,12 +77,19 @@ static int next_signal(const sigset_t *set, unsigned ms)
     return sig > 0 ? sig : 0;
 }
 
-/* One signal while serving. Returns true when it asks for a stop. SIGHUP will
- * reload TLS material (S5); until then it is said and ignored, never fatal. */
-static bool on_signal(int sig)
+/* One signal while serving. Returns true when it asks for a stop. SIGHUP
+ * reloads the TLS certificate and key (eng NULL: draining, nothing reloads);
+ * a failed reload keeps the current pair and says why, never fatal. */
+static bool on_signal(sluice_engine *eng, int sig)
 {
     if (sig == SIGHUP) {
-        fprintf(stderr, "sluiced: SIGHUP: nothing to reload in this version; ignored\n");
+        char err[600];
+        if (!eng)
+            fprintf(stderr, "sluiced: SIGHUP while draining: ignored\n");
+        else if (sluice_engine_reload_tls(eng, err, sizeof err))
+            fprintf(stderr, "sluiced: SIGHUP: %s; the current certificate stays\n", err);
+        else
+            fprintf(stderr, "sluiced: SIGHUP: TLS certificate and key reloaded\n");
         return false;
     }
     return sig == SIGTERM || sig == SIGINT || sig == SIGQUIT;
@@ -111,7 +118,7 @@ static void *drain_main(void *arg)
 static int serve(sluice_engine *eng, const sigset_t *set, bool stop_now)
 {
     while (!stop_now && !sluice_engine_stopping(eng))
-        stop_now = on_signal(next_signal(set, SIGNAL_POLL_MS));
+        stop_now = on_signal(eng, next_signal(set, SIGNAL_POLL_MS));
     if (stop_now) fprintf(stderr, "sluiced: stop requested: draining\n");
     sluice_engine_stop(eng); /* idempotent; wakes the workers */
 
@@ -127,7 +134,7 @@ static int serve(sluice_engine *eng, const sigset_t *set, bool stop_now)
     unsigned repeats = 0;
     while (!atomic_load(&d.done)) {
         int sig = next_signal(set, 50);
-        if (!sig || !on_signal(sig)) continue;
+        if (!sig || !on_signal(NULL, sig)) continue;
         if (!repeats++)
             fprintf(stderr, "sluiced: %s: already draining (bounded by --drain-timeout)\n",
                     strsignal(sig));
@@ -238,12 +245,12 @@ int main(int argc, char **argv)
      * the workers have just begun, and drain whatever they accepted */
     bool stop_now = false;
     for (int sig; (sig = next_signal(&set, 0));)
-        stop_now |= on_signal(sig);
+        stop_now |= on_signal(eng, sig);
     for (size_t i = 0; i < sizeof served / sizeof served[0]; i++) {
         char addr[SLUICE_ADDR_MAX];
         if (sluice_engine_port(eng, served[i], addr)) printf("listening %s %s\n", served[i], addr);
     }
-    const char *cfgaddr[] = {cfg.https, cfg.mqtts, cfg.frame, cfg.udp};
+    const char *cfgaddr[] = {cfg.frame, cfg.udp};
     for (size_t i = 0; i < sizeof not_yet / sizeof not_yet[0]; i++)
         if (cfgaddr[i][0])
             fprintf(stderr, "sluiced: note: %s (%s) is not served by this version yet\n",

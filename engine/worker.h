@@ -30,7 +30,14 @@
 #include "engine/ratelimit.h"
 #include "sluice.h"
 
-enum listener_kind { LISTENER_HTTP = 0, LISTENER_ADMIN, LISTENER_MQTT, LISTENER_KINDS };
+enum listener_kind {
+    LISTENER_HTTP = 0,
+    LISTENER_ADMIN,
+    LISTENER_MQTT,
+    LISTENER_HTTPS, /* the HTTP session behind TLS */
+    LISTENER_MQTTS, /* the MQTT session behind TLS */
+    LISTENER_KINDS
+};
 
 /* user_data = kind:8 | generation:24 | slot:32. The generation lets a completion
  * that arrives after its connection slot was reused be recognised and dropped. */
@@ -108,6 +115,7 @@ struct commit_log;
 struct session_ops;
 struct iojob;
 struct sluice_engine;
+struct tls_ctx;
 
 /* A connection named across threads: its worker, slot and generation. */
 struct conn_ref {
@@ -177,6 +185,10 @@ struct worker {
     /* acknowledgements waiting for kept MQTT sessions to be written, and
      * whether this worker's write is with the helper thread */
     void (*orphan_durable)(struct worker *w, uint64_t cookie, int err); /* conn.h CONN_SLOT_NONE */
+    /* TLS: this worker's reference to the certificate new connections get,
+     * and the one a reload handed over, taken at the next wake */
+    struct tls_ctx *tls;
+    _Atomic(struct tls_ctx *) tls_next;
     struct session_wait *swaits;
     uint32_t nswaits, swait_cap;
     bool swrite_busy;
@@ -220,6 +232,8 @@ struct sluice_engine {
     unsigned nworkers;
     struct worker *workers;
     struct store *store;
+    struct tls_ctx *tls; /* the https / mqtts listeners' certificate and policy (newest) */
+    char tls_cert[SLUICE_PATH_MAX + 32], tls_key[SLUICE_PATH_MAX + 32]; /* what reload reads */
 
     /* bound listeners: fds are per worker, ports shared */
     unsigned port[LISTENER_KINDS];

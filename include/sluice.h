@@ -123,6 +123,13 @@ SLUICE_API void sluice_engine_stop(sluice_engine *eng);
  * frees it). */
 SLUICE_API bool sluice_engine_stopping(const sluice_engine *eng);
 
+/* Loads the TLS certificate and key again from their files (SIGHUP): new
+ * connections get the new pair, live ones go on with the one they started
+ * with. On failure (err gets one line: a bad file, a key that does not match)
+ * the current pair stays and SLUICE_EINVAL is returned (also when no TLS
+ * listener is on). From one thread at a time, while the engine serves. */
+SLUICE_API int sluice_engine_reload_tls(sluice_engine *eng, char *err, size_t errcap);
+
 /* Waits for the workers to exit and frees the engine. Returns 0, or the first
  * error a worker hit. */
 SLUICE_API int sluice_engine_wait(sluice_engine *eng);

@@ -27,6 +27,12 @@ cat <<MSG
   Or over MQTT (QoS 1: the PUBACK comes once the reading is on disk):
     mosquitto_pub -h 127.0.0.1 -p 1883 -q 1 -u demo-1 -P '$token' -t readings -m '{"temp":21.5}'
 
+  Or encrypted (sluiced makes a self-signed certificate on its first start):
+    curl -i --cacert $data/tls/server.crt -H 'X-Auth-Token: $token' -H 'Content-Type: application/json' \\
+         -d '{"temp":21.5}' https://localhost:8443/v1/readings
+    mosquitto_pub -h localhost -p 8883 --cafile $data/tls/server.crt -q 1 -u demo-1 -P '$token' \\
+         -t readings -m '{"temp":21.5}'
+
   Read it back:
     $cli --data-dir $data log cat --org demo
 
