@@ -348,6 +348,32 @@ def _():
         check(verdict in got[0], "testssl %r: %r" % (key, got[0].strip()))
 
 
+@suite.case("sluice-bench https / mqtts drive the TLS ports: keep-alive, a handshake per request, "
+            "resumed handshakes; every request answered, the certificate verified")
+def _():
+    import json as _json
+    exe = os.environ.get("SLUICE_BENCH")
+    if not exe or not os.access(exe, os.X_OK):
+        skip("$SLUICE_BENCH is not set")
+    runs = [("https", S["https"], ["--connections", "4", "--pipeline", "2"]),
+            ("https", S["https"], ["--handshakes", "--connections", "2"]),
+            ("https", S["https"], ["--resume", "--connections", "2"]),
+            ("mqtts", S["mqtts"], ["--connections", "4", "--pipeline", "8", "--qos", "1"])]
+    for mode, port, extra in runs:
+        p = subprocess.run([exe, mode, "--target", "127.0.0.1:%d" % port, "--token", S["tok"],
+                            "--duration", "1", "--cacert", S["crt"], "--json"] + extra,
+                           capture_output=True, timeout=30)
+        check_eq(p.returncode, 0, "%s %s exit (%s)" % (mode, extra, p.stderr.decode()[-300:]))
+        r = _json.loads(p.stdout.decode().strip().splitlines()[-1])
+        check_eq(r["errors"], {}, "%s %s errors" % (mode, extra))
+        check(r["readings_per_sec"] > 0 and r["tls_handshakes"] >= 1, "%s %s: %r" % (mode, extra, r))
+        if "--handshakes" in extra or "--resume" in extra:
+            check(r["tls_handshakes"] > 20, "%s: only %d handshakes" % (extra, r["tls_handshakes"]))
+        if "--resume" in extra:
+            check(r["tls_resumed"] >= r["tls_handshakes"] - 2, "resumed %d of %d" % (
+                r["tls_resumed"], r["tls_handshakes"]))
+
+
 @suite.case("a bad certificate path, or a key that does not match: one line, exit 2")
 def _():
     base = tmpdir("sluice-tls-bad-")
