@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
-"""bench/mqtt-idle.py — memory per idle authenticated MQTT connection (issue S4).
+"""bench/mqtt-idle.py — memory per idle authenticated MQTT connection (issue S4),
+plain or over TLS (issue S5).
 
-    python3 bench/mqtt-idle.py [BUILD_DIR] [--connections N]   (default build, 15000)
+    python3 bench/mqtt-idle.py [BUILD_DIR] [--connections N] [--tls]   (default build, 15000)
+
+With --tls the connections go to the mqtts listener (sluiced's self-signed
+certificate, verified), each completing its handshake before its CONNECT.
 
 Starts sluiced (--threads 1, a fresh data dir under BUILD_DIR) with one device,
 opens N loopback connections that each send a CONNECT (3.1.1, keepalive 600 s)
@@ -60,6 +64,9 @@ def main():
         i = args.index("--connections")
         n = int(args[i + 1])
         del args[i:i + 2]
+    tls = "--tls" in args
+    if tls:
+        args.remove("--tls")
     build = args[0] if args else "build"
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -76,7 +83,8 @@ def main():
     ports = os.path.join(work, "ports.json")
     d = subprocess.Popen([os.path.join(build, "sluiced"), "--data-dir", data, "--threads", "1",
                           "--http", "off", "--admin", "127.0.0.1:0", "--mqtt", "127.0.0.1:0",
-                          "--https", "off", "--mqtts", "off", "--frame", "off",
+                          "--https", "off", "--mqtts", "127.0.0.1:0" if tls else "off",
+                          "--frame", "off",
                           "--ports-file", ports], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     try:
@@ -84,14 +92,26 @@ def main():
             if os.path.exists(ports):
                 break
             time.sleep(0.05)
-        port = json.load(open(ports))["mqtt"]
+        port = json.load(open(ports))["mqtts" if tls else "mqtt"]
         time.sleep(0.5)
+        ctx = None
+        if tls:
+            import ssl
+            ctx = ssl.create_default_context(cafile=os.path.join(data, "tls", "server.crt"))
         r0, t0 = rss(d.pid), tcp_pages()
         sel = selectors.DefaultSelector()
         socks = []
         ok = 0
         t_start = time.monotonic()
         for k in range(n):
+            if tls:  # handshake, CONNECT and CONNACK one after the other
+                s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                                    server_hostname="localhost")
+                s.sendall(connect_packet(token, b"idle-%d" % k))
+                if s.recv(16).startswith(b"\x20\x02\x00\x00"):
+                    ok += 1
+                socks.append(s)
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.connect(("127.0.0.1", port))
             s.sendall(connect_packet(token, b"idle-%d" % k))

@@ -84,6 +84,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* wolfSSL requires its build options before any other of its headers. */
+#include <wolfssl/options.h>
+#include <wolfssl/ssl.h>
+
 #define MAX_CONNECTIONS    10000
 #define MAX_DURATION_S     3600.0
 #define MAX_PIPELINE       1024
@@ -126,6 +130,10 @@ struct slot {
 struct conn {
     int fd;
     enum conn_state state;
+    WOLFSSL *ssl;           /* https / mqtts: the TLS session on fd */
+    bool handshaking;       /* TCP is up, the TLS handshake is not done */
+    int tls_retry;          /* a write that hit WANT_WRITE: retried with the same length */
+    WOLFSSL_SESSION *sess;  /* --resume: the session to offer on the next connect */
     bool want_out;        /* EPOLLOUT registered: a write hit EAGAIN */
     bool pending;         /* on the reconnect list */
     bool refused;         /* MQTT: CONNECT refused; never reconnected */
@@ -175,6 +183,10 @@ struct opts {
     long session_expiry; /* MQTT: > 0 asks for a kept session (3.1.1 clean session 0) */
     double rate; /* requests/s offered in an open loop; 0: closed loop */
     bool json;
+    bool tls;          /* https / mqtts */
+    bool handshakes;   /* https: a new connection (and handshake) per request */
+    bool resume;       /* with --handshakes: resume the previous session */
+    const char *cacert; /* verify the server against this PEM file (else no verification) */
 };
 
 struct hist {
@@ -187,7 +199,8 @@ struct stats {
     uint64_t ok;          /* 2xx responses; MQTT: acknowledged publishes */
     uint64_t status[600]; /* by status code */
     uint64_t bytes_sent;
-    uint64_t err_connect, err_reset, err_timeout, err_bad;
+    uint64_t err_connect, err_reset, err_timeout, err_bad, err_tls;
+    uint64_t handshakes, resumed; /* TLS handshakes completed, of them resumed */
     struct hist lat;
     /* MQTT */
     uint64_t sent;      /* publishes started */
@@ -215,6 +228,7 @@ struct proto {
 struct bench {
     struct opts o;
     const struct proto *p;
+    WOLFSSL_CTX *tls; /* client context for https / mqtts */
     int ep;
     struct addrinfo *ai;
     char *req; /* HTTP: the request; MQTT: the PUBLISH (packet id patched per send) */
@@ -266,7 +280,7 @@ static void usage_error(const char *fmt, ...)
 }
 
 static const char usage_text[] =
-    "usage: sluice-bench http|mqtt --target HOST:PORT --token T [--connections C (1)]\n"
+    "usage: sluice-bench http|https|mqtt|mqtts --target HOST:PORT --token T [--connections C (1)]\n"
     "         [--duration S (10, max 3600)] [--payload BYTES (64)] [--pipeline N (1)]\n"
     "         [--rate R/s] [--json]\n"
     "  http:  [--readings N (1)] [--path P (/v1/readings)]\n"
@@ -278,7 +292,11 @@ static const char usage_text[] =
     "--rate: open loop, R requests/s whatever the answers; latency counts from when\n"
     "        each request was due (without it: closed loop, each connection sends its\n"
     "        next request when the previous one is answered)\n"
-    "modes https, mqtts, frame, udp and replay are not implemented yet\n";
+    "https, mqtts: the same over TLS (wolfSSL, TLS 1.2 minimum); [--cacert FILE] verifies\n"
+    "        the server (default: no verification); https [--handshakes]: a new connection\n"
+    "        and handshake per request (Connection: close), [--resume]: each resuming the\n"
+    "        previous session\n"
+    "modes frame, udp and replay are not implemented yet\n";
 
 /* ---- histogram ---- */
 
@@ -386,7 +404,7 @@ static void parse_target(char *t, struct opts *o)
 
 static void parse_args(int argc, char **argv, struct opts *o)
 {
-    static const char *const later[] = {"https", "mqtts", "frame", "udp", "replay"};
+    static const char *const later[] = {"frame", "udp", "replay"};
     if (argc < 2) usage_error("missing mode (http, mqtt); try --help");
     const char *mode = argv[1];
     if (!strcmp(mode, "--help") || !strcmp(mode, "-h")) {
@@ -395,10 +413,12 @@ static void parse_args(int argc, char **argv, struct opts *o)
     }
     for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
         if (!strcmp(mode, later[i])) usage_error("%s is not implemented yet", mode);
-    if (strcmp(mode, "http") && strcmp(mode, "mqtt"))
+    if (strcmp(mode, "http") && strcmp(mode, "mqtt") && strcmp(mode, "https") &&
+        strcmp(mode, "mqtts"))
         usage_error("unknown mode '%s' (http, https, mqtt, mqtts, frame, udp, replay)", mode);
 
-    *o = (struct opts){.mode = strcmp(mode, "http") ? MODE_MQTT : MODE_HTTP,
+    *o = (struct opts){.mode = strncmp(mode, "http", 4) ? MODE_MQTT : MODE_HTTP,
+                       .tls = !strcmp(mode, "https") || !strcmp(mode, "mqtts"),
                        .connections = 1,
                        .duration = 10,
                        .payload = 64,
@@ -418,6 +438,12 @@ static void parse_args(int argc, char **argv, struct opts *o)
         }
         if (!strcmp(a, "--json")) {
             o->json = true;
+            continue;
+        }
+        if (!strcmp(a, "--handshakes") || !strcmp(a, "--resume")) {
+            if (!o->tls || mqtt) usage_error("%s applies to https", a);
+            o->handshakes = true;
+            if (!strcmp(a, "--resume")) o->resume = true;
             continue;
         }
         if (strncmp(a, "--", 2)) usage_error("unexpected argument '%s'", a);
@@ -459,6 +485,9 @@ static void parse_args(int argc, char **argv, struct opts *o)
             o->mqtt_version = parse_long(a, v, 4, 5);
         } else if (!strcmp(a, "--session-expiry")) {
             o->session_expiry = parse_long(a, v, 0, 0xFFFFFFFFL);
+        } else if (!strcmp(a, "--cacert")) {
+            if (!o->tls) usage_error("--cacert applies to https and mqtts");
+            o->cacert = v;
         } else {
             usage_error("unknown option '%s'", a);
         }
@@ -519,8 +548,9 @@ static void http_build(struct bench *b)
     bool v6 = strchr(o->host, ':') != NULL;
     int h = snprintf(b->req, cap,
                      "POST %s HTTP/1.1\r\nHost: %s%s%s:%s\r\nX-Auth-Token: %s\r\n"
-                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                     o->path, v6 ? "[" : "", o->host, v6 ? "]" : "", o->port, o->token, blen);
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n%s\r\n",
+                     o->path, v6 ? "[" : "", o->host, v6 ? "]" : "", o->port, o->token, blen,
+                     o->handshakes ? "Connection: close\r\n" : "");
     memcpy(b->req + h, body, blen);
     b->req_len = (size_t)h + blen;
     free(body);
@@ -542,6 +572,46 @@ static bool http_has_room(const struct bench *b, const struct conn *c)
            !c->close_after;
 }
 
+/* send / recv, through TLS on https and mqtts: -1 with errno EAGAIN when the
+ * socket (or the TLS record under way) must wait, ECONNRESET on any other
+ * failure. A TLS write that waited is retried with the same length, as
+ * wolfSSL requires (the caller retries from the same offset). */
+static ssize_t io_send(struct bench *b, struct conn *c, const void *p, size_t n)
+{
+    if (!c->ssl) return send(c->fd, p, n, MSG_NOSIGNAL);
+    int want = c->tls_retry ? c->tls_retry : (int)(n > 16384 ? 16384 : n);
+    int r = wolfSSL_write(c->ssl, p, want);
+    if (r > 0) {
+        c->tls_retry = 0;
+        return r;
+    }
+    int e = wolfSSL_get_error(c->ssl, r);
+    if (e == WOLFSSL_ERROR_WANT_WRITE || e == WOLFSSL_ERROR_WANT_READ) {
+        c->tls_retry = want;
+        errno = EAGAIN;
+        return -1;
+    }
+    b->st.err_tls++;
+    errno = ECONNRESET;
+    return -1;
+}
+
+static ssize_t io_recv(struct bench *b, struct conn *c, void *p, size_t n)
+{
+    if (!c->ssl) return recv(c->fd, p, n, 0);
+    int r = wolfSSL_read(c->ssl, p, (int)n);
+    if (r > 0) return r;
+    int e = wolfSSL_get_error(c->ssl, r);
+    if (e == WOLFSSL_ERROR_WANT_READ || e == WOLFSSL_ERROR_WANT_WRITE) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (e == WOLFSSL_ERROR_ZERO_RETURN) return 0;
+    (void)b;
+    errno = ECONNRESET;
+    return -1;
+}
+
 /* Starts a request whose latency counts from start_ns. */
 static void http_begin(struct bench *b, struct conn *c, int64_t start_ns)
 {
@@ -561,7 +631,7 @@ static void http_pump(struct bench *b, struct conn *c)
             if (b->o.rate > 0 || b->stopping || !http_has_room(b, c)) break;
             http_begin(b, c, now_ns());
         }
-        ssize_t n = send(c->fd, b->req + c->out_off, b->req_len - c->out_off, MSG_NOSIGNAL);
+        ssize_t n = io_send(b, c, b->req + c->out_off, b->req_len - c->out_off);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 conn_set_out(b, c, true);
@@ -956,7 +1026,7 @@ static void mqtt_pump(struct bench *b, struct conn *c)
             conn_set_out(b, c, true);
             return;
         }
-        ssize_t n = send(c->fd, c->obuf + c->ooff, c->olen - c->ooff, MSG_NOSIGNAL);
+        ssize_t n = io_send(b, c, c->obuf + c->ooff, c->olen - c->ooff);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 conn_set_out(b, c, true);
@@ -1374,6 +1444,12 @@ static void conn_open(struct bench *b, struct conn *c)
 static void conn_kill(struct bench *b, struct conn *c, int64_t delay_ns)
 {
     if (c->state == CONN_DEAD) return;
+    if (c->ssl) {
+        wolfSSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    c->handshaking = false;
+    c->tls_retry = 0;
     close(c->fd); /* also removes it from the epoll set */
     c->fd = -1;
     c->state = CONN_DEAD;
@@ -1402,6 +1478,42 @@ static void conn_lost(struct bench *b, struct conn *c)
     conn_kill(b, c, 0);
 }
 
+/* The connection (TCP, then TLS when on) is up: the protocol starts. */
+static void conn_ready(struct bench *b, struct conn *c)
+{
+    c->state = CONN_OPEN;
+    c->opened_at = now_ns();
+    if (!b->ever_connected) b->t0 = c->opened_at; /* --rate: the schedule starts here */
+    b->ever_connected = true;
+    b->p->opened(b, c);
+}
+
+static void tls_handshake(struct bench *b, struct conn *c)
+{
+    int r = wolfSSL_connect(c->ssl);
+    if (r == WOLFSSL_SUCCESS) {
+        c->handshaking = false;
+        b->st.handshakes++;
+        if (wolfSSL_session_reused(c->ssl)) b->st.resumed++;
+        if (b->o.resume) {
+            if (c->sess) wolfSSL_SESSION_free(c->sess);
+            c->sess = wolfSSL_get1_session(c->ssl);
+        }
+        conn_set_out(b, c, true); /* the request goes out at once */
+        conn_ready(b, c);
+        return;
+    }
+    int e = wolfSSL_get_error(c->ssl, r);
+    if (e == WOLFSSL_ERROR_WANT_READ || e == WOLFSSL_ERROR_WANT_WRITE) {
+        conn_set_out(b, c, e == WOLFSSL_ERROR_WANT_WRITE);
+        return;
+    }
+    char why[WOLFSSL_MAX_ERROR_SZ];
+    wolfSSL_ERR_error_string_n((unsigned long)e, why, sizeof why);
+    if (!b->st.err_tls++) fprintf(stderr, "\nsluice-bench: TLS handshake failed: %s\n", why);
+    conn_kill(b, c, RECONNECT_DELAY_NS);
+}
+
 static void conn_event(struct bench *b, struct conn *c, uint32_t events)
 {
     if (c->state == CONN_DEAD) return; /* closed earlier in this batch */
@@ -1416,22 +1528,36 @@ static void conn_event(struct bench *b, struct conn *c, uint32_t events)
             return;
         }
         if (!(events & EPOLLOUT)) return;
-        c->state = CONN_OPEN;
-        c->opened_at = now_ns();
-        if (!b->ever_connected) b->t0 = c->opened_at; /* --rate: the schedule starts here */
-        b->ever_connected = true;
-        b->p->opened(b, c);
+        if (b->tls) {
+            if (!(c->ssl = wolfSSL_new(b->tls)) || wolfSSL_set_fd(c->ssl, c->fd) != WOLFSSL_SUCCESS) {
+                fprintf(stderr, "\nsluice-bench: out of memory for a TLS session\n");
+                exit(1);
+            }
+            if (c->sess) wolfSSL_set_session(c->ssl, c->sess);
+            c->state = CONN_OPEN;
+            c->handshaking = true;
+            tls_handshake(b, c);
+            return;
+        }
+        conn_ready(b, c);
+        return;
+    }
+    if (c->handshaking) {
+        tls_handshake(b, c);
         return;
     }
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
-        ssize_t n = recv(c->fd, c->rbuf + c->rlen, RBUF_CAP - c->rlen, 0);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-            conn_lost(b, c);
-            return;
-        }
-        if (n > 0) {
+        /* TLS: wolfSSL may hold decrypted bytes epoll cannot see: read until it waits */
+        for (;;) {
+            ssize_t n = io_recv(b, c, c->rbuf + c->rlen, RBUF_CAP - c->rlen);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                conn_lost(b, c);
+                return;
+            }
+            if (n <= 0) break;
             c->rlen += (size_t)n;
             b->p->parse(b, c);
+            if (c->state != CONN_OPEN || !c->ssl || c->rlen == RBUF_CAP) break;
         }
     }
     if (c->state == CONN_OPEN && ((events & EPOLLOUT) || !c->want_out)) b->p->pump(b, c);
@@ -1578,6 +1704,7 @@ static void print_errors_json(FILE *f, const struct bench *b)
         }
     bool mqtt = b->o.mode == MODE_MQTT;
     print_kind(f, &sep, "connect", st->err_connect);
+    print_kind(f, &sep, "tls", st->err_tls);
     print_kind(f, &sep, "no_connack", st->err_no_connack);
     print_kind(f, &sep, "server_max_qos", st->err_max_qos);
     print_kind(f, &sep, "server_max_packet_size", st->err_max_packet);
@@ -1609,6 +1736,10 @@ static void report(const struct bench *b, double elapsed, uint64_t behind)
         if (b->o.rate > 0)
             printf(",\"offered_per_sec\":%.1f,\"unsent\":%llu", b->o.rate,
                    (unsigned long long)behind);
+        if (b->o.tls)
+            printf(",\"tls_handshakes\":%llu,\"tls_resumed\":%llu,\"handshakes_per_sec\":%.1f",
+                   (unsigned long long)st->handshakes, (unsigned long long)st->resumed,
+                   (double)st->handshakes / elapsed);
         if (mqtt) {
             printf(",\"qos\":%ld,\"mqtt_version\":%ld,\"sent\":%llu", b->o.qos, b->o.mqtt_version,
                    (unsigned long long)st->sent);
@@ -1666,6 +1797,10 @@ static void report(const struct bench *b, double elapsed, uint64_t behind)
                (unsigned long long)hist_quantile(&st->ping, 0.5),
                (unsigned long long)hist_quantile(&st->ping, 0.99),
                (unsigned long long)st->ping.max_us);
+    if (b->o.tls)
+        printf("tls          %llu handshakes (%.1f/s), %llu of them resumed\n",
+               (unsigned long long)st->handshakes, (double)st->handshakes / elapsed,
+               (unsigned long long)st->resumed);
     printf("errors       ");
     print_errors_json(stdout, b);
     putchar('\n');
@@ -1730,6 +1865,8 @@ static void free_conns(struct bench *b)
     for (long i = 0; i < b->o.connections; i++) {
         struct conn *c = &b->conns[i];
         if (c->state != CONN_DEAD) close(c->fd);
+        if (c->ssl) wolfSSL_free(c->ssl);
+        if (c->sess) wolfSSL_SESSION_free(c->sess);
         free(c->start_ns);
         free(c->slots);
         free(c->free_q);
@@ -1799,6 +1936,27 @@ int main(int argc, char **argv)
     struct bench *b = &bench;
     parse_args(argc, argv, &b->o);
     bool mqtt = b->o.mode == MODE_MQTT;
+    if (b->o.tls) {
+        if (wolfSSL_Init() != WOLFSSL_SUCCESS ||
+            !(b->tls = wolfSSL_CTX_new(wolfSSLv23_client_method())) ||
+            wolfSSL_CTX_SetMinVersion(b->tls, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS) {
+            fprintf(stderr, "sluice-bench: cannot set up wolfSSL\n");
+            return 1;
+        }
+        /* X25519 first, as browsers and curl offer it */
+        int groups[] = {WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1, WOLFSSL_ECC_SECP384R1};
+        wolfSSL_CTX_set_groups(b->tls, groups, 3);
+        if (b->o.cacert) {
+            if (wolfSSL_CTX_load_verify_locations(b->tls, b->o.cacert, NULL) != WOLFSSL_SUCCESS) {
+                fprintf(stderr, "sluice-bench: --cacert %s: not a PEM certificate wolfSSL can load\n",
+                        b->o.cacert);
+                return 2;
+            }
+            wolfSSL_CTX_set_verify(b->tls, WOLFSSL_VERIFY_PEER, NULL);
+        } else {
+            wolfSSL_CTX_set_verify(b->tls, WOLFSSL_VERIFY_NONE, NULL); /* measuring, not trusting */
+        }
+    }
     b->p = mqtt ? &proto_mqtt : &proto_http;
 
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -1867,5 +2025,6 @@ int main(int argc, char **argv)
     freeaddrinfo(b->ai);
     free(b->req);
     free(b->connect);
+    if (b->tls) wolfSSL_CTX_free(b->tls);
     return status;
 }

@@ -175,6 +175,14 @@ int tls_ctx_new(struct tls_ctx **out, const char *cert_path, const char *key_pat
         return -EINVAL;
     }
     wolfSSL_CTX_set_options(c->ctx, WOLFSSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* key exchange groups: X25519 and the NIST curves clients use, not every
+     * curve Debian's build knows (brainpool, secp256k1, X448, FFDHE) */
+    int groups[] = {WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1, WOLFSSL_ECC_SECP384R1};
+    if (wolfSSL_CTX_set_groups(c->ctx, groups, 3) != WOLFSSL_SUCCESS) {
+        say(err, errcap, "%s%s", "cannot set the key exchange groups", "");
+        tls_ctx_free(c);
+        return -EINVAL;
+    }
     wolfSSL_CTX_SetIORecv(c->ctx, io_recv);
     wolfSSL_CTX_SetIOSend(c->ctx, io_send);
     *out = c;

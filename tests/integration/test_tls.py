@@ -327,6 +327,53 @@ def _():
     print("# %d requests across two reloads, %d certificates seen, 0 failed" % (sent[0], len(prints)))
 
 
+@suite.case("testssl.sh: only TLS 1.2 and 1.3 offered; no NULL, anonymous, export, LOW, 3DES or "
+            "CBC cipher; forward secrecy")
+def _():
+    exe = need_tool("testssl")
+    p = subprocess.run([exe, "--quiet", "--color", "0", "--warnings", "off", "-p", "-s", "-f",
+                        "127.0.0.1:%d" % S["https"]], capture_output=True, timeout=240)
+    out = p.stdout.decode("utf-8", "replace")
+    want = {"SSLv2": "not offered", "SSLv3": "not offered", "TLS 1 ": "not offered",
+            "TLS 1.1": "not offered", "TLS 1.2": "offered (OK)", "TLS 1.3": "offered (OK)",
+            "NULL ciphers": "not offered", "Anonymous NULL": "not offered",
+            "Export ciphers": "not offered", "LOW: 64 Bit": "not offered",
+            "Triple DES": "not offered", "Obsolete CBC": "not offered",
+            "Strong encryption (AEAD": "offered (OK)", "PFS is offered": "(OK)"}
+    lines = out.splitlines()
+    for key, verdict in want.items():
+        got = [ln for ln in lines if ln.strip().startswith(key.strip()) and
+               (key != "TLS 1 " or ln.strip().startswith("TLS 1 "))]
+        check(got, "testssl printed no line for %r:\n%s" % (key, out[-1500:]))
+        check(verdict in got[0], "testssl %r: %r" % (key, got[0].strip()))
+
+
+@suite.case("sluice-bench https / mqtts drive the TLS ports: keep-alive, a handshake per request, "
+            "resumed handshakes; every request answered, the certificate verified")
+def _():
+    import json as _json
+    exe = os.environ.get("SLUICE_BENCH")
+    if not exe or not os.access(exe, os.X_OK):
+        skip("$SLUICE_BENCH is not set")
+    runs = [("https", S["https"], ["--connections", "4", "--pipeline", "2"]),
+            ("https", S["https"], ["--handshakes", "--connections", "2"]),
+            ("https", S["https"], ["--resume", "--connections", "2"]),
+            ("mqtts", S["mqtts"], ["--connections", "4", "--pipeline", "8", "--qos", "1"])]
+    for mode, port, extra in runs:
+        p = subprocess.run([exe, mode, "--target", "127.0.0.1:%d" % port, "--token", S["tok"],
+                            "--duration", "1", "--cacert", S["crt"], "--json"] + extra,
+                           capture_output=True, timeout=30)
+        check_eq(p.returncode, 0, "%s %s exit (%s)" % (mode, extra, p.stderr.decode()[-300:]))
+        r = _json.loads(p.stdout.decode().strip().splitlines()[-1])
+        check_eq(r["errors"], {}, "%s %s errors" % (mode, extra))
+        check(r["readings_per_sec"] > 0 and r["tls_handshakes"] >= 1, "%s %s: %r" % (mode, extra, r))
+        if "--handshakes" in extra or "--resume" in extra:
+            check(r["tls_handshakes"] > 20, "%s: only %d handshakes" % (extra, r["tls_handshakes"]))
+        if "--resume" in extra:
+            check(r["tls_resumed"] >= r["tls_handshakes"] - 2, "resumed %d of %d" % (
+                r["tls_resumed"], r["tls_handshakes"]))
+
+
 @suite.case("a bad certificate path, or a key that does not match: one line, exit 2")
 def _():
     base = tmpdir("sluice-tls-bad-")
