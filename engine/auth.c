@@ -161,3 +161,12 @@ int auth_device(const struct auth_table *t, struct ratelimit *rl, const uint8_t 
     ratelimit_charge(rl, peer, now_ms);
     return AUTH_FAIL;
 }
+
+int auth_device_cert(const struct auth_table *t, const uint8_t digest[STORE_DIGEST_LEN],
+                     const struct auth_entry **out)
+{
+    const struct auth_entry *e = t ? auth_table_lookup(t, digest) : NULL;
+    if (!e || e->state != STORE_DEVICE_ACTIVE) return AUTH_FAIL;
+    *out = e;
+    return AUTH_OK;
+}

@@ -49,6 +49,11 @@ enum auth_result { AUTH_OK = 0, AUTH_FAIL, AUTH_THROTTLED };
  * answer AUTH_FAIL alike for all three causes (no oracle). */
 int auth_device(const struct auth_table *t, struct ratelimit *rl, const uint8_t peer[16],
                 uint64_t now_ms, const char *tok, size_t n, const struct auth_entry **out);
+/* A client certificate's digest (store_cert_digest): AUTH_OK with *out when
+ * it is registered to an active device, else AUTH_FAIL. No limiter: a
+ * certificate the CA did not sign never gets past the handshake. */
+int auth_device_cert(const struct auth_table *t, const uint8_t digest[STORE_DIGEST_LEN],
+                     const struct auth_entry **out);
 void auth_table_free(struct auth_table *t);
 
 #endif

@@ -49,6 +49,7 @@ static const char help_text[] =
     "  --admin ADDR:PORT      /healthz, /readyz, /metrics (default 127.0.0.1:9090)\n"
     "  --tls-cert FILE        (default DATA/tls/server.crt)\n"
     "  --tls-key FILE         (default DATA/tls/server.key)\n"
+    "  --tls-client-ca FILE   accept device client certificates signed by this CA (mutual TLS)\n"
     "  --fsync MODE           batch | always | interval:MS | never (default batch)\n"
     "  --direct-io on|off     with --fsync batch|always, append to logs with O_DIRECT\n"
     "                         where the filesystem allows; off: through the page cache\n"
@@ -205,11 +206,12 @@ int sluice_config_set(sluice_config *cfg, const char *key, const char *value, ch
     }
 
     if (!strcmp(k, "data-dir") || !strcmp(k, "tls-cert") || !strcmp(k, "tls-key") ||
-        !strcmp(k, "ports-file")) {
-        char *dst = !strcmp(k, "data-dir")   ? cfg->data_dir
-                    : !strcmp(k, "tls-cert") ? cfg->tls_cert
-                    : !strcmp(k, "tls-key")  ? cfg->tls_key
-                                             : cfg->ports_file;
+        !strcmp(k, "tls-client-ca") || !strcmp(k, "ports-file")) {
+        char *dst = !strcmp(k, "data-dir")        ? cfg->data_dir
+                    : !strcmp(k, "tls-cert")      ? cfg->tls_cert
+                    : !strcmp(k, "tls-key")       ? cfg->tls_key
+                    : !strcmp(k, "tls-client-ca") ? cfg->tls_client_ca
+                                                  : cfg->ports_file;
         if (!*value || set_str(dst, SLUICE_PATH_MAX, value)) {
             why = "expected a non-empty path shorter than 1024 bytes";
             goto fail;

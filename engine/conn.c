@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "protocols/tls.h"
+#include "storage/store.h"
 
 #define BUF_GROUP   0
 #define IN_MIN_CAP  1024u /* first reassembly allocation; grows by doubling */
@@ -325,6 +326,15 @@ static void out_commit(struct worker *w, struct conn *c, size_t n)
 }
 
 /* ---- TLS: ciphertext in and out, plaintext to and from the session ---- */
+
+bool conn_client_cert_digest(const struct conn *c, uint8_t out[32])
+{
+    unsigned char der[8192];
+    size_t n = c->tls ? tls_conn_peer_cert(c->tls, der, sizeof der) : 0;
+    if (!n) return false;
+    store_cert_digest(der, n, out);
+    return true;
+}
 
 struct tls_arg {
     struct worker *w;

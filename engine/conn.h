@@ -161,6 +161,9 @@ static inline bool conn_is_tls(const struct conn *c)
 {
     return c->tls != NULL;
 }
+/* Mutual TLS: the digest (store_cert_digest) of the client certificate the
+ * handshake verified; false when there is none. */
+bool conn_client_cert_digest(const struct conn *c, uint8_t out[32]);
 /* True while unsent output is at or above CONN_OUT_HIGH: produce no more. */
 bool conn_output_full(const struct conn *c);
 

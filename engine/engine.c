@@ -414,7 +414,8 @@ static int tls_setup(struct sluice_engine *e, char *err, size_t errcap)
                     host[0] ? " and " : "", host, dir, cert);
         }
     }
-    if (tls_ctx_new(&e->tls, cert, key, why, sizeof why)) {
+    if (tls_ctx_new(&e->tls, cert, key, why, sizeof why) ||
+        (cfg->tls_client_ca[0] && tls_ctx_client_ca(e->tls, cfg->tls_client_ca, why, sizeof why))) {
         snprintf(err, errcap, "%s", why);
         return SLUICE_EINVAL;
     }
@@ -434,6 +435,11 @@ int sluice_engine_reload_tls(sluice_engine *e, char *err, size_t errcap)
     struct tls_ctx *n;
     char why[512];
     if (tls_ctx_new(&n, e->tls_cert, e->tls_key, why, sizeof why)) {
+        snprintf(err, errcap, "%s", why);
+        return SLUICE_EINVAL;
+    }
+    if (e->cfg.tls_client_ca[0] && tls_ctx_client_ca(n, e->cfg.tls_client_ca, why, sizeof why)) {
+        tls_ctx_free(n);
         snprintf(err, errcap, "%s", why);
         return SLUICE_EINVAL;
     }

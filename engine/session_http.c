@@ -221,9 +221,14 @@ static int authenticate(struct worker *w, struct conn *c, struct http_slice tok)
         return AUTH_OK;
     s->tok_ok = false;
     const struct auth_entry *e;
-    int rc = auth_device(w->auth, w->authrl, c->peer, w->now_ms, tok.p, tok.n, &e);
+    int rc;
+    uint8_t cert[STORE_DIGEST_LEN];
+    if (!tok.n && conn_client_cert_digest(c, cert))
+        rc = auth_device_cert(w->auth, cert, &e); /* mutual TLS: the certificate is the credential */
+    else
+        rc = auth_device(w->auth, w->authrl, c->peer, w->now_ms, tok.p, tok.n, &e);
     if (rc != AUTH_OK) return rc;
-    memcpy(s->tok, tok.p, tok.n);
+    if (tok.n) memcpy(s->tok, tok.p, tok.n); /* none: the client certificate authenticated */
     s->tok_len = (uint8_t)tok.n;
     s->device = e->device;
     s->org = e->org;

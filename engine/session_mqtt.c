@@ -96,6 +96,7 @@ struct mqtt_sess {
     uint32_t device, org;
     uint64_t auth_gen;
     uint8_t tok_len;
+    bool by_cert; /* mutual TLS: tok holds the client certificate's digest */
     char tok[AUTH_TOKEN_MAX];
 
     /* acknowledgements, in the order they must leave */
@@ -282,9 +283,14 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
                             : cn->has_username                  ? cn->username
                                                                 : (struct mqtt_slice){0};
     const struct auth_entry *e = NULL;
-    int rc = tok.n ? auth_device(w->auth, w->authrl, c->peer, w->now_ms, (const char *)tok.p,
-                                 tok.n, &e)
-                   : AUTH_FAIL;
+    uint8_t cert[STORE_DIGEST_LEN];
+    /* mutual TLS: with a client certificate and no password, the certificate
+     * is the credential (a username is then just a label) */
+    bool by_cert = !(cn->has_password && cn->password.n) && conn_client_cert_digest(c, cert);
+    int rc = by_cert ? auth_device_cert(w->auth, cert, &e)
+             : tok.n ? auth_device(w->auth, w->authrl, c->peer, w->now_ms, (const char *)tok.p,
+                                   tok.n, &e)
+                     : AUTH_FAIL;
     if (rc != AUTH_OK) {
         worker_count(rc == AUTH_THROTTLED ? &w->st.auth_throttled : &w->st.auth_failures, 1);
         /* 0x86 bad user name or password (3.1.1: 0x05 not authorized, as
@@ -298,8 +304,14 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
     s->device = e->device;
     s->org = e->org;
     s->auth_gen = w->auth_gen;
-    memcpy(s->tok, tok.p, tok.n);
-    s->tok_len = (uint8_t)tok.n;
+    if (by_cert) { /* kept to look the device up again when the table changes */
+        memcpy(s->tok, cert, sizeof cert);
+        s->tok_len = 0;
+        s->by_cert = true;
+    } else {
+        memcpy(s->tok, tok.p, tok.n);
+        s->tok_len = (uint8_t)tok.n;
+    }
     s->keepalive_s = cn->keepalive;
     if (cn->will) {
         size_t n = cn->will_topic.n + cn->will_payload.n;
@@ -385,9 +397,9 @@ static bool still_authorized(struct worker *w, struct conn *c)
     struct mqtt_sess *s = sess(c);
     if (s->auth_gen == w->auth_gen) return true;
     const struct auth_entry *e;
-    if (auth_device(w->auth, NULL, c->peer, w->now_ms, s->tok, s->tok_len, &e) != AUTH_OK ||
-        e->device != s->device || e->org != s->org)
-        return false;
+    int rc = s->by_cert ? auth_device_cert(w->auth, (const uint8_t *)s->tok, &e)
+                        : auth_device(w->auth, NULL, c->peer, w->now_ms, s->tok, s->tok_len, &e);
+    if (rc != AUTH_OK || e->device != s->device || e->org != s->org) return false;
     s->auth_gen = w->auth_gen;
     return true;
 }

@@ -182,6 +182,7 @@ int main(int argc, char **argv)
         {"admin", required_argument, 0, 0},
         {"tls-cert", required_argument, 0, 0},
         {"tls-key", required_argument, 0, 0},
+        {"tls-client-ca", required_argument, 0, 0},
         {"fsync", required_argument, 0, 0},
         {"direct-io", required_argument, 0, 0},
         {"ports-file", required_argument, 0, 0},

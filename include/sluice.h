@@ -61,6 +61,7 @@ typedef struct sluice_config {
     char udp[SLUICE_ADDR_MAX];
     char admin[SLUICE_ADDR_MAX];
     char tls_cert[SLUICE_PATH_MAX];
+    char tls_client_ca[SLUICE_PATH_MAX]; /* "" : no client certificates (mutual TLS off) */
     char tls_key[SLUICE_PATH_MAX];
     char ports_file[SLUICE_PATH_MAX];
     enum sluice_fsync fsync;

@@ -195,6 +195,34 @@ struct tls_ctx *tls_ctx_ref(struct tls_ctx *c)
     return c;
 }
 
+int tls_ctx_client_ca(struct tls_ctx *c, const char *ca_path, char *err, size_t errcap)
+{
+    if (access(ca_path, R_OK)) {
+        int e = errno;
+        say(err, errcap, "--tls-client-ca %s: %s", ca_path, strerror(e));
+        return -e;
+    }
+    if (wolfSSL_CTX_load_verify_locations(c->ctx, ca_path, NULL) != WOLFSSL_SUCCESS) {
+        say(err, errcap, "--tls-client-ca %s: %s", ca_path, "no PEM CA certificate wolfSSL can load");
+        return -EINVAL;
+    }
+    wolfSSL_CTX_set_verify(c->ctx, WOLFSSL_VERIFY_PEER, NULL); /* asked for, not required */
+    return 0;
+}
+
+size_t tls_conn_peer_cert(const struct tls_conn *t, unsigned char *out, size_t cap)
+{
+    if (!t->ready) return 0;
+    WOLFSSL_X509 *x = wolfSSL_get_peer_certificate(t->ssl);
+    if (!x) return 0;
+    int n = 0;
+    const unsigned char *der = wolfSSL_X509_get_der(x, &n);
+    size_t len = der && n > 0 && (size_t)n <= cap ? (size_t)n : 0;
+    if (len) memcpy(out, der, len);
+    wolfSSL_X509_free(x);
+    return len;
+}
+
 void tls_ctx_free(struct tls_ctx *c)
 {
     if (!c || atomic_fetch_sub(&c->refs, 1) != 1) return;

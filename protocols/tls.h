@@ -26,6 +26,10 @@ struct tls_conn;
  * returns -errno / -EINVAL. */
 int tls_ctx_new(struct tls_ctx **out, const char *cert_path, const char *key_path, char *err,
                 size_t errcap);
+/* Mutual TLS: clients may present a certificate, which must then be signed
+ * by a CA in ca_path (PEM); one that is not fails the handshake. A client
+ * without one is let in (it authenticates with a token instead). */
+int tls_ctx_client_ca(struct tls_ctx *ctx, const char *ca_path, char *err, size_t errcap);
 /* Contexts are counted: tls_ctx_ref takes one more reference (a worker's),
  * tls_ctx_free drops one and frees the context with the last. Connections
  * made from it hold wolfSSL's own reference, so they outlive a swap. */
@@ -62,6 +66,10 @@ int tls_conn_feed(struct tls_conn *t, const void *p, size_t n, const struct tls_
 
 /* Encrypts p[0..n) (only once tls_conn_ready). Returns 0 or TLS_ERROR. */
 int tls_conn_write(struct tls_conn *t, const void *p, size_t n, const struct tls_io *io);
+
+/* The client's verified certificate as DER, copied into out (cap bytes):
+ * its length, 0 when the client presented none (or it does not fit). */
+size_t tls_conn_peer_cert(const struct tls_conn *t, unsigned char *out, size_t cap);
 
 /* The handshake completed. */
 bool tls_conn_ready(const struct tls_conn *t);

@@ -634,6 +634,45 @@ void store_token_digest(const char *token, size_t len, uint8_t out[STORE_DIGEST_
         memset(out, 0, STORE_DIGEST_LEN);
 }
 
+#define CERT_LABEL "sluice device client certificate v1" /* with its NUL */
+
+void store_cert_digest(const void *der, size_t len, uint8_t out[STORE_DIGEST_LEN])
+{
+    wc_Sha256 h;
+    if (len > UINT32_MAX || wc_InitSha256(&h) != 0 ||
+        wc_Sha256Update(&h, (const byte *)CERT_LABEL, sizeof CERT_LABEL) != 0 ||
+        wc_Sha256Update(&h, (const byte *)der, (word32)len) != 0 || wc_Sha256Final(&h, out) != 0)
+        memset(out, 0, STORE_DIGEST_LEN);
+    wc_Sha256Free(&h);
+}
+
+int store_device_add_cert(struct store *s, uint32_t device_id,
+                          const uint8_t digest[STORE_DIGEST_LEN])
+{
+    MDB_txn *txn;
+    struct device_rec d;
+    uint8_t tokv[TOKEN_REC_LEN];
+    int rc = txn_begin(s, 0, &txn);
+    if (rc != 0) return rc;
+    rc = device_get(s, txn, device_id, &d);
+    if (rc == -ENOENT) rc = set_err(-ENOENT, "no device %u", device_id);
+    if (rc != 0) goto fail;
+    put32le(tokv, device_id);
+    put32le(tokv + 4, d.org);
+    put32le(tokv + 8, d.state);
+    MDB_val tk = {STORE_DIGEST_LEN, (void *)digest}, tv = {sizeof(tokv), tokv};
+    rc = mdb_put(txn, s->tokens, &tk, &tv, MDB_NOOVERWRITE);
+    if (rc != 0) {
+        rc = rc == MDB_KEYEXIST ? set_err(-EEXIST, "that certificate is registered already")
+                                : mdb_fail(rc, "certificate");
+        goto fail;
+    }
+    return wtxn_commit(s, txn);
+fail:
+    mdb_txn_abort(txn);
+    return rc;
+}
+
 int store_device_add(struct store *s, uint32_t org, const char *name, char *token_out,
                      uint32_t *device_id)
 {

@@ -68,6 +68,16 @@ int store_token_foreach(struct store *s, store_token_fn fn, void *ctx);
 /* SHA-256 of a token as presented on the wire. */
 void store_token_digest(const char *token, size_t len, uint8_t out[STORE_DIGEST_LEN]);
 
+/* Client certificates (mutual TLS): SHA-256 over a label of their own and the
+ * certificate's DER, so that no token (at most 64 bytes, hashed bare) can ever
+ * have the digest of a certificate, which is public. store_device_add_cert
+ * registers one for a device, beside its token in `tokens` (the daemon's table
+ * then maps it to the device and org alike). -ENOENT no such device, -EEXIST
+ * that certificate is registered already. */
+void store_cert_digest(const void *der, size_t len, uint8_t out[STORE_DIGEST_LEN]);
+int store_device_add_cert(struct store *s, uint32_t device_id,
+                          const uint8_t digest[STORE_DIGEST_LEN]);
+
 /* MQTT sessions kept between connections (DB `mqtt_sessions`, created on first
  * use). Keys and values are the engine's (engine/clients.c encodes them); the
  * store only keeps them. These writes do not bump meta.generation: they are the

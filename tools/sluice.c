@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,10 @@
 
 #include "storage/store.h"
 #include "tools/cli.h"
+
+/* wolfSSL requires its build options before any other of its headers. */
+#include <wolfssl/options.h>
+#include <wolfssl/wolfcrypt/asn_public.h>
 
 #ifndef SLUICE_VERSION
 #define SLUICE_VERSION "0.1.0"
@@ -308,27 +313,62 @@ done:
 
 /* ---- device ---- */
 
+/* The digest a client certificate file registers as (PEM or DER). Returns 0,
+ * or says why and returns EXIT_FAIL. */
+static int cert_file_digest(const char *path, uint8_t out[STORE_DIGEST_LEN])
+{
+    static unsigned char buf[65536], der[65536];
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        say("--cert %s: %s", path, strerror(errno));
+        return EXIT_FAIL;
+    }
+    size_t n = fread(buf, 1, sizeof buf, f);
+    bool big = !feof(f);
+    fclose(f);
+    if (big) {
+        say("--cert %s: larger than 64 KiB, not a certificate", path);
+        return EXIT_FAIL;
+    }
+    const unsigned char *d = buf;
+    int dn = (int)n;
+    if (memmem(buf, n, "-----BEGIN CERTIFICATE-----", 27)) {
+        dn = wc_CertPemToDer(buf, (int)n, der, sizeof der, CERT_TYPE);
+        d = der;
+    }
+    if (dn <= 0 || d[0] != 0x30) { /* an X.509 certificate is a DER SEQUENCE */
+        say("--cert %s: not a certificate (PEM or DER)", path);
+        return EXIT_FAIL;
+    }
+    store_cert_digest(d, (size_t)dn, out);
+    return 0;
+}
+
 static int device_add(const char *data_dir, int argc, char **argv)
 {
-    const char *pos[1], *org = NULL;
-    struct opt opts[] = {{"--org", &org, 0}, {"--data-dir", &data_dir, 0}};
+    const char *pos[1], *org = NULL, *cert = NULL;
+    struct opt opts[] = {{"--org", &org, 0}, {"--data-dir", &data_dir, 0}, {"--cert", &cert, 0}};
+    uint8_t cert_digest[STORE_DIGEST_LEN];
     int npos = 0, help = 0, rc;
     uint32_t org_id = 0, dev_id = 0;
     char org_name[STORE_NAME_MAX + 1], token[STORE_TOKEN_MAX];
     struct store *s = NULL;
 
-    rc = parse_args("device add", argc, argv, 2, opts, 2, pos, 1, &npos, &help);
+    rc = parse_args("device add", argc, argv, 2, opts, 3, pos, 1, &npos, &help);
     if (rc != 0) return rc;
     if (help) {
-        fputs("usage: sluice device add --org ORG NAME\n"
-              "Creates a device and prints its token: the only time it is shown.\n",
+        fputs("usage: sluice device add --org ORG NAME [--cert FILE]\n"
+              "Creates a device and prints its token: the only time it is shown.\n"
+              "--cert FILE: the device may also authenticate over TLS with this client\n"
+              "certificate (PEM or DER), when sluiced runs with --tls-client-ca.\n",
               stdout);
         return finish_stdout();
     }
     if (!org || npos != 1) {
-        say("usage: sluice device add --org ORG NAME");
+        say("usage: sluice device add --org ORG NAME [--cert FILE]");
         return EXIT_USAGE;
     }
+    if (cert && (rc = cert_file_digest(cert, cert_digest)) != 0) return rc;
     /* No create here: a device needs an existing org, so there is nothing
      * useful to create, and a mistyped --data-dir should not leave a store. */
     rc = open_store(data_dir, 0, &s);
@@ -350,10 +390,16 @@ static int device_add(const char *data_dir, int argc, char **argv)
     } else if (rc != 0) {
         say("adding device '%s' failed: %s", pos[0], store_last_error(s));
         rc = EXIT_FAIL;
+    } else if (cert && (rc = store_device_add_cert(s, dev_id, cert_digest)) != 0) {
+        say("device '%s' (id %u) added, but its certificate was not registered: %s", pos[0],
+            dev_id, store_last_error(s));
+        explicit_bzero(token, sizeof(token));
+        rc = EXIT_FAIL;
     } else {
         printf("%s\n", token);
         rc = finish_stdout();
         explicit_bzero(token, sizeof(token));
+        if (cert && rc == 0) say("client certificate %s registered for device '%s'", cert, pos[0]);
         if (rc == 0)
             say("device '%s' (id %u) added to org '%s'; its token is shown only this once", pos[0],
                 dev_id, org_name);

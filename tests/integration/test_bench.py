@@ -259,13 +259,25 @@ def _():
 
 @suite.case("modes not implemented yet: exit 2")
 def _():
-    for args in (["mqtts", "--target", S["target"], "--token", "t"],
-                 ["https", "--target", S["target"], "--token", "t"],
+    for args in (["frame", "--target", S["target"], "--token", "t"],
                  ["udp"],
                  ["replay", "x.pcap", "--target", S["target"]]):
         rc, out, err = bench(*args)
         check_eq(rc, 2, "exit status of %r (stderr %r)" % (args, err))
         check("not implemented yet" in err, "stderr of %r: %r" % (args, err))
+
+
+@suite.case("https against a plain HTTP port: the handshake fails, said in one line, exit 1; TLS "
+            "flags on a plain mode: exit 2")
+def _():
+    rc, out, err = bench("https", "--target", S["target"], "--token", "t", "--duration", "1")
+    check_eq(rc, 1, "exit status (stderr %r)" % err)
+    check("TLS handshake failed" in err, "stderr: %r" % err)
+    for args in (["http", "--target", S["target"], "--token", "t", "--handshakes"],
+                 ["http", "--target", S["target"], "--token", "t", "--cacert", "x"],
+                 ["mqtts", "--target", S["target"], "--token", "t", "--resume"]):
+        rc, out, err = bench(*args)
+        check_eq(rc, 2, "exit status of %r (stderr %r)" % (args, err))
 
 
 if __name__ == "__main__":

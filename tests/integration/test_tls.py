@@ -374,6 +374,86 @@ def _():
                 r["tls_resumed"], r["tls_handshakes"]))
 
 
+def openssl(*args):
+    subprocess.run([need_tool("openssl")] + list(args), check=True, capture_output=True, timeout=60)
+
+
+def make_client_certs(d):
+    """A CA, two client certificates it signed (one to register), and a rogue
+    self-signed one, as PEM files in d."""
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", d + "/ca.key", "-out", d + "/ca.crt", "-days", "2",
+            "-subj", "/CN=sluice test device CA")
+    for name in ("dev", "stranger"):
+        openssl("req", *ec, "-keyout", "%s/%s.key" % (d, name), "-out", "%s/%s.csr" % (d, name),
+                "-subj", "/CN=" + name)
+        openssl("x509", "-req", "-in", "%s/%s.csr" % (d, name), "-CA", d + "/ca.crt", "-CAkey",
+                d + "/ca.key", "-CAcreateserial", "-out", "%s/%s.crt" % (d, name), "-days", "2")
+    openssl("req", "-x509", *ec, "-keyout", d + "/rogue.key", "-out", d + "/rogue.crt", "-days",
+            "2", "-subj", "/CN=dev")
+
+
+def curl_status(port, crt, extra):
+    p = subprocess.run(["curl", "-sS", "--max-time", "10", "--cacert", crt, "-o", "/dev/null",
+                        "-w", "%{http_code}", "-H", "Content-Type: application/json", "-d",
+                        '{"m":1}', "https://localhost:%d/v1/readings" % port] + extra,
+                       capture_output=True, timeout=20)
+    return p.stdout.decode(), p.returncode
+
+
+@suite.case("mutual TLS: a registered client certificate authenticates without a token (HTTPS and "
+            "MQTTS); a CA-signed one not registered: 401 / refused; one the CA did not sign: "
+            "handshake refused; token devices unaffected")
+def _():
+    need_tool("curl")
+    base = tmpdir("sluice-mtls-")
+    make_client_certs(base)
+    data = os.path.join(base, "data")
+    cli = Cli(SLUICE_CLI, data)
+    cli.add_org("acme")
+    p = subprocess.run([SLUICE_CLI, "--data-dir", data, "device", "add", "--org", "acme",
+                        "cert-dev", "--cert", base + "/dev.crt"], capture_output=True, timeout=20)
+    check_eq(p.returncode, 0, "device add --cert (%s)" % p.stderr.decode())
+    check("certificate" in p.stderr.decode(), "no registration line: %r" % p.stderr.decode())
+    bad = subprocess.run([SLUICE_CLI, "--data-dir", data, "device", "add", "--org", "acme", "x",
+                          "--cert", base + "/dev.key"], capture_output=True, timeout=20)
+    check(bad.returncode != 0 and "not a certificate" in bad.stderr.decode(),
+          "a key as --cert: %d %r" % (bad.returncode, bad.stderr.decode()))
+    tok = cli.add_device("acme", "token-dev")
+    d = Daemon(SLUICED, data, ["--https", "127.0.0.1:0", "--mqtts", "127.0.0.1:0",
+                               "--tls-client-ca", base + "/ca.crt"], name="mtls")
+    d.start()
+    import json
+    with open(d.ports_file) as f:
+        ports = json.load(f)
+    crt = os.path.join(data, "tls", "server.crt")
+    st, _ = curl_status(ports["https"], crt, ["--cert", base + "/dev.crt", "--key",
+                                              base + "/dev.key"])
+    check_eq(st, "202", "registered client certificate, no token")
+    st, _ = curl_status(ports["https"], crt, ["--cert", base + "/stranger.crt", "--key",
+                                              base + "/stranger.key"])
+    check_eq(st, "401", "CA-signed certificate not registered")
+    st, rc = curl_status(ports["https"], crt, ["--cert", base + "/rogue.crt", "--key",
+                                               base + "/rogue.key"])
+    check(st == "000" and rc != 0, "a certificate the CA did not sign: status %s, curl %d" % (st, rc))
+    st, _ = curl_status(ports["https"], crt, ["-H", "X-Auth-Token: " + tok])
+    check_eq(st, "202", "token, no certificate")
+    exe = need_tool("mosquitto_pub")
+    for cert, want in (("dev", 0), ("stranger", 1)):
+        p = subprocess.run([exe, "-h", "localhost", "-p", str(ports["mqtts"]), "--cafile", crt,
+                            "--cert", "%s/%s.crt" % (base, cert), "--key", "%s/%s.key" % (base, cert),
+                            "-q", "1", "-t", "mtls/" + cert, "-m", '{"c":1}'], capture_output=True,
+                           timeout=20)
+        check_eq(p.returncode != 0, bool(want), "mosquitto_pub with %s: %s" % (
+            cert, (p.stdout + p.stderr).decode()))
+    rows = cli.log_cat("acme")
+    by_dev = sorted((r["device"], r["proto"], r.get("topic", "")) for r in rows)
+    check_eq(by_dev, [("cert-dev", "https", ""), ("cert-dev", "mqtts", "mtls/dev"),
+                      ("token-dev", "https", "")], "stored readings")
+    d.terminate()
+    d.kill()
+
+
 @suite.case("a bad certificate path, or a key that does not match: one line, exit 2")
 def _():
     base = tmpdir("sluice-tls-bad-")
