@@ -327,6 +327,28 @@ def _():
     print("# %d requests across two reloads, %d certificates seen, 0 failed" % (sent[0], len(prints)))
 
 
+@suite.case("a reload (SIGHUP, and the hourly renewal) brings new ticket keys: a TLS 1.3 session "
+            "from before resumes no more, one from after does")
+def _():
+    ask = b"GET /v1/readings HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    old, new = os.path.join(S["base"], "sess-old"), os.path.join(S["base"], "sess-new")
+    s_client("-tls1_3", "-sess_out", old, "-ign_eof", inp=ask)
+    check("Reused," in s_client("-tls1_3", "-sess_in", old, "-ign_eof", inp=ask),
+          "no resumption before the reload")
+    before = S["d"].stderr().count("TLS certificate and key reloaded")
+    S["d"].proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while S["d"].stderr().count("TLS certificate and key reloaded") == before:
+        check(time.monotonic() < deadline, "no reload line")
+        time.sleep(0.05)
+    time.sleep(0.2)  # every worker takes the new context at its next wake
+    out = s_client("-tls1_3", "-sess_in", old, "-ign_eof", inp=ask)
+    check("New," in out and "Reused," not in out, "a ticket from before the reload resumed")
+    s_client("-tls1_3", "-sess_out", new, "-ign_eof", inp=ask)
+    check("Reused," in s_client("-tls1_3", "-sess_in", new, "-ign_eof", inp=ask),
+          "no resumption after the reload")
+
+
 @suite.case("testssl.sh: only TLS 1.2 and 1.3 offered; no NULL, anonymous, export, LOW, 3DES or "
             "CBC cipher; forward secrecy")
 def _():
