@@ -293,9 +293,9 @@ static const char usage_text[] =
     "        each request was due (without it: closed loop, each connection sends its\n"
     "        next request when the previous one is answered)\n"
     "https, mqtts: the same over TLS (wolfSSL, TLS 1.2 minimum); [--cacert FILE] verifies\n"
-    "        the server (default: no verification); https [--handshakes]: a new connection\n"
-    "        and handshake per request (Connection: close), [--resume]: each resuming the\n"
-    "        previous session\n"
+    "        the server (default: no verification); [--handshakes]: a new connection and\n"
+    "        handshake per request (https: Connection: close; mqtts: per acknowledged\n"
+    "        publish), [--resume]: each resuming the previous session\n"
     "modes frame, udp and replay are not implemented yet\n";
 
 /* ---- histogram ---- */
@@ -441,7 +441,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
             continue;
         }
         if (!strcmp(a, "--handshakes") || !strcmp(a, "--resume")) {
-            if (!o->tls || mqtt) usage_error("%s applies to https", a);
+            if (!o->tls) usage_error("%s applies to https and mqtts", a);
             o->handshakes = true;
             if (!strcmp(a, "--resume")) o->resume = true;
             continue;
@@ -1558,6 +1558,12 @@ static void conn_event(struct bench *b, struct conn *c, uint32_t events)
             c->rlen += (size_t)n;
             b->p->parse(b, c);
             if (c->state != CONN_OPEN || !c->ssl || c->rlen == RBUF_CAP) break;
+        }
+        /* mqtts --handshakes: one exchange per connection, then a new one */
+        if (b->o.handshakes && b->o.mode == MODE_MQTT && c->state == CONN_OPEN && c->ready &&
+            c->pubs && !c->inflight && !b->stopping) {
+            conn_kill(b, c, 0);
+            return;
         }
     }
     if (c->state == CONN_OPEN && ((events & EPOLLOUT) || !c->want_out)) b->p->pump(b, c);

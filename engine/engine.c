@@ -31,6 +31,7 @@
 #define CONTROL_POLL_MS    250 /* store generation polling: CLI changes live within 1 s */
 #define RETENTION_EVERY_MS 5000
 #define SESSIONS_EVERY_MS  1000
+#define TICKET_RENEW_MS    (3600u * 1000u)
 
 static const char *const listener_names[LISTENER_KINDS] = {"http", "admin", "mqtt", "https",
                                                            "mqtts"};
@@ -291,12 +292,25 @@ static void reload_auth(struct sluice_engine *e)
 static void *control_main(void *arg)
 {
     struct sluice_engine *e = arg;
+    uint64_t since_tickets = 0;
     unsigned waited = 0, since_retention = RETENTION_EVERY_MS, since_sessions = 0;
     while (!atomic_load(&e->stopping)) {
         sleep_ms(50);
         waited += 50;
         since_retention += 50;
         since_sessions += 50;
+        since_tickets += 50;
+        /* TLS session tickets: a new context every hour brings new ticket keys
+         * (wolfSSL makes them with the context), so a stolen key opens at most
+         * an hour of tickets; tickets from before resume no more (one full
+         * handshake per client per hour) */
+        if ((e->cfg.https[0] || e->cfg.mqtts[0]) && since_tickets >= TICKET_RENEW_MS) {
+            char why[600];
+            since_tickets = 0;
+            if (sluice_engine_reload_tls(e, why, sizeof why))
+                fprintf(stderr, "sluiced: hourly TLS renewal (new ticket keys) failed: %s; the "
+                                "current context stays\n", why);
+        }
         /* kept MQTT sessions: changes no acknowledgement waits for (expiry
          * times of ended connections) are written within a second; expired
          * ones are forgotten */
@@ -426,7 +440,19 @@ static int tls_setup(struct sluice_engine *e, char *err, size_t errcap)
     return 0;
 }
 
+static pthread_mutex_t reload_lock = PTHREAD_MUTEX_INITIALIZER;
+static int reload_tls(sluice_engine *e, char *err, size_t errcap);
+
 int sluice_engine_reload_tls(sluice_engine *e, char *err, size_t errcap)
+{
+    /* SIGHUP (the host's thread) and the hourly renewal (the control thread) */
+    pthread_mutex_lock(&reload_lock);
+    int rc = reload_tls(e, err, errcap);
+    pthread_mutex_unlock(&reload_lock);
+    return rc;
+}
+
+static int reload_tls(sluice_engine *e, char *err, size_t errcap)
 {
     if (!e->tls) {
         snprintf(err, errcap, "no TLS listener is on: nothing to reload");

@@ -275,7 +275,7 @@ def _():
     check("TLS handshake failed" in err, "stderr: %r" % err)
     for args in (["http", "--target", S["target"], "--token", "t", "--handshakes"],
                  ["http", "--target", S["target"], "--token", "t", "--cacert", "x"],
-                 ["mqtts", "--target", S["target"], "--token", "t", "--resume"]):
+                 ["mqtt", "--target", S["target"], "--token", "t", "--resume"]):
         rc, out, err = bench(*args)
         check_eq(rc, 2, "exit status of %r (stderr %r)" % (args, err))
 
