@@ -554,16 +554,27 @@ static void return_buffer(struct worker *w, unsigned bid)
     io_uring_buf_ring_advance(w->br, 1);
 }
 
+/* More than any message plus what a pause can let through: a client that
+ * ignores flow control, or a session that never consumes. Said and closed. */
+static bool over_limit(struct worker *w, struct conn *c, size_t n)
+{
+    if (c->in.len + n <= c->ops->max_input(w) + CONN_OVERSHOOT) return false;
+    errlog_say(&w->errlog[ERRLOG_MEMORY], w->now_ms,
+               "worker %u: %s connection buffered %zu bytes, over its limit; closing it", w->id,
+               c->ops->name, c->in.len + n);
+    conn_close(w, c);
+    return true;
+}
+
 static int tls_plain_in(void *arg, const void *p, size_t n)
 {
     struct tls_arg *a = arg;
     struct conn *c = a->c;
-    size_t limit = c->ops->max_input(a->w) + CONN_OVERSHOOT;
     if (c->closing || c->stopped || c->lingering) return 0; /* dropped, like plain input then */
-    if (c->in.len + n > limit || in_append(a->w, c, p, n)) {
+    if (over_limit(a->w, c, n)) return -1;
+    if (in_append(a->w, c, p, n)) {
         errlog_say(&a->w->errlog[ERRLOG_MEMORY], a->w->now_ms,
-                   "worker %u: %s connection buffered %zu bytes, over its limit; closing it",
-                   a->w->id, c->ops->name, c->in.len + n);
+                   "worker %u: out of memory for a connection's input; closing it", a->w->id);
         conn_close(a->w, c);
         return -1;
     }
@@ -604,22 +615,12 @@ static void tls_input(struct worker *w, struct conn *c, const char *data, size_t
  * and the session can run; only an unconsumed tail is copied. */
 static void input(struct worker *w, struct conn *c, char *data, size_t n)
 {
-    if (c->lingering) return; /* answered and closing: the rest is dropped */
-    size_t limit = c->ops->max_input(w) + CONN_OVERSHOOT;
-    if (c->stopped) return;
+    if (c->lingering || c->stopped) return; /* answered and closing: the rest is dropped */
     if (c->tls) {
-        tls_input(w, c, data, n);
+        tls_input(w, c, data, n); /* the limit applies to the plaintext (tls_plain_in) */
         return;
     }
-    if (c->in.len + n > limit) {
-        /* more than any message plus what a pause can let through: a client
-         * that ignores flow control, or a session that never consumes */
-        errlog_say(&w->errlog[ERRLOG_MEMORY], w->now_ms,
-                   "worker %u: %s connection buffered %zu bytes, over its limit; closing it", w->id,
-                   c->ops->name, c->in.len + n);
-        conn_close(w, c);
-        return;
-    }
+    if (over_limit(w, c, n)) return;
     if (c->in.len == 0 && can_run(c)) {
         size_t left = n;
         size_t used = run_session(w, c, data, &left);
