@@ -570,9 +570,12 @@ int clients_write(struct sluice_engine *e)
     }
     if (!rc) atomic_store(&cl->written_seq, seq);
     pthread_mutex_unlock(&cl->lock);
+    /* retried every second while it fails: one line, then a count per window */
+    uint64_t now = realtime_ms();
     if (rc)
-        fprintf(stderr, "sluiced: writing MQTT sessions failed (tried again in 1 s): %s\n",
-                store_last_error(e->store));
+        errlog_say(&cl->write_errs, now, "writing MQTT sessions failed (tried again each second): %s",
+                   store_last_error(e->store));
+    errlog_tick(&cl->write_errs, now, "failed MQTT session writes");
     free(ops);
     free(buf);
     free(list);

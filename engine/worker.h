@@ -217,6 +217,7 @@ struct clients {
     uint64_t dirty_seq;           /* one more per change */
     _Atomic uint64_t written_seq; /* every change up to it is in the store */
     pthread_mutex_t write_lock;   /* one writer at a time, so the newest state lands last */
+    struct errlog write_errs;     /* failed writes (under write_lock): a line, then counts */
     bool ready;
 };
 
