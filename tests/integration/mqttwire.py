@@ -62,6 +62,19 @@ def disconnect_packet(version=4, reason=0, prop=()):
     return b"\xe0" + varint(len(body)) + body
 
 
+def closed_within(sock, seconds):
+    """True when the peer closes sock within seconds (whatever it sent before)."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except (socket.timeout, TimeoutError):
+        return False
+    except ConnectionResetError:
+        return True
+
+
 class Raw:
     def __init__(self, port, timeout=5):
         self.s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -102,15 +115,8 @@ class Raw:
 
     def eof_within(self, seconds):
         """True when the server closes within seconds (whatever it sent before)."""
-        self.s.settimeout(seconds)
-        try:
-            while self.packet() is not None:
-                pass
-            return True
-        except (socket.timeout, TimeoutError):
-            return False
-        except ConnectionResetError:
-            return True
+        self.buf = b""
+        return closed_within(self.s, seconds)
 
     def close(self):
         self.s.close()

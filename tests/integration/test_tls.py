@@ -18,6 +18,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mqttwire import closed_within  # noqa: E402
 from sluicetest import (  # noqa: E402
     Cli, Daemon, Suite, binaries, check, check_eq, need_tool, post, skip, tmpdir)
 
@@ -150,18 +151,6 @@ def _():
              ["tls/mqttv311", "tls/mqttv5"], "mosquitto_pub readings")
     check_eq(sorted(r["payload"]["i"] for r in got if r["topic"] == "tls/paho"), list(range(200)),
              "paho readings")
-
-
-def closed_within(sock, seconds):
-    sock.settimeout(seconds)
-    try:
-        while sock.recv(65536):
-            pass
-        return True
-    except (socket.timeout, TimeoutError):
-        return False
-    except ConnectionResetError:
-        return True
 
 
 def client_hello_prefix():
