@@ -153,6 +153,7 @@ int frame_parse(const uint8_t *p, size_t n, struct frame *f)
         break;
     case FRAME_WELCOME:
         f->u.welcome.server_signature = take(&r, FRAME_MAC_LEN);
+        f->u.welcome.durable_seq = num(&r);
         f->u.welcome.max_frame = num(&r);
         f->u.welcome.window = num(&r);
         f->u.welcome.ticket = counted(&r, FRAME_TICKET_MAX);
@@ -289,15 +290,16 @@ size_t frame_encode_proof(uint8_t *out, size_t cap, const uint8_t proof[FRAME_MA
 }
 
 size_t frame_encode_welcome(uint8_t *out, size_t cap, const uint8_t signature[FRAME_MAC_LEN],
-                            uint64_t max_frame, uint64_t window, const uint8_t *ticket,
-                            size_t ticket_len)
+                            uint64_t durable_seq, uint64_t max_frame, uint64_t window,
+                            const uint8_t *ticket, size_t ticket_len)
 {
     if (ticket_len > FRAME_TICKET_MAX) return 0;
     struct wr w = {out, cap, 0};
     size_t total = head(&w, FRAME_WELCOME,
-                        FRAME_MAC_LEN + varint_len(max_frame) + varint_len(window) +
-                            varint_len(ticket_len) + ticket_len);
+                        FRAME_MAC_LEN + varint_len(durable_seq) + varint_len(max_frame) +
+                            varint_len(window) + varint_len(ticket_len) + ticket_len);
     put(&w, signature, FRAME_MAC_LEN);
+    put_num(&w, durable_seq);
     put_num(&w, max_frame);
     put_num(&w, window);
     put_num(&w, ticket_len);

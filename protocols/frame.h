@@ -82,7 +82,7 @@ struct frame {
         } proof;
         struct {
             const uint8_t *server_signature;
-            uint64_t max_frame, window;
+            uint64_t durable_seq, max_frame, window;
             struct frame_slice ticket;
         } welcome;
         struct {
@@ -133,11 +133,11 @@ size_t frame_encode_challenge(uint8_t *out, size_t cap, const uint8_t nonce[FRAM
                               uint64_t durable_seq);
 size_t frame_encode_proof(uint8_t *out, size_t cap, const uint8_t proof[FRAME_MAC_LEN]);
 size_t frame_encode_welcome(uint8_t *out, size_t cap, const uint8_t signature[FRAME_MAC_LEN],
-                            uint64_t max_frame, uint64_t window, const uint8_t *ticket,
-                            size_t ticket_len);
+                            uint64_t durable_seq, uint64_t max_frame, uint64_t window,
+                            const uint8_t *ticket, size_t ticket_len);
 size_t frame_encode_reading(uint8_t *out, size_t cap, const void *payload, size_t n);
 size_t frame_encode_num(uint8_t *out, size_t cap, uint8_t type, uint64_t value); /* ACK, TIME */
-size_t frame_encode_empty(uint8_t *out, size_t cap, uint8_t type);          /* PING, PONG, BYE */
+size_t frame_encode_empty(uint8_t *out, size_t cap, uint8_t type); /* PING, PONG, BYE */
 size_t frame_encode_error(uint8_t *out, size_t cap, uint8_t code, uint64_t seq, const char *msg);
 
 #endif

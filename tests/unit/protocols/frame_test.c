@@ -25,6 +25,9 @@ static const char HELLO[] = "01 1b 01 00 4347b7175225e316 000102030405060708090a
 static const char CHALLENGE[] = "02 11 101112131415161718191a1b1c1d1e1f 00";
 static const char PROOF[] =
     "03 20 bba8dc629fc690d01fe8388c5eea7797c56104ce736d96dc5cdc1d471b8fbfdc";
+static const char WELCOME[] =
+    "04 27 1a1921860d3437f27fbabf7e3dae2786f9a90f0c27814f740c0d023a6158757f "
+    "00 808004 8020 00";
 static const char READING[] = "10 0a 7b2274223a32312e357d";
 static const char TIMED[] = "11 0c fa01 7b2274223a32312e357d";
 static const char BATCH[] =
@@ -62,6 +65,12 @@ Test(frame, vectors_parse)
     cr_assert_eq(parse_hex(PROOF, &f, &b, &n), 0);
     cr_assert_eq(f.u.proof.proof[0], 0xbb);
     free(b);
+    cr_assert_eq(parse_hex(WELCOME, &f, &b, &n), 0);
+    cr_assert_eq(f.total, 41);
+    cr_assert_eq(f.u.welcome.server_signature[0], 0x1a);
+    cr_assert(f.u.welcome.durable_seq == 0 && f.u.welcome.max_frame == 65536 &&
+              f.u.welcome.window == 4096 && f.u.welcome.ticket.n == 0);
+    free(b);
     cr_assert_eq(parse_hex(READING, &f, &b, &n), 0);
     cr_assert_eq(f.total, 12);
     cr_assert(f.u.reading.payload.n == 10 && !memcmp(f.u.reading.payload.p, "{\"t\":21.5}", 10));
@@ -87,7 +96,8 @@ Test(frame, vectors_parse)
     free(b);
     cr_assert_eq(parse_hex(ERROR, &f, &b, &n), 0);
     cr_assert_eq(f.u.error.code, 2);
-    cr_assert(f.u.error.message.n == 20 && !memcmp(f.u.error.message.p, "token not recognised", 20));
+    cr_assert(f.u.error.message.n == 20 &&
+              !memcmp(f.u.error.message.p, "token not recognised", 20));
     free(b);
 }
 
@@ -111,6 +121,9 @@ Test(frame, encoders_reproduce_the_vectors)
     same(HELLO, out, frame_encode_hello(out, sizeof out, id, nonce, 1, NULL, 0));
     same(CHALLENGE, out, frame_encode_challenge(out, sizeof out, sn, 0));
     same(PROOF, out, frame_encode_proof(out, sizeof out, proof));
+    uint8_t ssig[32];
+    unhex("1a1921860d3437f27fbabf7e3dae2786f9a90f0c27814f740c0d023a6158757f", ssig);
+    same(WELCOME, out, frame_encode_welcome(out, sizeof out, ssig, 0, 65536, 4096, NULL, 0));
     same(READING, out, frame_encode_reading(out, sizeof out, "{\"t\":21.5}", 10));
     same(ACK, out, frame_encode_num(out, sizeof out, FRAME_ACK, 1000));
     same(ERROR, out, frame_encode_error(out, sizeof out, 2, 0, "token not recognised"));
@@ -119,10 +132,11 @@ Test(frame, encoders_reproduce_the_vectors)
     cr_assert_eq(frame_encode_hello(out, 28, id, nonce, 1, NULL, 0), 0);
     /* WELCOME round trip */
     uint8_t sig[32] = {1, 2, 3}, tk[5] = {9, 9, 9, 9, 9};
-    size_t wn = frame_encode_welcome(out, sizeof out, sig, 65536, 1024, tk, sizeof tk);
+    size_t wn = frame_encode_welcome(out, sizeof out, sig, 7, 65536, 1024, tk, sizeof tk);
     struct frame f;
     cr_assert_eq(frame_parse(out, wn, &f), 0);
-    cr_assert(f.u.welcome.max_frame == 65536 && f.u.welcome.window == 1024);
+    cr_assert(f.u.welcome.durable_seq == 7 && f.u.welcome.max_frame == 65536 &&
+              f.u.welcome.window == 1024);
     cr_assert(f.u.welcome.ticket.n == 5 && f.u.welcome.server_signature[2] == 3);
 }
 
@@ -175,14 +189,14 @@ Test(frame, malformed_frames_refused)
     cr_assert_eq(frame_peek(huge, 10, &t, &total), 0);
     cr_assert_gt(total, (size_t)1 << 40);
     /* another version */
-    cr_assert_eq(parse_hex("01 1b 02 00 4347b7175225e316 000102030405060708090a0b0c0d0e0f 01", &f,
-                           &b, &n),
-                 FRAME_E_VERSION);
+    cr_assert_eq(
+        parse_hex("01 1b 02 00 4347b7175225e316 000102030405060708090a0b0c0d0e0f 01", &f, &b, &n),
+        FRAME_E_VERSION);
     free(b);
     /* unknown HELLO flags */
-    cr_assert_eq(parse_hex("01 1b 01 04 4347b7175225e316 000102030405060708090a0b0c0d0e0f 01", &f,
-                           &b, &n),
-                 FRAME_E_PROTOCOL);
+    cr_assert_eq(
+        parse_hex("01 1b 01 04 4347b7175225e316 000102030405060708090a0b0c0d0e0f 01", &f, &b, &n),
+        FRAME_E_PROTOCOL);
     free(b);
     /* bytes left over in a CHALLENGE, a short PROOF */
     cr_assert_eq(parse_hex("02 12 101112131415161718191a1b1c1d1e1f 00 00", &f, &b, &n),
