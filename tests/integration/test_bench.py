@@ -259,7 +259,7 @@ def _():
 
 @suite.case("modes not implemented yet: exit 2")
 def _():
-    for args in (["frame", "--target", S["target"], "--token", "t"],
+    for args in (["udp", "--target", S["target"], "--token", "t"],
                  ["udp"],
                  ["replay", "x.pcap", "--target", S["target"]]):
         rc, out, err = bench(*args)
