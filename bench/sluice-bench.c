@@ -524,6 +524,28 @@ static void read_tokens(struct opts *o)
     if (o->ntokens == 0) usage_error("--token-file %s holds no token", o->token_file);
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* frame: the connections' tokens must differ, or they take each other over
+ * (ERROR 0x06) for the whole run. */
+static void no_shared_tokens(const struct opts *o)
+{
+    size_t n = (size_t)o->connections;
+    const char **v = malloc(n * sizeof *v);
+    if (!v) usage_error("out of memory for %zu tokens", n);
+    memcpy(v, o->tokens, n * sizeof *v);
+    qsort(v, n, sizeof *v, cmp_str);
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(v[i - 1], v[i]))
+            usage_error("%s holds a token twice among the first %zu: each connection needs "
+                        "its own",
+                        o->token_file, n);
+    free(v);
+}
+
 static void parse_args(int argc, char **argv, struct opts *o)
 {
     static const char *const later[] = {"udp", "replay"};
@@ -640,6 +662,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
                     "token takes the first over)",
                     o->connections, o->connections, o->token_file ? o->token_file : "--token",
                     o->ntokens);
+    if (frame) no_shared_tokens(o);
     if (frame && !pipeline_given) {
         o->pipeline = FRAME_PIPELINE > 4 * o->batch ? FRAME_PIPELINE : 4 * o->batch;
     } else if (frame && o->pipeline < o->batch) {

@@ -127,11 +127,14 @@ def _():
     check("error_auth" in err, "stderr does not name error_auth: %r" % err[-300:])
 
 
-@suite.case("frame usage: fewer tokens than connections, --batch over --pipeline, options of "
-            "other modes: exit 2, one line")
+@suite.case("frame usage: fewer tokens than connections, a token twice, --batch over "
+            "--pipeline, options of other modes: exit 2, one line")
 def _():
     t = ["frame", "--target", S["target"]]
-    for args in (t + ["--token", S["toks"][0], "--connections", "2"],
+    twice = os.path.join(S["work"], "tokens-twice.txt")
+    with open(twice, "w") as f:
+        f.write("%s\n%s\n%s\n" % (S["toks"][0], S["toks"][1], S["toks"][0]))
+    for args in (t + ["--token-file", twice, "--connections", "3"],t + ["--token", S["toks"][0], "--connections", "2"],
                  t + ["--token-file", S["tokfile"], "--connections", str(NDEV + 1)],
                  t + ["--token-file", os.path.join(S["work"], "missing.txt")],
                  t + ["--token", S["toks"][0], "--token-file", S["tokfile"]],
