@@ -41,7 +41,8 @@
 #include <wolfssl/wolfcrypt/random.h>
 #include <wolfssl/wolfcrypt/sha256.h>
 #include <wolfssl/wolfcrypt/hash.h> /* wc_Sha256Hash */
-#include <wolfssl/wolfcrypt/hmac.h>
+
+#include "protocols/frame_auth.h"
 
 #define STORE_FILE     "sluice.mdb"
 #define STORE_MAP_SIZE (1ull << 30)
@@ -639,34 +640,15 @@ void store_token_digest(const char *token, size_t len, uint8_t out[STORE_DIGEST_
         memset(out, 0, STORE_DIGEST_LEN);
 }
 
-static int hmac256(const void *key, size_t klen, const void *msg, size_t mlen, uint8_t out[32])
-{
-    Hmac h;
-    int rc = wc_HmacInit(&h, NULL, INVALID_DEVID);
-    if (rc == 0) rc = wc_HmacSetKey(&h, WC_SHA256, key, (word32)klen);
-    if (rc == 0) rc = wc_HmacUpdate(&h, msg, (word32)mlen);
-    if (rc == 0) rc = wc_HmacFinal(&h, out);
-    wc_HmacFree(&h);
-    return rc == 0 ? 0 : -EIO;
-}
-
 int store_frame_keys(const char *token, size_t len, uint8_t stored_key[STORE_KEY_LEN],
                      uint8_t server_key[STORE_KEY_LEN])
 {
-    static const char label[] = "sluice frame key v1";
-    uint8_t k[32], client_key[32];
-    int rc = -EIO;
-    if (len == 0 || len > STORE_TOKEN_MAX) goto done;
-    if (hmac256(token, len, label, sizeof label - 1, k) ||
-        hmac256(k, sizeof k, "Client Key", 10, client_key) ||
-        wc_Sha256Hash(client_key, sizeof client_key, stored_key) != 0 ||
-        hmac256(k, sizeof k, "Server Key", 10, server_key))
-        goto done;
-    rc = 0;
-done:
-    explicit_bzero(k, sizeof k);
-    explicit_bzero(client_key, sizeof client_key);
-    return rc;
+    struct frame_keys k;
+    if (len > STORE_TOKEN_MAX || frame_auth_derive(token, len, &k)) return -EIO;
+    memcpy(stored_key, k.stored_key, STORE_KEY_LEN);
+    memcpy(server_key, k.server_key, STORE_KEY_LEN);
+    explicit_bzero(&k, sizeof k);
+    return 0;
 }
 
 /* 1 when a stored digest begins with digest's first STORE_TOKEN_ID_LEN bytes
