@@ -119,11 +119,10 @@
 /* wolfSSL requires its build options before any other of its headers. */
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
-#include <wolfssl/wolfcrypt/hash.h>
-#include <wolfssl/wolfcrypt/hmac.h>
 #include <wolfssl/wolfcrypt/random.h>
 
 #include "protocols/frame.h"
+#include "protocols/frame_auth.h"
 
 #define MAX_CONNECTIONS    10000
 #define MAX_DURATION_S     3600.0
@@ -174,14 +173,6 @@ struct fr_out {
     int64_t start_ns; /* latency counts from here (--rate: when it was due) */
     int64_t sent_ns;  /* the timeout counts from here */
     uint64_t end;     /* readings of the connection up to and including this frame */
-};
-
-/* frame: what a token derives (docs/frame-protocol.md §3); the token itself
- * is not needed after. */
-struct fr_key {
-    uint8_t id[FRAME_TOKEN_ID_LEN];
-    uint8_t client[WC_SHA256_DIGEST_SIZE], stored[WC_SHA256_DIGEST_SIZE],
-        server[WC_SHA256_DIGEST_SIZE];
 };
 
 struct conn {
@@ -312,10 +303,10 @@ struct bench {
     size_t pid_off; /* MQTT: where the packet id sits in req */
     char *connect;  /* MQTT: the CONNECT, client id "sluice-bench-<pid>-00000" patched */
     size_t connect_len, cid_off;
-    size_t obuf_cap;     /* MQTT: per connection */
-    size_t reserve;      /* MQTT: obuf room kept for PUBRELs and a PINGREQ; frame: PROOF, PONG */
-    struct fr_key *keys; /* frame: per token */
-    WC_RNG rng;          /* frame: client nonces */
+    size_t obuf_cap; /* MQTT: per connection */
+    size_t reserve;  /* MQTT: obuf room kept for PUBRELs and a PINGREQ; frame: PROOF, PONG */
+    struct frame_keys *keys; /* frame: per token (§3) */
+    WC_RNG rng;              /* frame: client nonces */
     struct conn *conns;
     unsigned *pending; /* indices of dead connections waiting to reconnect */
     size_t npending;
@@ -529,11 +520,16 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* frame: the connections' tokens must differ, or they take each other over
- * (ERROR 0x06) for the whole run. */
-static void no_shared_tokens(const struct opts *o)
+/* frame: a token is at most 64 bytes (frame_auth_derive), and the
+ * connections' tokens must differ, or they take each other over (ERROR 0x06)
+ * for the whole run. */
+static void check_frame_tokens(const struct opts *o)
 {
     size_t n = (size_t)o->connections;
+    for (size_t i = 0; i < n; i++)
+        if (strlen(o->tokens[i]) > 64)
+            usage_error("%s: a frame token is at most 64 bytes ('sluice device add' prints them)",
+                        o->token_file ? o->token_file : "--token");
     const char **v = malloc(n * sizeof *v);
     if (!v) usage_error("out of memory for %zu tokens", n);
     memcpy(v, o->tokens, n * sizeof *v);
@@ -662,7 +658,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
                     "token takes the first over)",
                     o->connections, o->connections, o->token_file ? o->token_file : "--token",
                     o->ntokens);
-    if (frame) no_shared_tokens(o);
+    if (frame) check_frame_tokens(o);
     if (frame && !pipeline_given) {
         o->pipeline = FRAME_PIPELINE > 4 * o->batch ? FRAME_PIPELINE : 4 * o->batch;
     } else if (frame && o->pipeline < o->batch) {
@@ -1567,35 +1563,6 @@ static const struct proto proto_mqtt = {mqtt_opened, obuf_pump, mqtt_parse,  mqt
 
 /* ---- frame (docs/frame-protocol.md) ---- */
 
-static int fr_hmac(const uint8_t *key, size_t klen, const void *msg, size_t n,
-                   uint8_t out[WC_SHA256_DIGEST_SIZE])
-{
-    Hmac h;
-    int rc = wc_HmacInit(&h, NULL, INVALID_DEVID);
-    if (rc) return rc;
-    rc = wc_HmacSetKey(&h, WC_SHA256, key, (word32)klen);
-    if (!rc) rc = wc_HmacUpdate(&h, msg, (word32)n);
-    if (!rc) rc = wc_HmacFinal(&h, out);
-    wc_HmacFree(&h);
-    return rc;
-}
-
-/* token_id, ClientKey, StoredKey and ServerKey of a token (§3). */
-static int fr_derive(const char *token, struct fr_key *k)
-{
-    static const char label[] = "sluice frame key v1";
-    uint8_t d[WC_SHA256_DIGEST_SIZE], key[WC_SHA256_DIGEST_SIZE];
-    size_t n = strlen(token);
-    if (wc_Sha256Hash((const byte *)token, (word32)n, d) ||
-        fr_hmac((const uint8_t *)token, n, label, sizeof label - 1, key) ||
-        fr_hmac(key, sizeof key, "Client Key", 10, k->client) ||
-        wc_Sha256Hash(k->client, sizeof k->client, k->stored) ||
-        fr_hmac(key, sizeof key, "Server Key", 10, k->server))
-        return -1;
-    memcpy(k->id, d, FRAME_TOKEN_ID_LEN);
-    return 0;
-}
-
 /* Derives every token's keys, builds the READING or BATCH frame every
  * connection repeats (--batch JSON payloads of exactly --payload bytes) and
  * sizes the per-connection output buffer. */
@@ -1611,7 +1578,7 @@ static void fr_build(struct bench *b)
         exit(1);
     }
     for (long i = 0; i < o->ntokens; i++)
-        if (fr_derive(o->tokens[i], &b->keys[i])) {
+        if (frame_auth_derive(o->tokens[i], strlen(o->tokens[i]), &b->keys[i])) {
             fprintf(stderr, "sluice-bench: wolfCrypt cannot derive the frame keys\n");
             exit(1);
         }
@@ -1665,7 +1632,7 @@ static void fr_malformed(struct bench *b, struct conn *c)
 
 static void fr_opened(struct bench *b, struct conn *c)
 {
-    const struct fr_key *k = &b->keys[c - b->conns];
+    const struct frame_keys *k = &b->keys[c - b->conns];
     uint8_t nonce[FRAME_NONCE_LEN];
     if (wc_RNG_GenerateBlock(&b->rng, nonce, sizeof nonce)) {
         fprintf(stderr, "\nsluice-bench: wolfCrypt: the random generator failed\n");
@@ -1673,7 +1640,7 @@ static void fr_opened(struct bench *b, struct conn *c)
     }
     /* next_seq 0: a device without stored state; its readings are numbered
      * after the server's high-water mark, which WELCOME says */
-    c->hello_len = frame_encode_hello(c->auth, sizeof c->auth, k->id, nonce, 0, NULL, 0);
+    c->hello_len = frame_encode_hello(c->auth, sizeof c->auth, k->token_id, nonce, 0, NULL, 0);
     c->auth_len = c->hello_len;
     memcpy(obuf_append(b, c, c->hello_len), c->auth, c->hello_len);
     c->phase = FR_HELLO;
@@ -1705,20 +1672,18 @@ static void fr_begin(struct bench *b, struct conn *c, int64_t start_ns)
  * HMAC(StoredKey, AuthMessage). */
 static void fr_on_challenge(struct bench *b, struct conn *c, const uint8_t *raw, size_t total)
 {
-    const struct fr_key *k = &b->keys[c - b->conns];
-    uint8_t sig[FRAME_MAC_LEN], proof[FRAME_MAC_LEN];
+    const struct frame_keys *k = &b->keys[c - b->conns];
+    uint8_t proof[FRAME_MAC_LEN];
     if (c->auth_len + total + 2 + FRAME_MAC_LEN > sizeof c->auth) {
         fr_malformed(b, c);
         return;
     }
     memcpy(c->auth + c->auth_len, raw, total);
     c->auth_len += total;
-    if (fr_hmac(k->stored, sizeof k->stored, c->auth, c->auth_len, sig)) {
+    if (frame_auth_proof(k, c->auth, c->auth_len, proof)) {
         fprintf(stderr, "\nsluice-bench: wolfCrypt: HMAC-SHA-256 failed\n");
         exit(1);
     }
-    for (size_t i = 0; i < FRAME_MAC_LEN; i++)
-        proof[i] = k->client[i] ^ sig[i];
     size_t n = frame_encode_proof(c->auth + c->auth_len, sizeof c->auth - c->auth_len, proof);
     memcpy(obuf_append(b, c, n), c->auth + c->auth_len, n);
     c->auth_len += n;
@@ -1729,9 +1694,9 @@ static void fr_on_challenge(struct bench *b, struct conn *c, const uint8_t *raw,
  * its durable_seq is the base our readings are numbered from. */
 static void fr_on_welcome(struct bench *b, struct conn *c, const struct frame *f)
 {
-    const struct fr_key *k = &b->keys[c - b->conns];
+    const struct frame_keys *k = &b->keys[c - b->conns];
     uint8_t want[FRAME_MAC_LEN];
-    if (fr_hmac(k->server, sizeof k->server, c->auth, c->auth_len, want)) {
+    if (frame_auth_server_signature(k->server_key, c->auth, c->auth_len, want)) {
         fprintf(stderr, "\nsluice-bench: wolfCrypt: HMAC-SHA-256 failed\n");
         exit(1);
     }
