@@ -2554,9 +2554,14 @@ int main(int argc, char **argv)
     uint64_t behind = unsent(b, now);
     b->stopping = true;
     if (frame && b->ever_connected) {
-        /* what is in flight gets its ACKs; a connection still in its handshake
-         * at the end has nothing in flight, and says nothing against the server */
+        /* what is in flight gets its ACKs */
         run_loop(b, t0, now + DRAIN_NS, true, &now);
+        /* connected, never welcomed in the whole run: a server that does not
+         * answer HELLO or PROOF (the tick counts it only after
+         * REQUEST_TIMEOUT_NS, which a short run never reaches) */
+        for (long i = 0; i < b->o.connections; i++)
+            if (b->conns[i].state == CONN_OPEN && b->conns[i].phase != FR_LIVE)
+                b->st.err_no_welcome++;
     }
     if (mqtt && b->ever_connected) {
         /* what is in flight gets its acks (QoS 0: a last PINGRESP) */

@@ -262,6 +262,20 @@ def _():
     check("signature" in err, "stderr does not say why: %r" % err[-300:])
 
 
+@suite.case("frame: a server that accepts and never answers HELLO: no_welcome, exit 3")
+def _():
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)  # the kernel accepts; nobody ever reads
+    try:
+        r, err = frame_json("--token", S["toks"][0], "--connections", "1", "--duration", "1",
+                            target="127.0.0.1:%d" % ls.getsockname()[1], want_rc=3)
+    finally:
+        ls.close()
+    check_eq(r["errors"], {"no_welcome": 1}, "errors")
+    check_eq(r["sent"], 0, "sent (nothing before PROOF)")
+
+
 @suite.case("frame: nothing listening: exit 1, cannot connect")
 def _():
     s = socket.socket()
