@@ -101,6 +101,14 @@ for _batch in (1, 16):
         grown = len(rows) - before
         check(grown >= r["acknowledged"], "the log grew by %d frame readings, the bench had %d "
               "acknowledged" % (grown, r["acknowledged"]))
+        # next_seq 0 numbers each run's readings after the device's mark: per
+        # device, 1, 2, 3 ... across runs, none twice, none skipped
+        seqs = {}
+        for row in rows:
+            seqs.setdefault(row["device"], []).append(row.get("device_seq"))
+        for dev, v in seqs.items():
+            check(sorted(v) == list(range(1, len(v) + 1)), "%s: device_seq not 1..%d once each "
+                  "(first %r)" % (dev, len(v), sorted(v)[:5]))
         for row in rows[-3:]:
             p = row.get("payload")
             check(isinstance(p, dict) and len(json.dumps(p, separators=(",", ":"))) == 40,
