@@ -1750,27 +1750,36 @@ static void fr_on_ack(struct bench *b, struct conn *c, uint64_t seq)
     }
 }
 
-/* ERROR: counted by code. Quota and storage refuse the readings from seq on,
- * and the device comes back later; taken over, shutting down and timeouts
- * end this connection only; the rest (version, auth, too large, protocol)
- * would fail again, so the connection is not retried. */
+/* ERROR: counted by code. Its seq names the first reading not stored (0:
+ * none): from there on this connection's readings are refused, not merely
+ * unacknowledged. Quota and storage: the device comes back a second later;
+ * taken over, shutting down, timeouts: at once; the rest (version, auth, too
+ * large, protocol) would fail again, so the connection is not retried, and
+ * what it had in flight is refused with it. */
 static void fr_on_error(struct bench *b, struct conn *c, const struct frame *f)
 {
     uint8_t code = f->u.error.code;
+    uint64_t from = f->u.error.seq;
     b->st.ferror[code]++;
     if (b->st.ferror[code] == 1)
         fprintf(stderr, "\nsluice-bench: ERROR 0x%02x from the server: %.*s\n", code,
                 (int)f->u.error.message.n, (const char *)f->u.error.message.p);
+    /* Welcomed: readings before `from` may be durable without their ACK
+     * (they stay unacknowledged), those from it on are refused; nothing is
+     * left in flight for fr_refused. Before WELCOME the server discards what
+     * came after PROOF, and fr_refused refuses it all. */
+    if (c->phase == FR_LIVE) {
+        if (from > c->base && from - c->base - 1 < c->fsent) {
+            uint64_t k = from - c->base - 1 > c->facked ? from - c->base - 1 : c->facked;
+            b->st.refused += c->fsent - k;
+        }
+        c->facked = c->fsent;
+    }
     switch (code) {
     case -FRAME_E_QUOTA:
-    case -FRAME_E_STORAGE: {
-        uint64_t from = f->u.error.seq;
-        if (from > c->base && from - c->base - 1 < c->fsent && c->phase == FR_LIVE &&
-            from - c->base - 1 >= c->facked)
-            b->st.refused += c->fsent - (from - c->base - 1);
+    case -FRAME_E_STORAGE:
         conn_kill(b, c, NS_PER_S);
         return;
-    }
     case -FRAME_E_TAKEN:
     case -FRAME_E_SHUTDOWN:
     case -FRAME_E_TIMEOUT:
