@@ -314,6 +314,7 @@ struct bench {
     bool ever_connected;
     int last_connect_errno; /* for the "cannot connect" line */
     bool stopping;          /* past the deadline: send nothing new */
+    bool drained;           /* the end's wait for acks is over: what is unacked is an error */
     int64_t t0;             /* --rate: the schedule's origin, the first connection's open */
     uint64_t issued;        /* --rate: requests started, in schedule order */
     long rr;                /* --rate: the connection to try first */
@@ -2147,8 +2148,9 @@ static uint64_t error_total(const struct bench *b)
     for (int r = 0; r < 256; r++)
         n += st->connack[r] + st->puback[r] + st->pubrec[r] + st->pubcomp[r] + st->disconnect[r] +
              st->ferror[r];
-    if (b->o.mode == MODE_MQTT && b->stopping) n += mqtt_unacked(st, b->o.qos);
-    if (b->o.mode == MODE_FRAME && b->stopping) n += mqtt_unacked(st, 1);
+    /* not while the end still waits for them (the progress line then) */
+    if (b->o.mode == MODE_MQTT && b->drained) n += mqtt_unacked(st, b->o.qos);
+    if (b->o.mode == MODE_FRAME && b->drained) n += mqtt_unacked(st, 1);
     return n;
 }
 
@@ -2584,6 +2586,7 @@ int main(int argc, char **argv)
             if (b->conns[i].state == CONN_OPEN && !b->conns[i].ready && !b->o.handshakes)
                 b->st.err_no_connack++;
     }
+    b->drained = true;
     double elapsed = (double)(now - t0) / 1e9;
     if (b->progressed) fputc('\n', stderr);
     if (!b->ever_connected) {
