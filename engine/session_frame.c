@@ -455,7 +455,12 @@ static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
             }
         }
         struct frame f;
-        if (frame_parse(u + off, total, &f) < 0) {
+        rc = frame_parse(u + off, total, &f);
+        if (rc == FRAME_E_VERSION) {
+            fail(w, c, 0x01, 0, "speaks 1"); /* §11: the versions this server speaks */
+            break;
+        }
+        if (rc < 0) {
             fail(w, c, 0x07, 0, "malformed frame");
             break;
         }
