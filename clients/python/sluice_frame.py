@@ -273,6 +273,7 @@ class FrameError(Exception):
 
     def __init__(self, code, seq, message):
         self.code, self.seq, self.message = code, seq, message
+        self.sent_upto = self.acked = None  # set by FrameClient
         name = ERROR_NAMES.get(code, "error")
         text = "%s (ERROR 0x%02x)" % (name, code)
         if message:
@@ -411,6 +412,7 @@ class FrameClient:
         self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._rbuf = bytearray()
+        self._conn_next = 0  # nothing sent on this connection yet
         # §4: the oldest reading held goes first, with its number; none held (or
         # none numbered yet): 0, the server numbers after its high-water mark.
         next_seq = self._held[0][0] if self._held and self._held[0][0] else 0
@@ -621,6 +623,8 @@ class FrameClient:
     def _error(self, body):
         code, seq, message = parse_error(body)
         e = FrameError(code, seq, message)
+        # what this connection had sent, and what was acknowledged, when it came
+        e.sent_upto, e.acked = max(0, self._conn_next - 1), self.acked_seq
         self.errors.append(e)
         raise e
 
