@@ -708,6 +708,103 @@ def _():
                      lambda s: '{"conn":"%s"}' % "ab"[s - 1])
 
 
+@suite.case("one round trip: readings sent right behind PROOF, before WELCOME, are stored; with "
+            "next_seq 0 they are numbered after WELCOME's durable_seq")
+def _():
+    tok = device("rtt-1")
+    keys = sf.Keys(tok)
+    for run, first in ((0, 1), (1, 4)):
+        r = Raw()
+        h = r.hello(keys.token_id, 0)
+        body = r.expect(sf.CHALLENGE, "CHALLENGE")
+        auth = h + sf.frame(sf.CHALLENGE, body)
+        proof = sf.proof_frame(sf.client_proof(keys.client_key, keys.stored_key, auth))
+        r.send(proof + b"".join(sf.reading_frame(b'{"rtt":%d}' % (first + i)) for i in range(3)))
+        w = sf.parse_welcome(r.expect(sf.WELCOME, "WELCOME after pipelined readings"))
+        check_eq(w[1], first - 1, "WELCOME durable_seq, connection %d" % run)
+        check_eq(sf.parse_num(r.expect(sf.ACK, "ACK"), "ACK"), first + 2, "ACK, connection %d" % run)
+        r.send(sf.frame(sf.BYE))
+        check(closed_within(r.s, 3), "BYE: not closed")
+        r.close()
+    check_frame_rows(rows_of("rtt-1"), range(1, 7), "pipelined", lambda s: '{"rtt":%d}' % s)
+
+
+@suite.case("a gap: HELLO next_seq 100 on a device at 2 gets WELCOME durable_seq 99, its reading "
+            "is stored as 100; a resend of 1..2 is acknowledged and not stored again")
+def _():
+    tok = device("gap-1")
+    keys = sf.Keys(tok)
+    c = sf.FrameClient("127.0.0.1", S["frame"], tok, attempts=1, timeout=5)
+    c.send(b'{"g":1}')
+    c.send(b'{"g":2}')
+    check(c.flush(5), "first two not acknowledged")
+    c.close()
+    r = Raw()
+    w = r.login(keys, next_seq=100)
+    check_eq(w[1], 99, "WELCOME durable_seq after a gap")
+    r.send(sf.reading_frame(b'{"g":100}'))
+    check_eq(sf.parse_num(r.expect(sf.ACK, "ACK"), "ACK"), 100, "ACK after the gap")
+    r.send(sf.frame(sf.BYE))
+    check(closed_within(r.s, 3), "BYE: not closed")
+    r.close()
+    r = Raw()
+    w = r.login(keys, next_seq=1)
+    check_eq(w[1], 100, "WELCOME durable_seq for a resend")
+    r.send(sf.reading_frame(b'{"g":"again"}') * 2 + sf.frame(sf.BYE))
+    check(closed_within(r.s, 3), "BYE: not closed")
+    r.close()
+    check_frame_rows(rows_of("gap-1"), [1, 2, 100], "with a gap", lambda s: '{"g":%d}' % s)
+
+
+@suite.case("a reading over --max-body (1 MiB + 1) inside max_frame: ERROR 0x04 naming its seq, "
+            "then closed; the readings acknowledged before it stay, it is not stored")
+def _():
+    tok = device("big-1")
+    keys = sf.Keys(tok)
+    r = Raw(timeout=10)
+    w = r.login(keys)
+    check(w[2] > (1 << 20) + 16, "max_frame %d is not above --max-body" % w[2])
+    r.send(sf.reading_frame(b'{"small":1}'))
+    check_eq(sf.parse_num(r.expect(sf.ACK, "ACK"), "ACK"), 1, "ACK of the small one")
+    r.send(sf.reading_frame(b"x" * ((1 << 20) + 1)))
+    code, seq, msg = r.expect_error(0x04, "a reading of 1 MiB + 1", timeout=10)
+    check_eq(seq, 2, "ERROR 0x04 seq (the first reading not stored; %r)" % msg)
+    r.close()
+    check_frame_rows(rows_of("big-1"), [1], "around the large one", lambda s: '{"small":1}')
+
+
+@suite.case("TIME then timed READING and timed BATCH: device_ts is t0 plus the dt's; PING gets "
+            "PONG")
+def _():
+    tok = device("time-1")
+    keys = sf.Keys(tok)
+    r = Raw()
+    r.login(keys)
+    t0 = 1700000000000  # 2023-11-14T22:13:20Z
+    items = [(100, b'{"n":3}'), (150, b'{"n":4}')]
+    tbatch = sf.frame(sf.BATCH_TIMED, sf.varint(len(items)) + b"".join(
+        sf.varint(dt) + sf.varint(len(p)) + p for dt, p in items))
+    r.send(sf.frame(sf.PING))
+    check_eq(r.frame(), (sf.PONG, b""), "answer to PING")
+    r.send(sf.frame(sf.TIME, sf.varint(t0)) + sf.timed_reading_frame(0, b'{"n":1}') +
+           sf.timed_reading_frame(250, b'{"n":2}') + tbatch + sf.frame(sf.BYE))
+    acks = []
+    while True:
+        f = r.frame()
+        if f is None:
+            break
+        check_eq(f[0], sf.ACK, "frame after BYE")
+        acks.append(sf.parse_num(f[1], "ACK"))
+    check(acks and acks[-1] == 4, "ACKs after BYE: %r" % acks)
+    r.close()
+    rows = rows_of("time-1")
+    check_frame_rows(rows, range(1, 5), "timed", lambda s: '{"n":%d}' % s)
+    got = {x["device_seq"]: x.get("device_ts") for x in rows}
+    want = {1: "2023-11-14T22:13:20.000000Z", 2: "2023-11-14T22:13:20.250000Z",
+            3: "2023-11-14T22:13:20.350000Z", 4: "2023-11-14T22:13:20.500000Z"}
+    check_eq(got, want, "device_ts by device_seq")
+
+
 @suite.case("the C client example (sluice-frame-send, same CLI): 1,000 readings, exit 0, each "
             "stored once")
 def _():
@@ -754,6 +851,7 @@ def _():
     start()
     rows = rows_of("term-1")
     have = collections.Counter(r.get("device_seq") for r in rows)
+    S["term"] = (e8, max(have) if have else 0)
     lost = [s for s in range(1, acked + 1) if have[s] != 1]
     check(not lost, "acknowledged readings not stored exactly once: %s (counts %s)" % (
         lost[:10], [have[s] for s in lost[:10]]))
@@ -766,6 +864,19 @@ def _():
     c.close()
     check_frame_rows(rows_of("term-1"), range(1, n + 1), "after the restart",
                      lambda s: '{"s":%d}' % s)
+
+
+@suite.case("ERROR 0x08 names the first reading not stored (§2: seq, 0 only when none): readings "
+            "sent after the last ACK are not stored, so its seq is that ACK + 1")
+def _():
+    if "term" not in S:
+        skip("the SIGTERM case did not get ERROR 0x08")
+    e8, stored_max = S["term"]
+    check(e8.sent_upto > e8.acked, "the client had sent nothing beyond its last ACK (%d): "
+          "nothing to name" % e8.acked)
+    check_eq(stored_max, e8.acked, "the highest reading stored before the restart")
+    check_eq(e8.seq, e8.acked + 1, "ERROR 0x08 seq with readings %d..%d sent and not stored" % (
+        e8.acked + 1, e8.sent_upto))
 
 
 @suite.case("kill -9 under frame load: every acknowledged seq survives in log cat; the client "
