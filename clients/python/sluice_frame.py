@@ -276,7 +276,7 @@ class FrameError(Exception):
         self.sent_upto = self.acked = None  # set by FrameClient
         name = ERROR_NAMES.get(code, "error")
         text = "%s (ERROR 0x%02x)" % (name, code)
-        if message:
+        if message and message != name:
             text += ": %s" % message
         super().__init__(text)
 
@@ -303,7 +303,19 @@ class FrameClient:
     Counters: bytes_sent, bytes_received (every byte on the wire, resends
     included), acked_seq (the highest number an ACK or WELCOME covered),
     connections (handshakes completed), errors (every ERROR frame heard, as
-    FrameError). on_ack(seq), when set, is called with every new acked_seq."""
+    FrameError). on_ack(seq), when set, is called with every new acked_seq.
+
+    After a reconnect the readings held are sent again from the oldest, even
+    those WELCOME's durable_seq covers: the server numbers the connection's
+    readings from HELLO's next_seq, so they keep the numbers of those after
+    them (the server acknowledges them and does not store them again).
+
+    Errors: FrameError for an ERROR the server sent that a reconnect does not
+    cure (0x02 authentication, 0x06 taken over, 0x07 protocol, 0x01
+    version). 0x04 (a reading over the server's limit) drops that reading
+    (FrameError.dropped): the ones after it are numbered anew, the error is
+    raised, and the client goes on with the next send() or flush(). Not thread-safe: one thread
+    drives a client."""
 
     def __init__(self, host, port, token, batch=1, attempts=8, backoff=0.05, backoff_max=2.0,
                  timeout=10.0, on_ack=None):
@@ -367,14 +379,18 @@ class FrameClient:
     def send(self, payload):
         """Queues one reading (bytes or str) and sends what the batch size and
         the window allow. Blocks (reading ACKs) while the window is full.
-        Returns how many readings are held unacknowledged."""
+        Returns how many readings are held unacknowledged. The reading is
+        queued even when this raises (for an earlier reading's error, too)."""
         if isinstance(payload, str):
             payload = payload.encode("utf-8")
+        if self.max_frame is not None and len(reading_frame(payload)) > self.max_frame:
+            raise ValueError("a reading of %d bytes is over the server's max_frame %d" %
+                             (len(payload), self.max_frame))
         item = [None, bytes(payload)]
         self._held.append(item)
         if self._sock is not None:
             self._out.append(item)
-        self._run(lambda: len(self._unsent()) < self.batch, None)
+        self._run(lambda: len(self._out) < self.batch, None)
         return len(self._held)
 
     def flush(self, timeout=30.0):
@@ -389,6 +405,10 @@ class FrameClient:
         return len(self._held)
 
     def ping(self):
+        """Sends PING (the server answers PONG); any frame resets the server's
+        idle deadline."""
+        if self._sock is None:
+            self.connect()
         self._write(frame(PING))
 
     def close(self, linger=1.0):
@@ -447,9 +467,6 @@ class FrameClient:
         self._acked(durable)
 
     # -- sending and receiving --
-
-    def _unsent(self):
-        return self._out
 
     def _in_flight(self):
         """Readings sent on this connection that no ACK covers yet."""
@@ -625,8 +642,31 @@ class FrameClient:
         e = FrameError(code, seq, message)
         # what this connection had sent, and what was acknowledged, when it came
         e.sent_upto, e.acked = max(0, self._conn_next - 1), self.acked_seq
+        e.dropped = None
         self.errors.append(e)
+        if code == 0x04 and seq:
+            e.dropped = self._drop_too_large(seq, e.sent_upto)
         raise e
+
+    def _drop_too_large(self, first, upto):
+        """ERROR 0x04: a reading over the server's limit was among first..upto
+        (this connection's, none of them stored). seq names the first not
+        stored, which need not be the large one (the readings of one input
+        call go together), but the largest of them is over the limit if any
+        is: forgets it and lets those after it be numbered again from its
+        number on the next connection. Returns its payload (None: not held)."""
+        best = None
+        for i, it in enumerate(self._held):
+            if it[0] is not None and first <= it[0] <= upto:
+                if best is None or len(it[1]) > len(self._held[best][1]):
+                    best = i
+        if best is None:
+            return None
+        it = self._held.pop(best)
+        for later in self._held[best:]:
+            later[0] = None
+        self.last_seq = it[0] - 1
+        return it[1]
 
     def _acked(self, seq):
         if seq <= self.acked_seq:
