@@ -625,7 +625,8 @@ def _():
 
 @suite.case("protocol errors, each answered then closed: a header claiming 4 GiB (0x04, from the "
             "header alone, before and after auth), an unknown type (0x07), a READING before "
-            "PROOF (0x07), a second HELLO (0x07)")
+            "PROOF (0x07), a second HELLO (0x07), a non-minimal length, a BATCH whose count "
+            "lies (0x07)")
 def _():
     tok = device("proto-1")
     keys = sf.Keys(tok)
@@ -657,8 +658,24 @@ def _():
     attempt("a READING before PROOF", 0x07, reading_before_proof)
     attempt("a second HELLO after WELCOME", 0x07,
             lambda r: (r.login(keys), r.hello(keys.token_id)))
+    attempt("a READING whose length is 0x80 0x00 (not minimal)", 0x07,
+            lambda r: (r.login(keys), r.send(b"\x10\x80\x00")))
+    attempt("a BATCH of count 3 holding 2 readings", 0x07,
+            lambda r: (r.login(keys), r.send(sf.frame(sf.BATCH, b"\x03" + sf.batch_body(
+                [b'{"lie":1}', b'{"lie":2}'])[1:]))))
     check(not fails, "; ".join(fails))
     check_eq(rows_of("proto-1"), [], "stored readings")
+
+
+@suite.case("versioning (§10): a HELLO of version 2 gets ERROR 0x01 listing the versions spoken "
+            "(\"speaks 1\"), then close")
+def _():
+    keys = sf.Keys(S["tokens"]["first"])
+    r = Raw()
+    r.send(sf.frame(sf.HELLO, bytes([2, 0]) + keys.token_id + os.urandom(16) + b"\x00"))
+    code, _, msg = r.expect_error(0x01, "HELLO version 2")
+    check("speaks 1" in msg, "ERROR 0x01 message %r does not list version 1" % msg)
+    r.close()
 
 
 @suite.case("handshake deadline: a silent connection, and one that stops after HELLO, get ERROR "
@@ -821,6 +838,83 @@ def _():
     want = {1: "2023-11-14T22:13:20.000000Z", 2: "2023-11-14T22:13:20.250000Z",
             3: "2023-11-14T22:13:20.350000Z", 4: "2023-11-14T22:13:20.500000Z"}
     check_eq(got, want, "device_ts by device_seq")
+
+
+@suite.case("takeover under load: the first connection's burst of 10,000 unacknowledged "
+            "readings is cut by a second one; the second's WELCOME durable_seq is final: the "
+            "first's stored readings are exactly 1..durable_seq, the second's follow")
+def _():
+    tok = device("take-2")
+    keys = sf.Keys(tok)
+    a = Raw()
+    a.login(keys)
+    burst = b"".join(sf.reading_frame(b'{"a":%d}' % i) for i in range(1, 10001))
+    a.s.setblocking(False)  # as much as the socket takes: the server stops at its window
+    try:
+        a.send(burst)
+    except BlockingIOError:
+        pass
+    a.s.setblocking(True)
+    a.s.settimeout(5)
+    b = Raw()
+    auth, proof = b.handshake(keys)
+    a.expect_error(0x06, "the first connection")
+    a.close()
+    w = sf.parse_welcome(b.expect(sf.WELCOME, "the second's WELCOME"))
+    d = w[1]
+    b.send(b"".join(sf.reading_frame(b'{"b":%d}' % i) for i in range(1, 11)) + sf.frame(sf.BYE))
+    acks = []
+    while True:
+        f = b.frame()
+        if f is None:
+            break
+        acks.append(sf.parse_num(f[1], "ACK"))
+    b.close()
+    check_eq(acks[-1:], [d + 10], "the second's last ACK")
+    rows = rows_of("take-2")
+    check_frame_rows(rows, range(1, d + 11), "after a takeover")
+    for r in rows:
+        want = '{"a":%d}' % r["device_seq"] if r["device_seq"] <= d else '{"b":%d}' % (
+            r["device_seq"] - d)
+        check(same_payload(r, want), "device_seq %d holds %r, want %s" % (
+            r["device_seq"], r.get("payload"), want))
+    print("# the first connection had %d of 10000 stored when it was taken over" % d)
+
+
+@suite.case("idle deadline (--idle-timeout 1s on a daemon of its own): a quiet session gets "
+            "ERROR 0x09 naming its next reading; one that PINGs every 0.3 s lives on")
+def _():
+    base = tmpdir("sluice-frame-idle-")
+    data = os.path.join(base, "data")
+    cli = Cli(SLUICE_CLI, data)
+    cli.add_org("idle")
+    tok = cli.add_device("idle", "idle-1")
+    d = Daemon(SLUICED, data, ["--frame", "127.0.0.1:0", "--idle-timeout", "1s"], name="idle")
+    d.start()
+    try:
+        with open(d.ports_file) as f:
+            port = json.load(f)["frame"]
+        keys = sf.Keys(tok)
+        quiet, busy = Raw(port), Raw(port)
+        quiet.login(keys)
+        quiet.send(sf.reading_frame(b'{"q":1}'))
+        check_eq(sf.parse_num(quiet.expect(sf.ACK, "ACK"), "ACK"), 1, "ACK")
+        t0 = time.monotonic()
+        code, seq, msg = quiet.expect_error(0x09, "an idle session", timeout=4)
+        took = time.monotonic() - t0
+        check(0.7 <= took <= 2.5, "idle session closed after %.1fs with --idle-timeout 1s" % took)
+        check_eq(seq, 2, "ERROR 0x09 seq (%r)" % msg)
+        quiet.close()
+        busy.login(keys)
+        for _ in range(8):
+            busy.send(sf.frame(sf.PING))
+            check_eq(busy.frame(), (sf.PONG, b""), "PONG")
+            time.sleep(0.3)
+        busy.send(sf.reading_frame(b'{"q":2}'))
+        check_eq(sf.parse_num(busy.expect(sf.ACK, "ACK after PINGs"), "ACK"), 2, "ACK")
+        busy.close()
+    finally:
+        d.kill()
 
 
 @suite.case("the C client example (sluice-frame-send, same CLI): 1,000 readings, exit 0, each "
