@@ -39,6 +39,9 @@
 #include "protocols/frame_auth.h"
 #include "protocols/json.h"
 
+/* The largest sequence number a device may start from: far beyond any fleet's
+ * lifetime, and far enough from 2^64 that counting on never wraps. */
+#define FRAME_SEQ_MAX (1ull << 62)
 /* Readings a device may have unacknowledged (WELCOME's window). */
 #define FRAME_WINDOW 4096u
 /* A frame may hold this much besides its largest reading (a BATCH's headers). */
@@ -70,6 +73,7 @@ struct frame_sess {
     bool draining;   /* the engine is stopping */
     bool ack_due;    /* a commit completed: the durable mark may have moved */
     bool final_sent; /* the closing frames (ERROR, or the last ACK) are queued */
+    bool timed;      /* a TIME came: t_ms is the device's clock */
     uint32_t device, org;
     uint64_t auth_gen;
     uint8_t token_id[FRAME_TOKEN_ID_LEN];
@@ -79,7 +83,7 @@ struct frame_sess {
     uint64_t durable;    /* the device's mark as last read from devseq */
     uint64_t acked;      /* the highest durable_seq sent */
     uint32_t inflight;   /* this connection's commits not completed */
-    uint64_t t_ms;       /* the device's clock for timed readings; 0: no TIME yet */
+    uint64_t t_ms;       /* the device's clock for timed readings (ms since the epoch) */
     uint64_t last_rx_ms;
     uint64_t claim_since_ms;
     struct frame_hs *hs;
@@ -111,11 +115,12 @@ static void send_frame(struct worker *w, struct conn *c, const uint8_t *p, size_
 }
 
 /* Ends the connection with ERROR code: seq is the first reading not stored
- * (0: none). Nothing more is parsed; it closes once its output is sent and
- * its commits completed. */
+ * (0: the next one to arrive, once readings flow). Nothing more is parsed; it
+ * closes once its output is sent and its commits completed. */
 static void fail(struct worker *w, struct conn *c, uint8_t code, uint64_t seq, const char *msg)
 {
     struct frame_sess *s = sess(c);
+    if (!seq && s->state == FS_READY) seq = s->next;
     uint8_t out[2 + FRAME_VARINT_MAX + 1 + FRAME_VARINT_MAX + FRAME_MESSAGE_MAX];
     if (!s->final_sent) send_frame(w, c, out, frame_encode_error(out, sizeof out, code, seq, msg));
     s->final_sent = true;
@@ -155,6 +160,10 @@ static void on_hello(struct worker *w, struct conn *c, const struct frame *f, co
     }
     if (!(s->hs = calloc(1, sizeof *s->hs))) {
         fail(w, c, 0x05, 0, "out of memory");
+        return;
+    }
+    if (f->u.hello.next_seq > FRAME_SEQ_MAX) {
+        fail(w, c, 0x07, 0, "next_seq out of range");
         return;
     }
     memcpy(s->token_id, f->u.hello.token_id, FRAME_TOKEN_ID_LEN);
@@ -305,7 +314,7 @@ static int add_reading(struct worker *w, struct conn *c, struct txn_state *x, ui
  * after TIME's t0). Returns false when no TIME came first. */
 static bool advance_clock(struct frame_sess *s, uint64_t dt)
 {
-    if (!s->t_ms) return false;
+    if (!s->timed) return false;
     s->t_ms += dt;
     return true;
 }
@@ -486,6 +495,7 @@ static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
             break;
         case FRAME_TIME:
             s->t_ms = f.u.num.value;
+            s->timed = true;
             break;
         case FRAME_PING: {
             uint8_t out[2];
