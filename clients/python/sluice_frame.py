@@ -36,7 +36,7 @@ import time
 VERSION = 1
 
 HELLO, CHALLENGE, PROOF, WELCOME = 0x01, 0x02, 0x03, 0x04
-READING, READING_TIMED, BATCH, BATCH_TIMED, TIME = 0x10, 0x11, 0x12, 0x13, 0x14
+READING, READING_TIMED, BATCH, BATCH_TIMED, TIME, SEQ = 0x10, 0x11, 0x12, 0x13, 0x14, 0x15
 ACK, PING, PONG, BYE, ERROR = 0x20, 0x30, 0x31, 0x40, 0x7F
 
 TOKEN_ID_LEN, NONCE_LEN, MAC_LEN = 8, 16, 32
@@ -250,6 +250,11 @@ def session_key(client_key, auth_message, proof):
     """The UDP session key (§6); not used over TCP, checked by the self-test."""
     return hmac.new(client_key, b"sluice session key v1" + auth_message + proof,
                     hashlib.sha256).digest()
+
+
+def udp_session_id(skey):
+    """The UDP session id (§6), from the session key."""
+    return hmac.new(skey, b"sluice udp id v1", hashlib.sha256).digest()[:8]
 
 
 def udp_mac(key, direction, session_id, dgram_seq, frames):
@@ -754,14 +759,15 @@ def selftest(out=sys.stdout):
     eq("ERROR", err, h("7f16" "0200" "746f6b656e206e6f74207265636f676e69736564"))
     eq("ERROR parses", repr(parse_error(err[2:])).encode(),
        repr((2, 0, "token not recognised")).encode())
-    # §6 (UDP): not served by this client yet, but the MACs come from the same keys
+    # §6 (UDP): not served by this client yet, but its ids and MACs come from the same keys
     skey = session_key(k.client_key, auth, proof)
-    sid = h("a1b2c3d4e5f60718")
-    eq("UDP READING datagram", sid + varint(7) + reading + udp_mac(skey, 0, sid, 7, reading),
-       h("a1b2c3d4e5f60718" "07" "100a7b2274223a32312e357d" "c73bfe85406c5748"))
-    eq("UDP ACK datagram", sid + varint(3) + frame(ACK, varint(7)) +
-       udp_mac(skey, 1, sid, 3, frame(ACK, varint(7))),
-       h("a1b2c3d4e5f60718" "03" "200107" "9e1247e88cf4c5ff"))
+    sid = udp_session_id(skey)
+    eq("UDP session_id", sid, h("025dd5f8edec9bdd"))
+    frames = frame(SEQ, varint(1)) + reading
+    eq("UDP READING datagram", sid + varint(7) + frames + udp_mac(skey, 0, sid, 7, frames),
+       h("025dd5f8edec9bdd" "07" "150101" "100a7b2274223a32312e357d" "761523fa5d457607"))
+    eq("UDP ACK datagram", sid + varint(3) + ack_frame(1) + udp_mac(skey, 1, sid, 3, ack_frame(1)),
+       h("025dd5f8edec9bdd" "03" "200101" "1065dc9b2b819444"))
     # §1: minimal varints only
     for bad, why in ((b"\x80\x00", "a trailing 0x80 0x00"), (b"\xff" * 10 + b"\x01", "11 bytes"),
                      (b"\xff" * 9 + b"\x02", "past 64 bits")):

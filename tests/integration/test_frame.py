@@ -626,7 +626,7 @@ def _():
 @suite.case("protocol errors, each answered then closed: a header claiming 4 GiB (0x04, from the "
             "header alone, before and after auth), an unknown type (0x07), a READING before "
             "PROOF (0x07), a second HELLO (0x07), a non-minimal length, a BATCH whose count "
-            "lies (0x07)")
+            "lies, SEQ over TCP, a timed reading before any TIME (0x07)")
 def _():
     tok = device("proto-1")
     keys = sf.Keys(tok)
@@ -663,11 +663,15 @@ def _():
     attempt("a BATCH of count 3 holding 2 readings", 0x07,
             lambda r: (r.login(keys), r.send(sf.frame(sf.BATCH, b"\x03" + sf.batch_body(
                 [b'{"lie":1}', b'{"lie":2}'])[1:]))))
+    attempt("SEQ (UDP only) over TCP", 0x07,
+            lambda r: (r.login(keys), r.send(sf.frame(sf.SEQ, sf.varint(1)))))
+    attempt("a timed READING before any TIME", 0x07,
+            lambda r: (r.login(keys), r.send(sf.timed_reading_frame(5, b'{"untimed":1}'))))
     check(not fails, "; ".join(fails))
     check_eq(rows_of("proto-1"), [], "stored readings")
 
 
-@suite.case("versioning (§10): a HELLO of version 2 gets ERROR 0x01 listing the versions spoken "
+@suite.case("versioning (§11): a HELLO of version 2 gets ERROR 0x01 listing the versions spoken "
             "(\"speaks 1\"), then close")
 def _():
     keys = sf.Keys(S["tokens"]["first"])
