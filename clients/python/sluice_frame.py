@@ -790,18 +790,21 @@ def main(argv=None):
         prog="sluice_frame.py",
         description="Send readings to sluiced over the frame protocol (TCP) and wait until every "
                     "one is acknowledged as durable. Exit 0 only then; 1 on failure (one line "
-                    "on stderr: why); 2 on bad usage.")
-    ap.add_argument("--host", help="server address")
-    ap.add_argument("--port", type=int, help="the server's frame port (sluiced --frame)")
-    ap.add_argument("--token", help="the device token (slk_..., from `sluice device add`)")
-    ap.add_argument("--count", type=int, default=1, help="readings to send (default 1)")
-    ap.add_argument("--payload", default='{"t":21.5}',
+                    "on stderr: why); 2 on bad usage.",
+        epilog="On success it prints one line: readings sent (and their seq range), "
+               "acknowledged, bytes out and in, connections made (a broken connection is "
+               "made again and the unacknowledged readings resent).")
+    ap.add_argument("--host", metavar="H", help="server address")
+    ap.add_argument("--port", type=int, metavar="P", help="the server's frame port (sluiced --frame)")
+    ap.add_argument("--token", metavar="T", help="the device token (slk_..., from `sluice device add`)")
+    ap.add_argument("--count", type=int, default=1, metavar="N", help="readings to send (default 1)")
+    ap.add_argument("--payload", default='{"t":21.5}', metavar="TEXT",
                     help="the payload of every reading: TEXT, sent as its UTF-8 bytes, the "
                          "same for each reading (stored as JSON when it is JSON; "
                          "default %(default)s)")
-    ap.add_argument("--batch", type=int, default=1,
+    ap.add_argument("--batch", type=int, default=1, metavar="B",
                     help="readings per BATCH frame (default 1: one READING frame each)")
-    ap.add_argument("--timeout", type=float, default=30.0,
+    ap.add_argument("--timeout", type=float, default=30.0, metavar="S",
                     help="seconds to wait for all acknowledgements (default 30)")
     ap.add_argument("--udp", action="store_true", help="UDP transport (not supported yet)")
     ap.add_argument("--selftest", action="store_true",

@@ -9,8 +9,11 @@ Every stored reading is checked with `sluice log cat`: proto "frame", its
 device_seq, exactly once. Each case uses a device of its own, so one case's
 high-water mark never meets another's readings.
 
-A case whose tool is missing (mdb_dump from lmdb-utils, the C client) is
-skipped; a file where nothing ran exits 77.
+The one fake server here answers WELCOME with a wrong signature: it tests the
+client's own check, which no real server can. Storage failures are
+test_frame_faults.py's. A case whose tool is missing (mdb_dump from
+lmdb-utils, the C client: $SLUICE_FRAME_SEND, else examples/ beside sluiced)
+is skipped; a file where nothing ran exits 77.
 """
 import base64
 import collections
@@ -37,7 +40,7 @@ from sluicetest import (  # noqa: E402
 
 SLUICED, SLUICE_CLI = binaries()
 CLIENT = os.path.join(HERE, "..", "..", "clients", "python", "sluice_frame.py")
-suite = Suite(limit=150)
+suite = Suite(limit=120)
 S = {}
 SUMMARY = re.compile(r"^sent (\d+) readings \((?:seq (\d+)\.\.(\d+)|no seq)\), (\d+) acknowledged, "
                      r"(\d+) bytes out, (\d+) bytes in", re.M)
@@ -327,6 +330,21 @@ def _():
     sm = summary(out)
     check_eq((sm["first"], sm["last"], sm["acked"]), (1001, 2000, 1000), "second run's seqs")
     check_frame_rows(rows_of("cli-1"), range(1, 2001), "both runs", lambda s: text)
+
+
+@suite.case("CLI usage: --udp exits 2 saying UDP is not supported yet; a missing --token or "
+            "--batch 0 exits 2; nothing is sent")
+def _():
+    tok = device("usage-1")
+    base = ["--host", "127.0.0.1", "--port", str(S["frame"])]
+    rc, out, err = run_client(*(base + ["--token", tok, "--udp", "--count", "1"]))
+    check_eq(rc, 2, "--udp exit (%r)" % err)
+    check("UDP is not supported by this client yet" in err, "--udp stderr %r" % err)
+    rc, out, err = run_client(*(base + ["--count", "1"]))
+    check_eq(rc, 2, "exit without --token (%r)" % err)
+    rc, out, err = run_client(*(base + ["--token", tok, "--batch", "0"]))
+    check_eq(rc, 2, "--batch 0 exit (%r)" % err)
+    check_eq(rows_of("usage-1"), [], "readings stored by refused runs")
 
 
 @suite.case("CLI --batch 50: 1,000 readings in BATCH frames, each stored once")
