@@ -367,6 +367,9 @@ class FrameClient:
             try:
                 self._handshake()
                 return
+            except (ServerNotAuthenticated, ProtocolError):
+                self._close_sock()
+                raise
             except FrameError as e:
                 self._close_sock()
                 if not e.retryable:
@@ -463,6 +466,7 @@ class FrameClient:
         if window < 1 or max_frame < 3:
             raise ProtocolError("WELCOME with window %d, max_frame %d" % (window, max_frame))
         self.window, self.max_frame = window, max_frame
+        self._sock.settimeout(self.timeout)  # the handshake left less on it
         self.connections += 1
         # this connection sends every held reading again, in order; numbered
         # from next_seq, or (next_seq 0) after the final durable_seq
