@@ -768,6 +768,28 @@ def _():
     check_frame_rows(rows_of("rtt-1"), range(1, 7), "pipelined", lambda s: '{"rtt":%d}' % s)
 
 
+@suite.case("a HELLO carrying a ticket this server never issued (flags bit 0) goes on with "
+            "CHALLENGE; the proof over that HELLO as sent logs in (§5)")
+def _():
+    tok = device("ticket-1")
+    keys = sf.Keys(tok)
+    r = Raw()
+    h = sf.hello_frame(keys.token_id, os.urandom(16), 0, ticket=os.urandom(40))
+    check_eq(h[3], 1, "flags of the HELLO built")
+    r.send(h)
+    body = r.expect(sf.CHALLENGE, "answer to a HELLO with a ticket")
+    auth = h + sf.frame(sf.CHALLENGE, body)
+    proof = sf.proof_frame(sf.client_proof(keys.client_key, keys.stored_key, auth))
+    r.send(proof)
+    w = sf.parse_welcome(r.expect(sf.WELCOME, "WELCOME"))
+    check(w[0] == sf.server_signature(keys.server_key, auth, proof), "WELCOME's signature")
+    check_eq(w[4], b"", "ticket issued")
+    r.send(sf.reading_frame(b'{"ticket":1}'))
+    check_eq(sf.parse_num(r.expect(sf.ACK, "ACK"), "ACK"), 1, "ACK")
+    r.close()
+    check_frame_rows(rows_of("ticket-1"), [1], "after a ticket HELLO", lambda s: '{"ticket":1}')
+
+
 @suite.case("a gap: HELLO next_seq 100 on a device at 2 gets WELCOME durable_seq 99, its reading "
             "is stored as 100; a resend of 1..2 is acknowledged and not stored again")
 def _():
