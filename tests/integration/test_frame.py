@@ -70,8 +70,18 @@ def start():
     check(isinstance(S["frame"], int) and S["frame"] > 0, "ports file has no frame: %r" % ports)
 
 
+def daemon_alive():
+    """Fails the case saying how, when the daemon is gone (a refused connection
+    says nothing about why)."""
+    p = S["d"].proc
+    if p is not None and p.poll() is not None:
+        raise CaseFailed("sluiced is not running: exit status %d (negative: signal), stderr %r" %
+                         (p.returncode, S["d"].stderr()[-300:]))
+
+
 def device(name):
     """A new device of org acme; its token, once the daemon knows it."""
+    daemon_alive()
     tok = S["cli"].add_device("acme", name)
     S["tokens"][name] = tok
     wait_token_live(S["d"].http, tok)
@@ -132,7 +142,12 @@ def summary(out):
 
 class Raw:
     def __init__(self, port=None, timeout=5):
-        self.s = socket.create_connection(("127.0.0.1", port or S["frame"]), timeout=timeout)
+        try:
+            self.s = socket.create_connection(("127.0.0.1", port or S["frame"]), timeout=timeout)
+        except ConnectionRefusedError:
+            if not port:
+                daemon_alive()
+            raise
         self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = bytearray()
 
