@@ -310,9 +310,13 @@ static void on_handshake(struct worker *w, const struct sockaddr_storage *peer, 
     while (off < n && nf < 3) {
         uint8_t type;
         size_t total;
-        if (frame_peek(p + off, n - off, &type, &total) || total > n - off ||
-            frame_parse(p + off, total, &f[nf]) < 0)
-            return; /* not a handshake: no answer */
+        if (frame_peek(p + off, n - off, &type, &total) || total > n - off) return;
+        int rc = frame_parse(p + off, total, &f[nf]);
+        if (rc == FRAME_E_VERSION && nf == 0 && type == FRAME_HELLO) {
+            send_error(w->udp, NULL, peer, plen, 0x01, 0, "speaks 1");
+            return;
+        }
+        if (rc < 0) return; /* not a handshake: no answer */
         off += total;
         nf++;
     }
