@@ -20,8 +20,16 @@ struct auth_table {
     size_t n;
     size_t mask;     /* capacity - 1 */
     uint32_t *slots; /* entry index + 1; 0 marks an empty slot */
+    uint32_t *ids;   /* the same, by token id, for entries with verifiers */
     struct auth_entry *entries;
+    struct auth_keys *keys;
+    size_t nkeys;
 };
+
+static uint64_t id_hash(const uint8_t *id)
+{
+    return XXH3_64bits(id, STORE_TOKEN_ID_LEN);
+}
 
 static uint64_t digest_hash(const uint8_t digest[STORE_DIGEST_LEN])
 {
@@ -58,39 +66,77 @@ static uint32_t *probe(const struct auth_table *t, const uint8_t *digest)
     }
 }
 
-struct auth_table *auth_table_build(const struct auth_entry *entries, size_t n)
+struct auth_table *auth_table_build(const struct auth_entry *entries, size_t n,
+                                    const struct auth_keys *keys, size_t nkeys)
 {
     struct auth_table *t = NULL;
     size_t cap;
 
-    /* Entry indexes are stored as uint32_t + 1, and the byte count (< 128 per
-     * entry with the slots) must not overflow. */
-    if (n >= UINT32_MAX || n > SIZE_MAX / 128) return NULL;
+    /* Entry indexes are stored as uint32_t + 1, and the byte count (< 256 per
+     * entry with the slots and verifiers) must not overflow. */
+    if (n >= UINT32_MAX || n > SIZE_MAX / 256 || nkeys > n) return NULL;
     cap = capacity_for(n);
-    size_t bytes = sizeof(*t) + n * sizeof(struct auth_entry) + cap * sizeof(uint32_t);
+    size_t bytes = sizeof(*t) + nkeys * sizeof(struct auth_keys) + n * sizeof(struct auth_entry) +
+                   2 * cap * sizeof(uint32_t);
     t = calloc(1, bytes);
     if (!t) return NULL;
-    /* Both arrays need 4-byte alignment only, which the header (pointers and
-     * sizes) and a capacity in whole uint32_t preserve. */
-    t->slots = (uint32_t *)(t + 1);
-    t->entries = (struct auth_entry *)(t->slots + cap);
+    /* The arrays need 4-byte alignment only, which the header (pointers and
+     * sizes), 64-byte verifiers and a capacity in whole uint32_t preserve. */
+    t->keys = (struct auth_keys *)(t + 1);
+    t->nkeys = nkeys;
+    if (nkeys) memcpy(t->keys, keys, nkeys * sizeof(*keys));
+    t->slots = (uint32_t *)(t->keys + nkeys);
+    t->ids = t->slots + cap;
+    t->entries = (struct auth_entry *)(t->ids + cap);
     t->mask = cap - 1;
     for (size_t i = 0; i < n; i++) {
         uint32_t *slot = probe(t, entries[i].digest);
         if (*slot != 0) continue; /* duplicate digest: the first one wins */
         t->entries[t->n] = entries[i];
+        if (t->entries[t->n].keys > nkeys) t->entries[t->n].keys = 0;
         *slot = (uint32_t)(++t->n);
+        if (!t->entries[t->n - 1].keys) continue;
+        /* by token id: device add keeps ids unique; should two share one, the
+         * first wins and the other cannot use frames (never the wrong device) */
+        for (size_t j = (size_t)id_hash(entries[i].digest) & t->mask;; j = (j + 1) & t->mask) {
+            uint32_t *id = &t->ids[j];
+            if (*id == 0) {
+                *id = (uint32_t)t->n;
+                break;
+            }
+            if (!memcmp(t->entries[*id - 1].digest, entries[i].digest, STORE_TOKEN_ID_LEN)) break;
+        }
     }
     return t;
+}
+
+const struct auth_entry *auth_table_lookup_id(const struct auth_table *t, const uint8_t *token_id,
+                                              const struct auth_keys **keys)
+{
+    *keys = NULL;
+    if (!t) return NULL;
+    /* token ids are public (they cross the wire): no constant-time need here;
+     * the proof is what is checked in constant time */
+    for (size_t j = (size_t)id_hash(token_id) & t->mask;; j = (j + 1) & t->mask) {
+        uint32_t id = t->ids[j];
+        if (id == 0) return NULL;
+        const struct auth_entry *e = &t->entries[id - 1];
+        if (!memcmp(e->digest, token_id, STORE_TOKEN_ID_LEN)) {
+            *keys = &t->keys[e->keys - 1];
+            return e;
+        }
+    }
 }
 
 struct load_ctx {
     struct auth_entry *v;
     size_t n, cap;
+    struct auth_keys *k;
+    size_t nk, kcap;
 };
 
 static int load_one(void *ctx, const uint8_t digest[STORE_DIGEST_LEN], uint32_t device,
-                    uint32_t org, uint32_t state)
+                    uint32_t org, uint32_t state, const uint8_t *keys)
 {
     struct load_ctx *c = ctx;
     if (c->n == c->cap) {
@@ -100,11 +146,24 @@ static int load_one(void *ctx, const uint8_t digest[STORE_DIGEST_LEN], uint32_t 
         c->v = v;
         c->cap = cap;
     }
+    if (keys && c->nk == c->kcap) {
+        size_t cap = c->kcap ? c->kcap * 2 : 1024;
+        struct auth_keys *k = realloc(c->k, cap * sizeof(*k));
+        if (!k) return -ENOMEM;
+        c->k = k;
+        c->kcap = cap;
+    }
     struct auth_entry *e = &c->v[c->n++];
     memcpy(e->digest, digest, STORE_DIGEST_LEN);
     e->device = device;
     e->org = org;
     e->state = state;
+    e->keys = 0;
+    if (keys) {
+        memcpy(c->k[c->nk].stored_key, keys, STORE_KEY_LEN);
+        memcpy(c->k[c->nk].server_key, keys + STORE_KEY_LEN, STORE_KEY_LEN);
+        e->keys = (uint32_t)++c->nk;
+    }
     return 0;
 }
 
@@ -116,10 +175,12 @@ int auth_table_load(struct store *s, struct auth_table **out)
     *out = NULL;
     rc = store_token_foreach(s, load_one, &c);
     if (rc != 0) goto done;
-    *out = auth_table_build(c.v, c.n);
+    *out = auth_table_build(c.v, c.n, c.k, c.nk);
     if (!*out) rc = -ENOMEM;
 done:
     free(c.v);
+    if (c.k) explicit_bzero(c.k, c.nk * sizeof(*c.k));
+    free(c.k);
     return rc;
 }
 

@@ -21,12 +21,21 @@ struct auth_entry {
     uint32_t device;
     uint32_t org;
     uint32_t state; /* enum store_device_state */
+    uint32_t keys;  /* the frame verifiers: index + 1 into the keys array, 0: none */
+};
+
+/* A token's frame protocol verifiers (store_frame_keys). */
+struct auth_keys {
+    uint8_t stored_key[STORE_KEY_LEN];
+    uint8_t server_key[STORE_KEY_LEN];
 };
 
 struct auth_table;
 
-/* Builds a table from n entries (copied). Returns NULL on allocation failure. */
-struct auth_table *auth_table_build(const struct auth_entry *entries, size_t n);
+/* Builds a table from n entries and nkeys verifiers (both copied; entries name
+ * theirs by index + 1 in keys). Returns NULL on allocation failure. */
+struct auth_table *auth_table_build(const struct auth_entry *entries, size_t n,
+                                    const struct auth_keys *keys, size_t nkeys);
 
 /* Builds a table from every token in the store. Returns 0 or a store error. */
 int auth_table_load(struct store *s, struct auth_table **out);
@@ -37,6 +46,12 @@ const struct auth_entry *auth_table_lookup(const struct auth_table *t,
                                            const uint8_t digest[STORE_DIGEST_LEN]);
 
 size_t auth_table_size(const struct auth_table *t);
+
+/* The frame protocol's lookup: the entry whose digest starts with token_id
+ * (STORE_TOKEN_ID_LEN bytes) and has verifiers, with *keys set; NULL when
+ * none (t may be NULL). The state is the caller's to check. */
+const struct auth_entry *auth_table_lookup_id(const struct auth_table *t, const uint8_t *token_id,
+                                              const struct auth_keys **keys);
 
 enum auth_result { AUTH_OK = 0, AUTH_FAIL, AUTH_THROTTLED };
 

@@ -9,7 +9,9 @@
  *
  * A failed write or sync is final for its batch: the file is cut back to where
  * the batch began, every waiter of it gets the error, and nothing is retried
- * and then acknowledged (a failed fsync may have dropped the dirty pages).
+ * and then acknowledged (a failed fsync may have dropped the dirty pages). The
+ * batch filling behind it fails too, so nothing received after a lost reading
+ * becomes durable ahead of it.
  *
  * What blocks — opening a log, rolling a segment, writing zeros ahead when the
  * background write-ahead fell behind, cutting a failed batch off, closing an
@@ -568,6 +570,11 @@ static void finish(struct worker *w, struct commit_log *l)
     l->busy = false;
     w->logs_busy--;
     release(w, b, ok ? 0 : l->err);
+    /* what queued behind a failed batch fails with it: written after the cut,
+     * it would be durable while the readings before it are not, and a device
+     * that numbers its readings (frames) would find, after a restart, a mark
+     * past readings it was never told were stored, and not send them again */
+    if (!ok) fail_unwritten(w, l, l->err);
     cut_failed(w, l);
     if (l->b[l->fill].len) mark_dirty(w, l);
 }

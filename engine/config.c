@@ -44,7 +44,8 @@ static const char help_text[] =
     "  --https ADDR:PORT      same over TLS (default 0.0.0.0:8443)\n"
     "  --mqtt ADDR:PORT       MQTT 3.1.1/5.0 (default 0.0.0.0:1883)\n"
     "  --mqtts ADDR:PORT      MQTT over TLS (default 0.0.0.0:8883)\n"
-    "  --frame ADDR:PORT      compact TCP frame protocol (default 0.0.0.0:7000; not served yet)\n"
+    "  --frame ADDR:PORT      compact TCP frame protocol (default 0.0.0.0:7000)\n"
+    "  --frames ADDR:PORT     the frame protocol inside TLS (default off)\n"
     "  --udp ADDR:PORT        compact frames over UDP (default off)\n"
     "  --admin ADDR:PORT      /healthz, /readyz, /metrics (default 127.0.0.1:9090)\n"
     "  --tls-cert FILE        (default DATA/tls/server.crt)\n"
@@ -190,8 +191,8 @@ int sluice_config_set(sluice_config *cfg, const char *key, const char *value, ch
         const char *name;
         char *dst;
     } addrs[] = {{"http", cfg->http},   {"https", cfg->https}, {"mqtt", cfg->mqtt},
-                 {"mqtts", cfg->mqtts}, {"frame", cfg->frame}, {"udp", cfg->udp},
-                 {"admin", cfg->admin}};
+                 {"mqtts", cfg->mqtts}, {"frame", cfg->frame}, {"frames", cfg->frames},
+                 {"udp", cfg->udp},     {"admin", cfg->admin}};
     for (i = 0; i < sizeof addrs / sizeof addrs[0]; i++) {
         if (strcmp(k, addrs[i].name)) continue;
         if (!strcmp(value, "off")) {

@@ -20,6 +20,7 @@
 
 #include "engine/clients.h"
 #include "engine/commit.h"
+#include "engine/devseq.h"
 #include "engine/iojob.h"
 #include "engine/loop.h"
 #include "engine/session_http.h"
@@ -33,8 +34,8 @@
 #define SESSIONS_EVERY_MS  1000
 #define TICKET_RENEW_MS    (3600u * 1000u)
 
-static const char *const listener_names[LISTENER_KINDS] = {"http", "admin", "mqtt", "https",
-                                                           "mqtts"};
+static const char *const listener_names[LISTENER_KINDS] = {"http",  "admin", "mqtt",  "https",
+                                                           "mqtts", "frame", "frames"};
 
 /* Splits "HOST:PORT" / "[V6]:PORT" and binds a listening socket, with
  * SO_REUSEPORT so every worker can own one on the same port. */
@@ -229,6 +230,61 @@ static int recover_org(void *arg, uint32_t org)
     return for_each_numbered(dir, true, recover_worker_log, r);
 }
 
+/* The frame protocol's durable marks live with the readings: each device's
+ * highest device_seq among its frame readings in the logs (engine/devseq.h).
+ * Every segment is read, so this costs a pass over the logs at start-up. */
+struct seq_ctx {
+    struct sluice_engine *e;
+    uint64_t seen;
+};
+
+static int load_org_seqs(void *arg, uint32_t org)
+{
+    struct seq_ctx *x = arg;
+    struct log_cursor *cur;
+    struct record r;
+    const uint8_t *body;
+    int rc = log_cursor_open(x->e->cfg.data_dir, org, &cur);
+    if (rc == -ENOENT) return 0;
+    if (rc) return rc;
+    /* damage is `log verify`'s to report: the walk goes on past it */
+    while ((rc = log_cursor_next(cur, &r, &body)) != 0) {
+        if (rc < 0 && rc != -EBADMSG) break;
+        if (rc < 0) continue;
+        if (!r.device_seq || (r.proto != RECORD_PROTO_FRAME && r.proto != RECORD_PROTO_UDP))
+            continue;
+        x->seen++;
+        if ((rc = devseq_seed(&x->e->devseq, r.device, r.device_seq))) break;
+    }
+    log_cursor_close(cur);
+    return rc < 0 ? rc : 0;
+}
+
+static int load_device_seqs(struct sluice_engine *e, char *err, size_t errcap)
+{
+    char dir[LOG_PATH_MAX];
+    struct seq_ctx x = {.e = e};
+    if (!e->cfg.frame[0] && !e->cfg.frames[0]) return 0; /* no frame listener: no use for them */
+    snprintf(dir, sizeof dir, "%s/logs", e->cfg.data_dir);
+    int rc = for_each_numbered(dir, false, load_org_seqs, &x);
+    if (rc < 0) {
+        snprintf(err, errcap, "cannot read the frame readings' sequence numbers under %s: %s", dir,
+                 strerror(-rc));
+        return SLUICE_ESTORE;
+    }
+    return 0;
+}
+
+/* A commit's waiter that is no connection: a kept MQTT session's QoS 2 id,
+ * or a frame device's durable mark. */
+static void orphan_durable(struct worker *w, uint64_t cookie, int err)
+{
+    if (cookie & DEVSEQ_TICKET)
+        devseq_orphan_durable(w, cookie, err);
+    else
+        clients_orphan_durable(w, cookie, err);
+}
+
 /* Before serving: every worker log's newest segment is verified and a torn tail
  * cut, so what the daemon acknowledges next extends a verified log. */
 static int recover_logs(struct sluice_engine *e, char *err, size_t errcap)
@@ -304,12 +360,15 @@ static void *control_main(void *arg)
          * (wolfSSL makes them with the context), so a stolen key opens at most
          * an hour of tickets; tickets from before resume no more (one full
          * handshake per client per hour) */
-        if ((e->cfg.https[0] || e->cfg.mqtts[0]) && since_tickets >= TICKET_RENEW_MS) {
+        if ((e->cfg.https[0] || e->cfg.mqtts[0] || e->cfg.frames[0]) &&
+            since_tickets >= TICKET_RENEW_MS) {
             char why[600];
             since_tickets = 0;
             if (sluice_engine_reload_tls(e, why, sizeof why))
-                fprintf(stderr, "sluiced: hourly TLS renewal (new ticket keys) failed: %s; the "
-                                "current context stays\n", why);
+                fprintf(stderr,
+                        "sluiced: hourly TLS renewal (new ticket keys) failed: %s; the "
+                        "current context stays\n",
+                        why);
         }
         /* kept MQTT sessions: changes no acknowledgement waits for (expiry
          * times of ended connections) are written within a second; expired
@@ -384,6 +443,7 @@ static void engine_free(struct sluice_engine *e)
      * connections that ended last) */
     if (e->clients.ready && e->store) clients_write(e);
     clients_free(&e->clients);
+    devseq_free(&e->devseq);
     if (e->auth_ready) auth_swap_destroy(&e->auth); /* every worker has been joined */
     if (e->store) store_close(e->store);
     tls_ctx_free(e->tls);
@@ -583,7 +643,7 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
     e->auth_ready = true;
 
     e->workers = calloc(e->nworkers, sizeof *e->workers);
-    if (!e->workers || clients_init(&e->clients)) {
+    if (!e->workers || clients_init(&e->clients) || devseq_init(&e->devseq)) {
         rc = SLUICE_ENOMEM;
         goto fail;
     }
@@ -601,7 +661,7 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         w->eng = e;
         w->id = i;
         w->auth_reader = auth_swap_reader(&e->auth, i);
-        w->orphan_durable = clients_orphan_durable;
+        w->orphan_durable = orphan_durable;
         for (unsigned k = 0; k < LISTENER_KINDS; k++)
             w->listen_fd[k] = -1;
         /* blocking: the ring waits on it with a read (a non-blocking fd would
@@ -627,8 +687,10 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
 
     /* every worker gets its own SO_REUSEPORT socket on the HTTP port; the admin
      * listener is served by worker 0 alone */
-    const char *specs[LISTENER_KINDS] = {cfg->http, cfg->admin, cfg->mqtt, cfg->https, cfg->mqtts};
-    if ((cfg->https[0] || cfg->mqtts[0]) && (rc = tls_setup(e, err, errcap))) goto fail;
+    const char *specs[LISTENER_KINDS] = {cfg->http,  cfg->admin, cfg->mqtt,  cfg->https,
+                                         cfg->mqtts, cfg->frame, cfg->frames};
+    if ((cfg->https[0] || cfg->mqtts[0] || cfg->frames[0]) && (rc = tls_setup(e, err, errcap)))
+        goto fail;
     for (unsigned k = 0; k < LISTENER_KINDS; k++) {
         if (!specs[k][0]) continue;
         unsigned n = k == LISTENER_ADMIN ? 1 : e->nworkers;
@@ -642,6 +704,7 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
     }
     /* bound (a port in use fails fast) but not yet accepting: recover first */
     if ((rc = recover_logs(e, err, errcap))) goto fail;
+    if ((rc = load_device_seqs(e, err, errcap))) goto fail;
     if (cfg->ports_file[0] && (rc = write_ports_file(e, err, errcap))) goto fail;
 
     if ((rc = iojob_start(e))) {

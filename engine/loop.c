@@ -27,6 +27,7 @@
 #include "engine/iojob.h"
 #include "engine/session_http.h"
 #include "engine/clients.h"
+#include "engine/session_frame.h"
 #include "engine/session_mqtt.h"
 #include "protocols/tls.h"
 
@@ -37,11 +38,10 @@
 #define ACCEPT_PAUSE_MS 100 /* out of descriptors: accepting resumes after this */
 
 static const struct session_ops *const listener_ops[LISTENER_KINDS] = {
-    [LISTENER_HTTP] = &session_http_ops,
-    [LISTENER_ADMIN] = &session_admin_ops,
-    [LISTENER_MQTT] = &session_mqtt_ops,
-    [LISTENER_HTTPS] = &session_http_ops,
-    [LISTENER_MQTTS] = &session_mqtt_ops,
+    [LISTENER_HTTP] = &session_http_ops,    [LISTENER_ADMIN] = &session_admin_ops,
+    [LISTENER_MQTT] = &session_mqtt_ops,    [LISTENER_HTTPS] = &session_http_ops,
+    [LISTENER_MQTTS] = &session_mqtt_ops,   [LISTENER_FRAME] = &session_frame_ops,
+    [LISTENER_FRAMES] = &session_frame_ops,
 };
 
 uint64_t loop_now_ms(void)
@@ -133,7 +133,7 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
             errlog_say(&w->errlog[ERRLOG_ACCEPT], w->now_ms, "worker %u: accept: %s", w->id,
                        strerror(-cqe->res));
     } else {
-        bool tls = kind == LISTENER_HTTPS || kind == LISTENER_MQTTS;
+        bool tls = kind == LISTENER_HTTPS || kind == LISTENER_MQTTS || kind == LISTENER_FRAMES;
         conn_open(w, cqe->res, kind, listener_ops[kind], tls ? w->tls : NULL);
     }
     if (!w->accept_armed[kind] && !w->draining && !w->accept_resume_ms && w->listen_fd[kind] >= 0)
@@ -372,8 +372,8 @@ void *loop_main(void *arg)
     if (e->cfg.fsync == SLUICE_FSYNC_INTERVAL) arm_sync_timer(w);
     atomic_fetch_add(&e->ready_workers, 1);
 
-    while (!(w->draining && w->live == 0 && w->logs_busy == 0 && !w->dirty_logs &&
-             !clients_busy(w))) {
+    while (
+        !(w->draining && w->live == 0 && w->logs_busy == 0 && !w->dirty_logs && !clients_busy(w))) {
         commit_submit(w);
         clients_submit(w);
         conn_flush_sends(w);

@@ -23,8 +23,8 @@
 
 #include "sluice.h"
 
-static const char *const served[] = {"http", "admin", "mqtt", "https", "mqtts"};
-static const char *const not_yet[] = {"frame", "udp"};
+static const char *const served[] = {"http", "admin", "mqtt", "https", "mqtts", "frame", "frames"};
+static const char *const not_yet[] = {"udp"};
 
 struct ini_ctx {
     sluice_config *cfg;
@@ -178,6 +178,7 @@ int main(int argc, char **argv)
         {"mqtt", required_argument, 0, 0},
         {"mqtts", required_argument, 0, 0},
         {"frame", required_argument, 0, 0},
+        {"frames", required_argument, 0, 0},
         {"udp", required_argument, 0, 0},
         {"admin", required_argument, 0, 0},
         {"tls-cert", required_argument, 0, 0},
@@ -251,7 +252,7 @@ int main(int argc, char **argv)
         char addr[SLUICE_ADDR_MAX];
         if (sluice_engine_port(eng, served[i], addr)) printf("listening %s %s\n", served[i], addr);
     }
-    const char *cfgaddr[] = {cfg.frame, cfg.udp};
+    const char *cfgaddr[] = {cfg.udp};
     for (size_t i = 0; i < sizeof not_yet / sizeof not_yet[0]; i++)
         if (cfgaddr[i][0])
             fprintf(stderr, "sluiced: note: %s (%s) is not served by this version yet\n",

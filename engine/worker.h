@@ -34,8 +34,10 @@ enum listener_kind {
     LISTENER_HTTP = 0,
     LISTENER_ADMIN,
     LISTENER_MQTT,
-    LISTENER_HTTPS, /* the HTTP session behind TLS */
-    LISTENER_MQTTS, /* the MQTT session behind TLS */
+    LISTENER_HTTPS,  /* the HTTP session behind TLS */
+    LISTENER_MQTTS,  /* the MQTT session behind TLS */
+    LISTENER_FRAME,  /* the compact frame protocol */
+    LISTENER_FRAMES, /* ... behind TLS */
     LISTENER_KINDS
 };
 
@@ -95,7 +97,7 @@ struct worker_stats {
         bytes_out, commits, commit_failures, enobufs, auth_failures, auth_throttled, input_paused,
         accept_paused, request_memory_refused, logs_opened, logs_suspended, request_too_large,
         mqtt_connects, mqtt_connect_refused, mqtt_publishes, mqtt_disconnects_sent, mqtt_wills,
-        mqtt_sessions_resumed;
+        mqtt_sessions_resumed, frame_sessions, frame_gaps;
     /* gauges */
     _Atomic uint64_t conns_open, pending_bytes, request_memory, logs_open;
 };
@@ -210,7 +212,7 @@ struct clients {
     struct client_entry **eb; /* by session epoch */
     struct device_count **db; /* kept sessions per device */
     _Atomic uint32_t kept; /* entries with a session expiry (under the lock; /metrics reads it) */
-    uint32_t epochs; /* sessions begun (their epoch numbers) */
+    uint32_t epochs;       /* sessions begun (their epoch numbers) */
     /* keys changed since the last write to the store, [u16 n][org][device][id] */
     uint8_t *dirty;
     size_t ndirty, dirty_cap;
@@ -219,6 +221,15 @@ struct clients {
     pthread_mutex_t write_lock;   /* one writer at a time, so the newest state lands last */
     struct errlog write_errs;     /* failed writes (under write_lock): a line, then counts */
     bool ready;
+};
+
+/* The frame protocol's per-device durable marks and live connections
+ * (engine/devseq.c). */
+struct devseq_entry;
+struct devseq {
+    pthread_mutex_t lock;
+    struct devseq_entry *v; /* open addressing by device id */
+    uint32_t cap, n;        /* cap: a power of two, or 0 */
 };
 
 /* An acknowledgement waiting for the store write of the session change that
@@ -242,6 +253,7 @@ struct sluice_engine {
 
     struct auth_swap auth; /* one reader slot per worker; the control thread writes */
     struct clients clients;
+    struct devseq devseq;
     bool auth_ready;
     uint64_t store_gen;
 

@@ -58,6 +58,7 @@ typedef struct sluice_config {
     char mqtt[SLUICE_ADDR_MAX];
     char mqtts[SLUICE_ADDR_MAX];
     char frame[SLUICE_ADDR_MAX];
+    char frames[SLUICE_ADDR_MAX]; /* the frame protocol inside TLS; "" = off */
     char udp[SLUICE_ADDR_MAX];
     char admin[SLUICE_ADDR_MAX];
     char tls_cert[SLUICE_PATH_MAX];
@@ -66,19 +67,19 @@ typedef struct sluice_config {
     char ports_file[SLUICE_PATH_MAX];
     enum sluice_fsync fsync;
     unsigned fsync_interval_ms;
-    uint64_t max_body;          /* bytes, after decompression too */
-    unsigned header_timeout_ms; /* absolute deadline for a request's header block */
-    unsigned body_timeout_ms;   /* absolute deadline for its body, from the end of the head */
-    unsigned idle_timeout_ms;   /* keep-alive connection with no request in progress */
-    unsigned drain_timeout_ms;  /* graceful stop: how long requests in progress may take */
-    unsigned max_connections;   /* per worker; 0: derived from the open files limit */
-    bool direct_io;             /* append with O_DIRECT where the filesystem allows (default on) */
-    uint64_t segment_bytes;     /* a log segment rolls before growing past this */
-    uint64_t segment_age_ms;    /* ... or once older than this (0: no age limit) */
-    uint64_t retention_ms;      /* per org: delete sealed segments older than this (0: keep) */
-    uint64_t retention_bytes;   /* per org: delete oldest sealed segments beyond this (0: keep) */
-    unsigned auth_fail_rate;    /* failed authentications per second per client address, per
-                                   worker (burst twice that); beyond it 429. 0: no limit */
+    uint64_t max_body;           /* bytes, after decompression too */
+    unsigned header_timeout_ms;  /* absolute deadline for a request's header block */
+    unsigned body_timeout_ms;    /* absolute deadline for its body, from the end of the head */
+    unsigned idle_timeout_ms;    /* keep-alive connection with no request in progress */
+    unsigned drain_timeout_ms;   /* graceful stop: how long requests in progress may take */
+    unsigned max_connections;    /* per worker; 0: derived from the open files limit */
+    bool direct_io;              /* append with O_DIRECT where the filesystem allows (default on) */
+    uint64_t segment_bytes;      /* a log segment rolls before growing past this */
+    uint64_t segment_age_ms;     /* ... or once older than this (0: no age limit) */
+    uint64_t retention_ms;       /* per org: delete sealed segments older than this (0: keep) */
+    uint64_t retention_bytes;    /* per org: delete oldest sealed segments beyond this (0: keep) */
+    unsigned auth_fail_rate;     /* failed authentications per second per client address, per
+                                    worker (burst twice that); beyond it 429. 0: no limit */
     uint64_t max_pending_bytes;  /* per worker: record bytes waiting for their commit; past it
                                     the worker stops reading new requests (backpressure) */
     uint64_t max_request_memory; /* per worker: bytes of unfinished requests held in memory;

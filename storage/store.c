@@ -11,6 +11,9 @@
  *            "i:" u32be id                -> u32 org, u32 state, u64 created_ns,
  *                                            digest[32], name bytes
  *   tokens   digest[32]                   -> u32 device, u32 org, u32 state
+ *                                            [, StoredKey[32], ServerKey[32]]
+ *            (the frame protocol's verifiers, docs/frame-protocol.md §3: stored
+ *            by device add since S6; older tokens and certificates have none)
  *   meta     "schema" -> u32, "generation" -> u64, "next_org" -> u32,
  *            "next_device" -> u32
  *   mqtt_sessions  (the engine's keys and values; created by the first write,
@@ -39,6 +42,8 @@
 #include <wolfssl/wolfcrypt/sha256.h>
 #include <wolfssl/wolfcrypt/hash.h> /* wc_Sha256Hash */
 
+#include "protocols/frame_auth.h"
+
 #define STORE_FILE     "sluice.mdb"
 #define STORE_MAP_SIZE (1ull << 30)
 #define STORE_MAX_DBS  16
@@ -48,9 +53,10 @@
 #define TOKEN_PREFIX       "slk_"
 #define TOKEN_RANDOM_BYTES 20 /* 160 bits */
 
-#define ORG_REC_FIXED    8  /* created_ns */
-#define DEVICE_REC_FIXED 48 /* org, state, created_ns, digest */
-#define TOKEN_REC_LEN    12 /* device, org, state */
+#define ORG_REC_FIXED    8                                   /* created_ns */
+#define DEVICE_REC_FIXED 48                                  /* org, state, created_ns, digest */
+#define TOKEN_REC_LEN    12                                  /* device, org, state */
+#define TOKEN_REC_KEYS   (TOKEN_REC_LEN + 2 * STORE_KEY_LEN) /* ... and the frame verifiers */
 
 struct store {
     MDB_env *env;
@@ -634,6 +640,35 @@ void store_token_digest(const char *token, size_t len, uint8_t out[STORE_DIGEST_
         memset(out, 0, STORE_DIGEST_LEN);
 }
 
+int store_frame_keys(const char *token, size_t len, uint8_t stored_key[STORE_KEY_LEN],
+                     uint8_t server_key[STORE_KEY_LEN])
+{
+    struct frame_keys k;
+    if (len > STORE_TOKEN_MAX || frame_auth_derive(token, len, &k)) return -EIO;
+    memcpy(stored_key, k.stored_key, STORE_KEY_LEN);
+    memcpy(server_key, k.server_key, STORE_KEY_LEN);
+    explicit_bzero(&k, sizeof k);
+    return 0;
+}
+
+/* 1 when a stored digest begins with digest's first STORE_TOKEN_ID_LEN bytes
+ * (digests sort as keys, so the first one at or after the prefix tells), 0
+ * when none does, else a store error. */
+static int token_id_taken(struct store *s, MDB_txn *txn, const uint8_t digest[STORE_DIGEST_LEN])
+{
+    MDB_cursor *cur;
+    uint8_t prefix[STORE_DIGEST_LEN] = {0};
+    memcpy(prefix, digest, STORE_TOKEN_ID_LEN);
+    MDB_val k = {sizeof prefix, prefix}, v;
+    int rc = mdb_cursor_open(txn, s->tokens, &cur);
+    if (rc != 0) return mdb_fail(rc, "tokens cursor");
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND) return 0;
+    if (rc != 0) return mdb_fail(rc, "tokens cursor");
+    return k.mv_size >= STORE_TOKEN_ID_LEN && !memcmp(k.mv_data, digest, STORE_TOKEN_ID_LEN);
+}
+
 #define CERT_LABEL "sluice device client certificate v1" /* with its NUL */
 
 void store_cert_digest(const void *der, size_t len, uint8_t out[STORE_DIGEST_LEN])
@@ -677,7 +712,7 @@ int store_device_add(struct store *s, uint32_t org, const char *name, char *toke
                      uint32_t *device_id)
 {
     size_t len = name_check(name);
-    uint8_t nkey[6 + STORE_NAME_MAX], ikey[6], okey[10], idv[4], tokv[TOKEN_REC_LEN];
+    uint8_t nkey[6 + STORE_NAME_MAX], ikey[6], okey[10], idv[4], tokv[TOKEN_REC_KEYS];
     uint8_t rec[DEVICE_REC_FIXED + STORE_NAME_MAX], digest[STORE_DIGEST_LEN];
     MDB_txn *txn = NULL;
     uint32_t next = 0;
@@ -711,13 +746,31 @@ int store_device_add(struct store *s, uint32_t org, const char *name, char *toke
     }
 
     /* A digest collision at 160 bits will not happen; if the RNG were broken
-     * enough to repeat, refusing beats handing out a shared credential. */
-    rc = token_generate(token_out);
-    if (rc != 0) goto fail;
-    store_token_digest(token_out, strlen(token_out), digest);
+     * enough to repeat, refusing beats handing out a shared credential. The
+     * frame protocol names a token by its digest's first 8 bytes (token_id),
+     * which must be unique too: at 64 bits two tokens in a large fleet could
+     * share one, and then a fresh token is drawn. */
+    for (int tries = 0;; tries++) {
+        rc = token_generate(token_out);
+        if (rc != 0) goto fail;
+        store_token_digest(token_out, strlen(token_out), digest);
+        rc = token_id_taken(s, txn, digest);
+        if (rc < 0) goto fail;
+        if (rc == 0) break;
+        if (tries == 8) {
+            rc = set_err(-EIO, "token: token id collisions, random generator suspect");
+            goto fail;
+        }
+    }
     put32le(tokv, next);
     put32le(tokv + 4, org);
     put32le(tokv + 8, STORE_DEVICE_ACTIVE);
+    rc = store_frame_keys(token_out, strlen(token_out), tokv + TOKEN_REC_LEN,
+                          tokv + TOKEN_REC_LEN + STORE_KEY_LEN);
+    if (rc != 0) {
+        rc = set_err(-EIO, "token: HMAC failed");
+        goto fail;
+    }
     MDB_val tk = {sizeof(digest), digest}, tv = {sizeof(tokv), tokv};
     rc = mdb_put(txn, s->tokens, &tk, &tv, MDB_NOOVERWRITE);
     if (rc != 0) {
@@ -853,12 +906,14 @@ int store_token_foreach(struct store *s, store_token_fn fn, void *ctx)
     }
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != STORE_DIGEST_LEN || v.mv_size != TOKEN_REC_LEN) {
+        if (k.mv_size != STORE_DIGEST_LEN ||
+            (v.mv_size != TOKEN_REC_LEN && v.mv_size != TOKEN_REC_KEYS)) {
             rc = corrupt("token");
             goto done;
         }
         const uint8_t *p = v.mv_data;
-        rc = fn(ctx, k.mv_data, get32le(p), get32le(p + 4), get32le(p + 8));
+        rc = fn(ctx, k.mv_data, get32le(p), get32le(p + 4), get32le(p + 8),
+                v.mv_size == TOKEN_REC_KEYS ? p + TOKEN_REC_LEN : NULL);
         if (rc != 0) goto done;
     }
     rc = (rc == 0 || rc == MDB_NOTFOUND) ? 0 : mdb_fail(rc, "tokens cursor");

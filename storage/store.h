@@ -60,13 +60,26 @@ typedef int (*store_device_fn)(void *ctx, uint32_t id, const char *name, uint32_
                                uint64_t created_ns);
 int store_device_list(struct store *s, uint32_t org, store_device_fn fn, void *ctx);
 
-/* Tokens: every stored digest with its device, org and state. */
+/* Tokens: every stored digest with its device, org and state, and the frame
+ * protocol's verifiers (StoredKey then ServerKey, 2 x STORE_KEY_LEN bytes) or
+ * NULL when the token has none (made before they were stored; a certificate). */
 typedef int (*store_token_fn)(void *ctx, const uint8_t digest[STORE_DIGEST_LEN], uint32_t device,
-                              uint32_t org, uint32_t state);
+                              uint32_t org, uint32_t state, const uint8_t *keys);
 int store_token_foreach(struct store *s, store_token_fn fn, void *ctx);
 
 /* SHA-256 of a token as presented on the wire. */
 void store_token_digest(const char *token, size_t len, uint8_t out[STORE_DIGEST_LEN]);
+
+/* The frame protocol (docs/frame-protocol.md §3) names a token by the first
+ * STORE_TOKEN_ID_LEN bytes of its digest, and proves it against two
+ * verifiers derived from it: StoredKey = SHA-256(ClientKey) and ServerKey.
+ * Neither lets anyone make a proof, so the store can keep them. device add
+ * stores them with the token and keeps token ids unique. Returns 0, or -EIO
+ * (a token longer than 64 bytes, or the HMAC failed). */
+#define STORE_TOKEN_ID_LEN 8
+#define STORE_KEY_LEN      32
+int store_frame_keys(const char *token, size_t len, uint8_t stored_key[STORE_KEY_LEN],
+                     uint8_t server_key[STORE_KEY_LEN]);
 
 /* Client certificates (mutual TLS): SHA-256 over a label of their own and the
  * certificate's DER, so that no token (at most 64 bytes, hashed bare) can ever

@@ -314,7 +314,11 @@ def _():
     check(refused, "no request got 503 during the failure burst")
     check(acked, "no request got 202")
     m = metrics(d.admin)
-    check_eq(m.get("sluice_commit_failures_total"), 15.0, "sluice_commit_failures_total")
+    # 15 failed syncs; each may take the batch filling behind it along (failed
+    # unwritten, so nothing behind a lost reading becomes durable before it)
+    nfail = m.get("sluice_commit_failures_total")
+    check(nfail is not None and 15 <= nfail <= 30,
+          "sluice_commit_failures_total: want 15..30 (15 syncs failed), got %r" % nfail)
     check_eq(d.terminate(10), 0, "exit status of SIGTERM")
     got = stored(cli, "acme")
     dups = [x for x, c in got.items() if c > 1]

@@ -36,7 +36,7 @@ static struct auth_table *table_of(uint32_t generation)
         e[i].org = ORG + i;
         e[i].state = STORE_DEVICE_ACTIVE;
     }
-    struct auth_table *t = auth_table_build(e, TOKENS);
+    struct auth_table *t = auth_table_build(e, TOKENS, NULL, 0);
     if (!t) abort(); /* a few KiB: nothing sensible to test without them */
     return t;
 }

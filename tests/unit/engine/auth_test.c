@@ -47,7 +47,7 @@ static struct auth_entry *make_entries(size_t n, uint64_t seed)
 static void build_and_check(size_t n)
 {
     struct auth_entry *e = make_entries(n, 12345 + n);
-    struct auth_table *t = auth_table_build(e, n);
+    struct auth_table *t = auth_table_build(e, n, NULL, 0);
     cr_assert_not_null(t);
     cr_assert_eq(auth_table_size(t), n);
     for (size_t i = 0; i < n; i++) {
@@ -79,7 +79,7 @@ static void build_and_check(size_t n)
 Test(auth, build_empty_table_misses_everything)
 {
     build_and_check(0);
-    struct auth_table *t = auth_table_build(NULL, 0);
+    struct auth_table *t = auth_table_build(NULL, 0, NULL, 0);
     cr_assert_not_null(t, "an empty store is a valid table, not an error");
     uint8_t zero[STORE_DIGEST_LEN] = {0};
     cr_assert_null(auth_table_lookup(t, zero));
@@ -110,7 +110,7 @@ Test(auth, revoked_entries_stay_and_report_revoked)
     e[0].state = STORE_DEVICE_REVOKED;
     e[1].device = 2;
     e[1].state = STORE_DEVICE_ACTIVE;
-    struct auth_table *t = auth_table_build(e, 2);
+    struct auth_table *t = auth_table_build(e, 2, NULL, 0);
     cr_assert_not_null(t);
     const struct auth_entry *got = auth_table_lookup(t, e[0].digest);
     cr_assert_not_null(got);
@@ -126,7 +126,7 @@ Test(auth, build_copies_its_input)
 {
     struct auth_entry e = {.device = 5, .org = 6};
     memset(e.digest, 0x33, STORE_DIGEST_LEN);
-    struct auth_table *t = auth_table_build(&e, 1);
+    struct auth_table *t = auth_table_build(&e, 1, NULL, 0);
     cr_assert_not_null(t);
     uint8_t d[STORE_DIGEST_LEN];
     memcpy(d, e.digest, STORE_DIGEST_LEN);
@@ -147,7 +147,7 @@ Test(auth, duplicate_digest_keeps_first_and_counts_once)
     e[0].device = 1;
     e[1].device = 2;
     e[2].device = 3;
-    struct auth_table *t = auth_table_build(e, 3);
+    struct auth_table *t = auth_table_build(e, 3, NULL, 0);
     cr_assert_not_null(t);
     cr_assert_eq(auth_table_size(t), 2);
     cr_assert_eq(auth_table_lookup(t, e[0].digest)->device, 1);
@@ -169,7 +169,7 @@ Test(auth, colliding_home_slots_wrap_around)
             n++;
         }
     }
-    struct auth_table *t = auth_table_build(e, 8);
+    struct auth_table *t = auth_table_build(e, 8, NULL, 0);
     cr_assert_not_null(t);
     for (size_t i = 0; i < 8; i++) {
         const struct auth_entry *got = auth_table_lookup(t, e[i].digest);
@@ -193,7 +193,7 @@ static void near_miss_same_slot(size_t pos)
     struct auth_entry e = {.device = 1};
     uint64_t seed = 31 + pos;
     fill_digest(e.digest, &seed);
-    struct auth_table *t = auth_table_build(&e, 1);
+    struct auth_table *t = auth_table_build(&e, 1, NULL, 0);
     cr_assert_not_null(t);
     uint64_t home = XXH3_64bits(e.digest, STORE_DIGEST_LEN) & 15;
     int tried = 0;
@@ -255,7 +255,7 @@ Test(auth, concurrent_readers_all_see_every_entry)
 {
     enum { N = 20000, T = 4 };
     struct auth_entry *e = make_entries(N, 4242);
-    struct auth_table *t = auth_table_build(e, N);
+    struct auth_table *t = auth_table_build(e, N, NULL, 0);
     cr_assert_not_null(t);
     pthread_t th[T];
     struct reader_arg arg[T];
@@ -331,4 +331,45 @@ Test(auth, load_from_real_store)
     auth_table_free(t);
     store_close(s);
     nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* The frame protocol's lookup by token id: entries with verifiers only, the
+ * first of two sharing an id wins, a miss on an unknown id. */
+Test(auth, lookup_by_token_id)
+{
+    struct auth_entry *e = make_entries(100, 777);
+    struct auth_keys k[50];
+    for (int i = 0; i < 50; i++) {
+        memset(k[i].stored_key, i, STORE_KEY_LEN);
+        memset(k[i].server_key, 100 + i, STORE_KEY_LEN);
+        e[2 * i].keys = (uint32_t)i + 1; /* even entries have verifiers */
+    }
+    memcpy(e[99].digest, e[98].digest, STORE_TOKEN_ID_LEN); /* odd: no keys, same id */
+    struct auth_table *t = auth_table_build(e, 100, k, 50);
+    cr_assert_not_null(t);
+    for (int i = 0; i < 100; i++) {
+        const struct auth_keys *got = NULL;
+        const struct auth_entry *x = auth_table_lookup_id(t, e[i].digest, &got);
+        if (i % 2) {
+            cr_assert(i == 99 ? x == auth_table_lookup(t, e[98].digest) : x == NULL,
+                      "entry %d has no verifiers", i);
+            continue;
+        }
+        cr_assert_not_null(x, "entry %d", i);
+        cr_assert_eq(x->device, e[i].device);
+        cr_assert_eq(got->stored_key[0], i / 2);
+        cr_assert_eq(got->server_key[0], 100 + i / 2);
+    }
+    uint8_t unknown[STORE_TOKEN_ID_LEN] = {1, 2, 3, 4, 5, 6, 7, 8};
+    const struct auth_keys *got = (const void *)1;
+    cr_assert_null(auth_table_lookup_id(t, unknown, &got));
+    cr_assert_null(got);
+    cr_assert_null(auth_table_lookup_id(NULL, unknown, &got));
+    /* an out-of-range verifier index is dropped, not followed */
+    e[1].keys = 51;
+    auth_table_free(t);
+    t = auth_table_build(e, 100, k, 50);
+    cr_assert_null(auth_table_lookup_id(t, e[1].digest, &got));
+    auth_table_free(t);
+    free(e);
 }

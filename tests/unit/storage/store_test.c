@@ -2,6 +2,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -462,16 +463,20 @@ Test(store, device_bad_names_are_einval)
 
 struct tok_rows {
     uint8_t digest[64][STORE_DIGEST_LEN];
+    uint8_t keys[64][2 * STORE_KEY_LEN];
+    bool has_keys[64];
     uint32_t device[64], org[64], state[64];
     int n;
 };
 
 static int collect_tok(void *ctx, const uint8_t digest[STORE_DIGEST_LEN], uint32_t device,
-                       uint32_t org, uint32_t state)
+                       uint32_t org, uint32_t state, const uint8_t *keys)
 {
     struct tok_rows *r = ctx;
     cr_assert_lt(r->n, 64);
     memcpy(r->digest[r->n], digest, STORE_DIGEST_LEN);
+    r->has_keys[r->n] = keys != NULL;
+    if (keys) memcpy(r->keys[r->n], keys, 2 * STORE_KEY_LEN);
     r->device[r->n] = device;
     r->org[r->n] = org;
     r->state[r->n] = state;
@@ -511,6 +516,12 @@ Test(store, token_digest_stored_is_sha256_of_token_and_token_is_not_stored)
     cr_assert_eq(r.device[0], d);
     cr_assert_eq(r.org[0], a);
     cr_assert_eq(r.state[0], STORE_DEVICE_ACTIVE);
+    /* the frame verifiers are stored beside the digest */
+    uint8_t sk[STORE_KEY_LEN], vk[STORE_KEY_LEN];
+    cr_assert_eq(store_frame_keys(tok, strlen(tok), sk, vk), 0);
+    cr_assert(r.has_keys[0]);
+    cr_assert_eq(memcmp(r.keys[0], sk, STORE_KEY_LEN), 0);
+    cr_assert_eq(memcmp(r.keys[0] + STORE_KEY_LEN, vk, STORE_KEY_LEN), 0);
     store_close(s);
 
     /* the token text (or its hex body) must appear nowhere in the file */
@@ -521,6 +532,29 @@ Test(store, token_digest_stored_is_sha256_of_token_and_token_is_not_stored)
     size_t n = fread(buf, 1, sizeof(buf), f);
     fclose(f);
     cr_assert_null(memmem(buf, n, tok + 4, 16), "token stored in clear");
+}
+
+static void unhex32(const char *h, uint8_t out[32])
+{
+    for (int i = 0; i < 32; i++)
+        sscanf(h + 2 * i, "%2hhx", &out[i]);
+}
+
+/* docs/frame-protocol.md §9: the verifiers of the vector token */
+Test(store, frame_keys_match_the_protocol_vectors)
+{
+    static const char tok[] = "slk_0123456789abcdef0123456789abcdef01234567";
+    uint8_t sk[32], vk[32], want[32];
+    cr_assert_eq(store_frame_keys(tok, strlen(tok), sk, vk), 0);
+    unhex32("c88f34110c48bb78cbc7e3457ed95ce15bd752f7dafcc81ae5e590ce43ae82db", want);
+    cr_assert_eq(memcmp(sk, want, 32), 0, "StoredKey");
+    unhex32("fb352130c3a759f4557162dcf695893ab69e1bcd8603cc2609d93efa70ac9322", want);
+    cr_assert_eq(memcmp(vk, want, 32), 0, "ServerKey");
+    uint8_t d[STORE_DIGEST_LEN];
+    store_token_digest(tok, strlen(tok), d);
+    static const uint8_t id[8] = {0x43, 0x47, 0xb7, 0x17, 0x52, 0x25, 0xe3, 0x16};
+    cr_assert_eq(memcmp(d, id, 8), 0, "token_id is the digest's first 8 bytes");
+    cr_assert_eq(store_frame_keys("", 0, sk, vk), -EIO);
 }
 
 Test(store, token_digest_known_vector)
@@ -683,8 +717,7 @@ Test(store, sessions_put_delete_reopen_and_leave_the_generation_alone)
 {
     struct store *s = open_new();
     struct kv_seen seen = {0};
-    cr_assert_eq(store_sessions_foreach(s, collect_kv, &seen), 0, "empty: %s",
-                 store_last_error(s));
+    cr_assert_eq(store_sessions_foreach(s, collect_kv, &seen), 0, "empty: %s", store_last_error(s));
     cr_assert_eq(seen.n, 0);
     uint64_t g0, g1;
     cr_assert_eq(store_generation(s, &g0), 0);
