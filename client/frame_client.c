@@ -12,6 +12,12 @@
  * number first_seq once "numbered". Entries [0, sent) were written on the
  * live connection, whose next reading the server numbers first_seq + sent.
  */
+/* plain C11 plus POSIX.1-2008 (sockets, poll, clock_gettime, getaddrinfo) when
+ * built alone; inside the tree meson's _GNU_SOURCE gives the same */
+#if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
 #include "client/frame_client.h"
 
 #include <errno.h>
@@ -152,6 +158,7 @@ static int remaining(int64_t deadline)
  * this body (or passes cfg.random). */
 static int port_random(void *arg, void *buf, size_t n)
 {
+    (void)arg;
 #if defined(__linux__)
     uint8_t *p = buf;
     while (n) {
@@ -162,7 +169,7 @@ static int port_random(void *arg, void *buf, size_t n)
     }
     return 0;
 #else
-    (void)arg, (void)buf, (void)n;
+    (void)buf, (void)n;
     return -1; /* no source: refuse to connect rather than send a guessable nonce */
 #endif
 }
