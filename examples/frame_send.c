@@ -161,7 +161,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "sluice-frame-send: close: %s\n", sluice_frame_strerror(rc));
     }
 out:
-    if (status) sluice_frame_client_close(c);
+    /* on failure no BYE: it would wait for a server that has just failed us;
+     * exiting closes the socket */
     free(mem);
     return status;
 }
