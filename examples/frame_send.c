@@ -48,11 +48,12 @@ static int fail(sluice_frame_client *c, const char *what, int rc)
 {
     const char *msg = NULL;
     unsigned code = c ? sluice_frame_client_last_error(c, NULL, &msg) : 0;
-    /* the server's own words, when the failure is its ERROR frame */
-    if (code && rc == SLUICE_FRAME_ECODE(code) && msg && *msg)
-        fprintf(stderr, "sluice-frame-send: %s: %s: %s\n", what, sluice_frame_strerror(rc), msg);
+    const char *say = sluice_frame_strerror(rc);
+    /* the server's own words, when the failure is its ERROR frame and they add any */
+    if (code && rc == SLUICE_FRAME_ECODE(code) && msg && *msg && !strstr(say, msg))
+        fprintf(stderr, "sluice-frame-send: %s: %s: %s\n", what, say, msg);
     else
-        fprintf(stderr, "sluice-frame-send: %s: %s\n", what, sluice_frame_strerror(rc));
+        fprintf(stderr, "sluice-frame-send: %s: %s\n", what, say);
     return 1;
 }
 
