@@ -258,15 +258,15 @@ static int64_t ring_place(const struct sluice_frame_client *c, size_t n, int *wr
     return -1;
 }
 
-/* Drops the k oldest readings (acknowledged). */
-static void ring_drop(struct sluice_frame_client *c, uint32_t k)
+/* Drops the k oldest readings: acknowledged, or given up. */
+static void ring_drop(struct sluice_frame_client *c, uint32_t k, uint64_t *counter)
 {
     for (; k && c->count; k--) {
         uint32_t off = c->ent[c->head].off;
         c->head = (c->head + 1) % c->max_readings;
         c->count--;
         c->first_seq++;
-        c->st.acked++;
+        (*counter)++;
         if (c->sent) c->sent--;
         if (c->written) c->written--;
         /* the oldest payload moved back to the start: the ring unwrapped */
@@ -284,10 +284,10 @@ static void ring_ack(struct sluice_frame_client *c, uint64_t d)
     uint64_t k = d - c->first_seq + 1;
     if (k >= c->count) {
         /* all of them, and numbering goes on after d */
-        ring_drop(c, c->count);
+        ring_drop(c, c->count, &c->st.acked);
         c->first_seq = d + 1;
     } else {
-        ring_drop(c, (uint32_t)k);
+        ring_drop(c, (uint32_t)k, &c->st.acked);
     }
 }
 
@@ -823,6 +823,18 @@ int sluice_frame_client_close(sluice_frame_client *c)
         drop_conn(c);
     }
     return rc;
+}
+
+uint32_t sluice_frame_client_drop(sluice_frame_client *c, uint32_t n)
+{
+    uint32_t k = n < c->count ? n : c->count;
+    /* the server numbers a connection's readings by the order they came in:
+     * the rest go again on a new one, under their own numbers */
+    drop_conn(c);
+    ring_drop(c, k, &c->st.dropped);
+    /* numbering goes on (the next HELLO says first_seq, not 0), so that the
+     * server records the dropped numbers as a gap rather than reuse them */
+    return k;
 }
 
 void sluice_frame_client_stats(const sluice_frame_client *c, sluice_frame_stats *st)

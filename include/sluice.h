@@ -244,6 +244,7 @@ typedef struct sluice_frame_stats {
     uint64_t first_seq;   /* the first sequence number given to a reading (0: none) */
     uint64_t last_seq;    /* the last one */
     uint64_t durable_seq; /* the server's highest durable one, as last heard */
+    uint64_t dropped;     /* readings given up (sluice_frame_client_drop) */
     uint32_t held;        /* readings in the ring (not yet acknowledged) */
     uint32_t window;      /* the server's window, from the last WELCOME (0: none yet) */
 } sluice_frame_stats;
@@ -296,6 +297,14 @@ SLUICE_API int sluice_frame_client_flush(sluice_frame_client *c);
  * the ring; a later call connects again. Returns 0, or the error met on the
  * way (the socket is closed regardless). Without a connection, returns 0. */
 SLUICE_API int sluice_frame_client_close(sluice_frame_client *c);
+
+/* Gives up the n oldest held readings without an acknowledgement: one the
+ * server will never take (SLUICE_FRAME_ETOOBIG, the last ERROR's seq naming
+ * it), or old ones a device would rather lose than block on. Ends the live
+ * connection first (without BYE); the next call connects again and the
+ * server records the dropped numbers as a gap. Returns how many were dropped
+ * (fewer than n when fewer are held). */
+SLUICE_API uint32_t sluice_frame_client_drop(sluice_frame_client *c, uint32_t n);
 
 /* Counters since init. */
 SLUICE_API void sluice_frame_client_stats(const sluice_frame_client *c, sluice_frame_stats *st);

@@ -522,6 +522,49 @@ Test(frame_client, ack_beyond_what_was_sent_is_refused)
     join(&net);
 }
 
+/* §7 0x04: a reading the server will never take blocks the ring until the
+ * device gives it up; the rest are then sent under their own numbers. */
+Test(frame_client, s7_too_large_reading_is_given_up_by_drop)
+{
+    char h2[128], w[256];
+    hello_hex(2, h2);
+    struct frame_client_keys k;
+    uint8_t auth[256], proof[SHA256_LEN], sig[SHA256_LEN], f[128];
+    frame_client_keys(&k, TOKEN, strlen(TOKEN), NULL);
+    size_t n = unhex(h2, auth);
+    n += unhex(CHALLENGE, auth + n);
+    frame_client_proof(&k, auth, n, NULL, proof);
+    size_t pn = frame_encode_proof(auth + n, sizeof auth - n, proof);
+    char proof_hex[80];
+    hex(auth + n, pn, proof_hex);
+    n += pn;
+    frame_client_server_signature(&k, auth, n, sig);
+    hex(f, frame_encode_welcome(f, sizeof f, sig, 0, 65536, 4096, NULL, 0), w);
+    static const char R2[] = "10 0a 7b2274223a32312e367d";
+    const struct step s1[] = {{'r', HELLO},   {'w', CHALLENGE},
+                              {'r', PROOF},   {'w', WELCOME},
+                              {'r', READING}, {'w', "7f 11 04 01 6672616d6520746f6f206c61726765"},
+                              {'e', NULL},    {0, NULL}};
+    const struct step s2[] = {{'r', h2}, {'w', CHALLENGE},  {'r', proof_hex}, {'w', w},
+                              {'r', R2}, {'w', "20 01 02"}, {'r', "40 00"},   {0, NULL}};
+    struct net net = {.scripts = {s1, s2}};
+    sluice_frame_client *c = client(&net, 1, 1, 16);
+    cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), SLUICE_FRAME_ETOOBIG);
+    uint64_t seq;
+    const char *msg;
+    cr_assert_eq(sluice_frame_client_last_error(c, &seq, &msg), 4);
+    cr_assert(seq == 1 && !strcmp(msg, "frame too large"));
+    cr_assert_eq(sluice_frame_client_drop(c, 5), 1);
+    cr_assert_eq(sluice_frame_client_send(c, "{\"t\":21.6}", 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), 0);
+    cr_assert_eq(sluice_frame_client_close(c), 0);
+    join(&net);
+    sluice_frame_stats st;
+    sluice_frame_client_stats(c, &st);
+    cr_assert(st.dropped == 1 && st.acked == 1 && st.held == 0 && st.last_seq == 2);
+}
+
 Test(frame_client, init_refuses_small_memory_and_missing_fields)
 {
     sluice_frame_config cfg;
