@@ -25,6 +25,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
 #include <poll.h>
 #include <stdalign.h>
 #include <stdio.h>
@@ -181,12 +182,56 @@ static int set_nonblocking(int fd)
     return 0;
 }
 
-/* TCP to host:port, trying each address in turn within the timeout. */
+/* One TCP connect within the deadline: the fd, or -errno / ETIMEDOUT. */
+static int tcp_connect(int family, const struct sockaddr *sa, socklen_t salen, int64_t deadline)
+{
+    int fd = socket(family, SOCK_STREAM, 0), rc, one = 1;
+    if (fd < 0) return -errno;
+    /* our frames are whole when written: Nagle would only delay them */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    rc = set_nonblocking(fd);
+    if (rc == 0 && connect(fd, sa, salen) < 0) {
+        rc = -errno;
+        if (rc == -EINPROGRESS) {
+            struct pollfd p = {fd, POLLOUT, 0};
+            int k = poll(&p, 1, remaining(deadline));
+            socklen_t len = sizeof rc;
+            if (k == 0)
+                rc = SLUICE_FRAME_ETIMEDOUT;
+            else if (k < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &rc, &len) < 0)
+                rc = -errno;
+            else
+                rc = -rc;
+        }
+    }
+    if (rc == 0) return fd;
+    close(fd);
+    return rc;
+}
+
+/* TCP to host:port within the timeout. An address literal is connected to
+ * directly: no resolver, and nothing allocated (getaddrinfo allocates its
+ * answer); a name tries each address getaddrinfo gives, in order. */
 static int tcp_dial(const char *host, unsigned port, unsigned timeout_ms)
 {
+    int64_t deadline = now_ms() + timeout_ms;
+    struct sockaddr_in v4;
+    struct sockaddr_in6 v6;
+    memset(&v4, 0, sizeof v4);
+    memset(&v6, 0, sizeof v6);
+    if (inet_pton(AF_INET, host, &v4.sin_addr) == 1) {
+        v4.sin_family = AF_INET;
+        v4.sin_port = htons((uint16_t)port);
+        return tcp_connect(AF_INET, (struct sockaddr *)&v4, sizeof v4, deadline);
+    }
+    if (inet_pton(AF_INET6, host, &v6.sin6_addr) == 1) {
+        v6.sin6_family = AF_INET6;
+        v6.sin6_port = htons((uint16_t)port);
+        return tcp_connect(AF_INET6, (struct sockaddr *)&v6, sizeof v6, deadline);
+    }
+
     char service[12];
     struct addrinfo hints, *ai = NULL;
-    int64_t deadline = now_ms() + timeout_ms;
     int rc = SLUICE_FRAME_ERESOLVE;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
@@ -194,35 +239,8 @@ static int tcp_dial(const char *host, unsigned port, unsigned timeout_ms)
     snprintf(service, sizeof service, "%u", port);
     if (getaddrinfo(host, service, &hints, &ai) != 0) return SLUICE_FRAME_ERESOLVE;
     for (struct addrinfo *a = ai; a; a = a->ai_next) {
-        int fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-        if (fd < 0) {
-            rc = -errno;
-            continue;
-        }
-        int one = 1;
-        /* our frames are whole when written: Nagle would only delay them */
-        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        rc = set_nonblocking(fd);
-        if (rc == 0 && connect(fd, a->ai_addr, a->ai_addrlen) < 0) {
-            rc = -errno;
-            if (rc == -EINPROGRESS) {
-                struct pollfd p = {fd, POLLOUT, 0};
-                int k = poll(&p, 1, remaining(deadline));
-                socklen_t len = sizeof rc;
-                if (k == 0)
-                    rc = SLUICE_FRAME_ETIMEDOUT;
-                else if (k < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &rc, &len) < 0)
-                    rc = -errno;
-                else
-                    rc = -rc;
-            }
-        }
-        if (rc == 0) {
-            freeaddrinfo(ai);
-            return fd;
-        }
-        close(fd);
-        if (rc == SLUICE_FRAME_ETIMEDOUT) break;
+        rc = tcp_connect(a->ai_family, a->ai_addr, a->ai_addrlen, deadline);
+        if (rc >= 0 || rc == SLUICE_FRAME_ETIMEDOUT) break;
     }
     freeaddrinfo(ai);
     return rc;

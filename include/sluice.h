@@ -169,8 +169,9 @@ SLUICE_API const char *sluice_strerror(int code);
  * readings again under their numbers, so the server stores each exactly once.
  *
  * Blocking: every call waits at most cfg.timeout_ms (poll() on a non-blocking
- * socket) except for the host name lookup, which getaddrinfo() does without a
- * deadline (give an address, or a dial function, where that matters).
+ * socket) except for a host name's lookup, which getaddrinfo() does without a
+ * deadline, and with libc's allocations. An address literal as cfg.host
+ * ("192.0.2.7", "2001:db8::7") skips both; so does a dial function.
  *
  * Port points: cfg.random (the nonce source; default getrandom()) and
  * cfg.dial (the transport; default TCP to host:port).
@@ -226,7 +227,7 @@ typedef struct sluice_frame_config {
     int (*random)(void *arg, void *buf, size_t n);
     /* The transport: returns a connected stream socket (the client sets it
      * non-blocking and closes it) or -errno, within timeout_ms. NULL: TCP to
-     * host:port, every address getaddrinfo() gives, in order. */
+     * host:port (an address literal directly, a name by getaddrinfo()). */
     int (*dial)(void *arg, const char *host, unsigned port, unsigned timeout_ms);
     void *arg; /* passed to random and dial */
 } sluice_frame_config;
