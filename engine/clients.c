@@ -116,8 +116,8 @@ static size_t bucket(uint32_t org, uint32_t device, const void *id, size_t n)
 }
 
 /* The link pointing at the entry for the key, or at the NULL ending its chain. */
-static struct client_entry **find(struct clients *cl, uint32_t org, uint32_t device,
-                                  const void *id, size_t n)
+static struct client_entry **find(struct clients *cl, uint32_t org, uint32_t device, const void *id,
+                                  size_t n)
 {
     struct client_entry **pp = &cl->b[bucket(org, device, id, n)];
     while (*pp && !((*pp)->org == org && (*pp)->device == device && (*pp)->n == n &&
@@ -573,7 +573,8 @@ int clients_write(struct sluice_engine *e)
     /* retried every second while it fails: one line, then a count per window */
     uint64_t now = realtime_ms();
     if (rc)
-        errlog_say(&cl->write_errs, now, "writing MQTT sessions failed (tried again each second): %s",
+        errlog_say(&cl->write_errs, now,
+                   "writing MQTT sessions failed (tried again each second): %s",
                    store_last_error(e->store));
     errlog_tick(&cl->write_errs, now, "failed MQTT session writes");
     free(ops);

@@ -42,7 +42,7 @@
  * device cycling client ids cannot take every org's share): past either, a
  * CONNECT asking for one is refused (5.0 0x97 quota exceeded, 3.1.1 0x03
  * server unavailable). */
-#define CLIENTS_KEPT_MAX 100000u
+#define CLIENTS_KEPT_MAX        100000u
 #define CLIENTS_KEPT_PER_DEVICE 128u
 /* The longest a session is kept after its connection ends (7 days); 3.1.1
  * clean-session-0 sessions, which name no expiry, get this. */

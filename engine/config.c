@@ -46,7 +46,7 @@ static const char help_text[] =
     "  --mqtts ADDR:PORT      MQTT over TLS (default 0.0.0.0:8883)\n"
     "  --frame ADDR:PORT      compact TCP frame protocol (default 0.0.0.0:7000)\n"
     "  --frames ADDR:PORT     the frame protocol inside TLS (default off)\n"
-    "  --udp ADDR:PORT        compact frames over UDP (default off)\n"
+    "  --udp ADDR:PORT        compact frames over UDP, served by worker 0 (default off)\n"
     "  --admin ADDR:PORT      /healthz, /readyz, /metrics (default 127.0.0.1:9090)\n"
     "  --tls-cert FILE        (default DATA/tls/server.crt)\n"
     "  --tls-key FILE         (default DATA/tls/server.key)\n"

@@ -237,12 +237,7 @@ static void peer_address(int fd, uint8_t out[16])
     socklen_t len = sizeof ss;
     memset(out, 0, 16);
     if (getpeername(fd, (struct sockaddr *)&ss, &len)) return;
-    if (ss.ss_family == AF_INET6) {
-        memcpy(out, &((struct sockaddr_in6 *)&ss)->sin6_addr, 16);
-    } else if (ss.ss_family == AF_INET) {
-        out[10] = out[11] = 0xff;
-        memcpy(out + 12, &((struct sockaddr_in *)&ss)->sin_addr, 4);
-    }
+    ratelimit_addr((const struct sockaddr *)&ss, out);
 }
 
 struct conn *conn_open(struct worker *w, int fd, unsigned listener, const struct session_ops *ops,

@@ -99,7 +99,7 @@ struct conn {
     uint8_t inflight; /* operations the kernel still holds (recv, send, cancel) */
 
     const struct session_ops *ops;
-    void *sess; /* the protocol's per-connection state (ops->session_size bytes) */
+    void *sess;           /* the protocol's per-connection state (ops->session_size bytes) */
     struct tls_conn *tls; /* TLS listeners: between the socket and the session */
     struct buf pt;        /* TLS: plaintext output staged by conn_send_reserve */
 

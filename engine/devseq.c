@@ -179,5 +179,6 @@ void devseq_done(struct devseq *d, uint32_t device, uint32_t count, int err)
 
 void devseq_orphan_durable(struct worker *w, uint64_t ticket, int err)
 {
-    devseq_done(&w->eng->devseq, (uint32_t)ticket, (uint32_t)(ticket >> 32) & 0x7fffffffu, err);
+    devseq_done(&w->eng->devseq, (uint32_t)ticket, (uint32_t)(ticket >> 32) & DEVSEQ_COUNT_MAX,
+                err);
 }

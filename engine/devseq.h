@@ -55,11 +55,14 @@ void devseq_release(struct devseq *d, uint32_t device, struct conn_ref me);
  * 0, or -EIO while the chain is broken (an earlier commit failed). */
 int devseq_submit(struct devseq *d, uint32_t device, uint32_t count);
 /* The cookie of the commit's own waiter, and what conn_durable calls for it
- * (worker->orphan_durable, with DEVSEQ_TICKET set). */
-#define DEVSEQ_TICKET (1ull << 63)
+ * (worker->orphan_durable, with DEVSEQ_TICKET set; bit 62 is the UDP
+ * module's, engine/udp.h). count is at most DEVSEQ_COUNT_MAX (a commit's
+ * readings are far fewer: a window). */
+#define DEVSEQ_TICKET    (1ull << 63)
+#define DEVSEQ_COUNT_MAX 0x3fffffffu
 static inline uint64_t devseq_ticket(uint32_t device, uint32_t count)
 {
-    return DEVSEQ_TICKET | (uint64_t)count << 32 | device;
+    return DEVSEQ_TICKET | (uint64_t)(count & DEVSEQ_COUNT_MAX) << 32 | device;
 }
 void devseq_orphan_durable(struct worker *w, uint64_t ticket, int err);
 /* The same, by fields (tests). */

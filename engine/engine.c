@@ -24,6 +24,7 @@
 #include "engine/iojob.h"
 #include "engine/loop.h"
 #include "engine/session_http.h"
+#include "engine/udp.h"
 #include "engine/worker.h"
 #include "protocols/tls.h"
 #include "storage/log.h"
@@ -34,14 +35,15 @@
 #define SESSIONS_EVERY_MS  1000
 #define TICKET_RENEW_MS    (3600u * 1000u)
 
-static const char *const listener_names[LISTENER_KINDS] = {"http",  "admin", "mqtt",  "https",
-                                                           "mqtts", "frame", "frames"};
+static const char *const listener_names[LISTENER_KINDS] = {"http",  "admin", "mqtt",   "https",
+                                                           "mqtts", "frame", "frames", "udp"};
 
 /* Splits "HOST:PORT" / "[V6]:PORT" and binds a listening socket, with
  * SO_REUSEPORT so every worker can own one on the same port. */
-static int listen_on(const char *spec, unsigned port_override, int *fd_out, unsigned *port_out,
-                     char *err, size_t errcap)
+static int listen_on(const char *spec, bool dgram, unsigned port_override, int *fd_out,
+                     unsigned *port_out, char *err, size_t errcap)
 {
+    int type = dgram ? SOCK_DGRAM : SOCK_STREAM;
     char host[SLUICE_ADDR_MAX], port[16];
     const char *colon = strrchr(spec, ':');
     size_t hl = colon ? (size_t)(colon - spec) : 0;
@@ -59,7 +61,7 @@ static int listen_on(const char *spec, unsigned port_override, int *fd_out, unsi
         host[hl] = '\0';
     }
     snprintf(port, sizeof port, "%u", port_override ? port_override : (unsigned)atoi(colon + 1));
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_socktype = type,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_NUMERICHOST},
                     *ai = NULL;
     int rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
@@ -67,11 +69,14 @@ static int listen_on(const char *spec, unsigned port_override, int *fd_out, unsi
         snprintf(err, errcap, "bad listen address '%s': %s", spec, gai_strerror(rc));
         return SLUICE_EINVAL;
     }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
+    int fd = socket(ai->ai_family, type | SOCK_CLOEXEC, 0);
+    int one = 1, rcvbuf = 4 << 20;
+    /* datagrams: room for a burst while the loop is busy (what does not fit is
+     * dropped, and resent by its device) */
+    if (fd >= 0 && dgram) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 4096)) {
+        bind(fd, ai->ai_addr, ai->ai_addrlen) || (!dgram && listen(fd, 4096))) {
         int e = errno;
         snprintf(err, errcap, "cannot listen on %s: %s", spec, strerror(e));
         if (fd >= 0) close(fd);
@@ -279,9 +284,10 @@ static int load_device_seqs(struct sluice_engine *e, char *err, size_t errcap)
  * or a frame device's durable mark. */
 static void orphan_durable(struct worker *w, uint64_t cookie, int err)
 {
-    if (cookie & DEVSEQ_TICKET)
+    if (cookie & DEVSEQ_TICKET) {
         devseq_orphan_durable(w, cookie, err);
-    else
+        if (cookie & DEVSEQ_UDP) udp_durable(w, (uint32_t)cookie, err);
+    } else
         clients_orphan_durable(w, cookie, err);
 }
 
@@ -687,16 +693,17 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
 
     /* every worker gets its own SO_REUSEPORT socket on the HTTP port; the admin
      * listener is served by worker 0 alone */
-    const char *specs[LISTENER_KINDS] = {cfg->http,  cfg->admin, cfg->mqtt,  cfg->https,
-                                         cfg->mqtts, cfg->frame, cfg->frames};
+    const char *specs[LISTENER_KINDS] = {cfg->http,  cfg->admin, cfg->mqtt,   cfg->https,
+                                         cfg->mqtts, cfg->frame, cfg->frames, cfg->udp};
     if ((cfg->https[0] || cfg->mqtts[0] || cfg->frames[0]) && (rc = tls_setup(e, err, errcap)))
         goto fail;
     for (unsigned k = 0; k < LISTENER_KINDS; k++) {
         if (!specs[k][0]) continue;
-        unsigned n = k == LISTENER_ADMIN ? 1 : e->nworkers;
+        /* the admin listener and the UDP socket are worker 0's alone */
+        unsigned n = k == LISTENER_ADMIN || k == LISTENER_UDP ? 1 : e->nworkers;
         for (unsigned i = 0; i < n; i++) {
-            rc = listen_on(specs[k], e->port[k], &e->workers[i].listen_fd[k], &e->port[k], err,
-                           errcap);
+            rc = listen_on(specs[k], k == LISTENER_UDP, e->port[k], &e->workers[i].listen_fd[k],
+                           &e->port[k], err, errcap);
             if (rc) goto fail;
         }
         snprintf(e->addr[k], sizeof e->addr[k], "%.*s:%u", (int)(strrchr(specs[k], ':') - specs[k]),

@@ -51,7 +51,8 @@ int ingest_commit(struct ingest_txn *t, const struct conn *c, uint64_t cookie)
 {
     if (!t->readings) return 1;
     size_t bytes = commit_since(t->log, &t->mark);
-    int rc = commit_wait(t->w, t->log, c->slot, c->gen, cookie, bytes);
+    int rc = c ? commit_wait(t->w, t->log, c->slot, c->gen, cookie, bytes)
+               : commit_wait(t->w, t->log, CONN_SLOT_NONE, 0, cookie, bytes);
     if (rc) {
         ingest_abort(t);
         return rc;

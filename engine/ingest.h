@@ -55,7 +55,8 @@ int ingest_begin(struct worker *w, uint32_t org, uint32_t device, struct ingest_
 int ingest_add(struct ingest_txn *t, const struct ingest_meta *m, const void *payload, size_t n);
 
 /* Commits the transaction: its readings wait for the batch's fdatasync and
- * the connection's session gets durable(cookie, err) then. A transaction
+ * the connection's session gets durable(cookie, err) then (c NULL: no
+ * connection, w->orphan_durable gets the cookie: UDP sessions). A transaction
  * without readings is simply closed (nothing to wait for: returns 1).
  * Returns 0 (waiting), 1 (nothing to wait for), or -ENOMEM (aborted). */
 int ingest_commit(struct ingest_txn *t, const struct conn *c, uint64_t cookie);

@@ -29,6 +29,7 @@
 #include "engine/clients.h"
 #include "engine/session_frame.h"
 #include "engine/session_mqtt.h"
+#include "engine/udp.h"
 #include "protocols/tls.h"
 
 #define RING_ENTRIES    4096
@@ -146,15 +147,16 @@ static void resume_accepts(struct worker *w)
     w->accept_resume_ms = 0;
     if (w->draining) return;
     for (unsigned k = 0; k < LISTENER_KINDS; k++)
-        if (w->listen_fd[k] >= 0 && !w->accept_armed[k]) arm_accept(w, k);
+        if (w->listen_fd[k] >= 0 && !w->accept_armed[k] && k != LISTENER_UDP) arm_accept(w, k);
 }
 
 static void begin_drain(struct worker *w)
 {
     w->draining = true;
     w->drain_deadline_ms = w->now_ms + w->eng->cfg.drain_timeout_ms;
+    udp_drain(w); /* its socket stays open for the last ACKs */
     for (unsigned k = 0; k < LISTENER_KINDS; k++) {
-        if (w->listen_fd[k] < 0) continue;
+        if (w->listen_fd[k] < 0 || k == LISTENER_UDP) continue;
         if (w->accept_armed[k]) {
             struct io_uring_sqe *sqe = worker_sqe(w);
             io_uring_prep_cancel64(sqe, op_pack(OP_ACCEPT, 0, k), 0);
@@ -175,6 +177,7 @@ static void on_tick(struct worker *w)
     conn_timers_run(w);
     resume_accepts(w);
     commit_tick(w);
+    udp_tick(w);
     static const char *const what[ERRLOG_KINDS] = {
         "accept errors", "commit failures", "log open failures", "log I/O errors", "out of memory"};
     for (unsigned i = 0; i < ERRLOG_KINDS; i++)
@@ -203,7 +206,10 @@ static void on_wake(struct worker *w, struct io_uring_cqe *cqe)
     size_t nk;
     while ((nk = clients_take_kicks(w, kicks, 32)))
         for (size_t i = 0; i < nk; i++)
-            conn_kick(w, kicks[i].slot, kicks[i].gen);
+            if (kicks[i].slot & UDP_SLOT_BIT)
+                udp_kick(w, kicks[i].slot, kicks[i].gen);
+            else
+                conn_kick(w, kicks[i].slot, kicks[i].gen);
     if (!w->draining && atomic_load_explicit(&w->eng->stopping, memory_order_acquire))
         begin_drain(w);
     if (cqe->res >= 0 || cqe->res == -EINTR || cqe->res == -EAGAIN) arm_wake(w);
@@ -236,6 +242,9 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe)
     case OP_LOG_AHEAD:
     case OP_LOG_AHEAD_SYNC:
         commit_complete(w, cqe);
+        break;
+    case OP_UDP_RECV:
+        udp_on_recv(w, cqe);
         break;
     case OP_SYNC_TIMER:
         commit_interval_sync(w);
@@ -366,7 +375,15 @@ void *loop_main(void *arg)
     w->now_ms = w->wheel_ms = loop_now_ms();
     observe_auth(w);
     for (unsigned k = 0; k < LISTENER_KINDS; k++)
-        if (w->listen_fd[k] >= 0) arm_accept(w, k);
+        if (w->listen_fd[k] >= 0 && k != LISTENER_UDP) arm_accept(w, k);
+    if ((rc = udp_start(w))) {
+        w->error = rc;
+        ring_teardown(w);
+        auth_swap_offline(w->auth_reader);
+        atomic_store(&e->stopping, true);
+        atomic_fetch_add(&e->ready_workers, 1);
+        return NULL;
+    }
     arm_timer(w);
     arm_wake(w);
     if (e->cfg.fsync == SLUICE_FSYNC_INTERVAL) arm_sync_timer(w);
@@ -396,6 +413,7 @@ void *loop_main(void *arg)
         }
         io_uring_cq_advance(&w->ring, n);
         conn_run_posted(w);
+        udp_flush(w);
         conn_reap(w);
     }
     /* drained: everything acknowledged; tear down */
@@ -403,6 +421,7 @@ void *loop_main(void *arg)
     w->auth = NULL;
     commit_close_all(w);
     session_http_worker_free(w);
+    udp_free(w);
     ring_teardown(w);
     return NULL;
 }

@@ -1,7 +1,9 @@
 /* engine/ratelimit.c — token buckets per source address; see ratelimit.h. */
 #include "engine/ratelimit.h"
 
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <xxhash.h>
 
 void ratelimit_init(struct ratelimit *rl, unsigned rate, unsigned burst)
@@ -44,4 +46,15 @@ void ratelimit_charge(struct ratelimit *rl, const uint8_t addr[16], uint64_t now
     if (!rl->rate) return;
     struct ratelimit_slot *s = refill(rl, addr, now_ms);
     s->milli = s->milli >= 1000 ? s->milli - 1000 : 0;
+}
+
+void ratelimit_addr(const struct sockaddr *sa, uint8_t out[16])
+{
+    memset(out, 0, 16);
+    if (sa->sa_family == AF_INET6) {
+        memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    } else if (sa->sa_family == AF_INET) {
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    }
 }

@@ -38,4 +38,9 @@ bool ratelimit_allow(struct ratelimit *rl, const uint8_t addr[16], uint64_t now_
 /* Takes one token from addr's bucket for a failed attempt. */
 void ratelimit_charge(struct ratelimit *rl, const uint8_t addr[16], uint64_t now_ms);
 
+/* The address the limits are kept by: a socket address as 16 bytes (IPv4 as
+ * ::ffff:a.b.c.d); all zero for other families. */
+struct sockaddr;
+void ratelimit_addr(const struct sockaddr *sa, uint8_t out[16]);
+
 #endif

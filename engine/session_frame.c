@@ -115,11 +115,12 @@ static void send_frame(struct worker *w, struct conn *c, const uint8_t *p, size_
 }
 
 /* Ends the connection with ERROR code: seq is the first reading not stored
- * (0: none). Nothing more is parsed; it closes once its output is sent and
- * its commits completed. */
+ * (0: the next one to arrive, once readings flow). Nothing more is parsed; it
+ * closes once its output is sent and its commits completed. */
 static void fail(struct worker *w, struct conn *c, uint8_t code, uint64_t seq, const char *msg)
 {
     struct frame_sess *s = sess(c);
+    if (!seq && s->state == FS_READY) seq = s->next;
     uint8_t out[2 + FRAME_VARINT_MAX + 1 + FRAME_VARINT_MAX + FRAME_MESSAGE_MAX];
     if (!s->final_sent) send_frame(w, c, out, frame_encode_error(out, sizeof out, code, seq, msg));
     s->final_sent = true;

@@ -224,7 +224,8 @@ static int authenticate(struct worker *w, struct conn *c, struct http_slice tok)
     int rc;
     uint8_t cert[STORE_DIGEST_LEN];
     if (!tok.n && conn_client_cert_digest(c, cert))
-        rc = auth_device_cert(w->auth, cert, &e); /* mutual TLS: the certificate is the credential */
+        rc =
+            auth_device_cert(w->auth, cert, &e); /* mutual TLS: the certificate is the credential */
     else
         rc = auth_device(w->auth, w->authrl, c->peer, w->now_ms, tok.p, tok.n, &e);
     if (rc != AUTH_OK) return rc;

@@ -51,7 +51,7 @@
 /* Acknowledgements waiting their turn: the receive window plus room for
  * PUBCOMPs (past it reading stops until acks leave). 8 bytes each, in every
  * connection's session: an idle connection's memory is mostly this. */
-#define MQTT_QUEUE 96u
+#define MQTT_QUEUE         96u
 #define MQTT_CLIENT_ID_MAX 128u
 /* MQTT 5 topic aliases a client may set (announced as Topic Alias Maximum),
  * and the bytes their topics may take together per connection: past it,
@@ -68,9 +68,9 @@
 #define COOKIE_SESSION (1ull << 62)
 
 struct pending_ack {
-    uint8_t type;    /* MQTT_PUBACK, MQTT_PUBREC, MQTT_PUBCOMP */
-    uint8_t reason;  /* 0, or 0x80 when its commit failed */
-    uint8_t waiting; /* the commit (and session write) it waits for are outstanding */
+    uint8_t type;        /* MQTT_PUBACK, MQTT_PUBREC, MQTT_PUBCOMP */
+    uint8_t reason;      /* 0, or 0x80 when its commit failed */
+    uint8_t waiting;     /* the commit (and session write) it waits for are outstanding */
     uint8_t failed : 1;  /* 3.1.1: the commit failed, close instead of acking */
     uint8_t release : 1; /* sending it ends an exchange: one slot of the receive window */
     uint8_t answer : 1;  /* the first answer to a QoS 1/2 PUBLISH (counted in `unanswered`) */
@@ -79,17 +79,17 @@ struct pending_ack {
 };
 
 struct mqtt_sess {
-    uint8_t version; /* 0 until CONNECT, then 4 or 5 */
+    uint8_t version;   /* 0 until CONNECT, then 4 or 5 */
     bool disconnected; /* the client sent DISCONNECT: no will */
     bool sent_disconnect;
     uint16_t keepalive_s;
     uint32_t client_max; /* MQTT 5 client's Maximum Packet Size, 0: none given */
-    bool claimed; /* client_id is registered (engine/clients.c) */
-    bool kept;    /* a session kept between connections: its QoS 2 ids live in clients.c */
-    uint32_t epoch;    /* of that session */
-    uint32_t expiry_s; /* MQTT 5: the CONNECT's Session Expiry Interval (DISCONNECT rule) */
+    bool claimed;        /* client_id is registered (engine/clients.c) */
+    bool kept;           /* a session kept between connections: its QoS 2 ids live in clients.c */
+    uint32_t epoch;      /* of that session */
+    uint32_t expiry_s;   /* MQTT 5: the CONNECT's Session Expiry Interval (DISCONNECT rule) */
     uint8_t client_id_len;
-    char *client_id; /* malloc'd: most ids are far shorter than the limit */
+    char *client_id;     /* malloc'd: most ids are far shorter than the limit */
     uint64_t last_rx_ms; /* when the last packet arrived (keepalive) */
 
     /* the device, from the CONNECT's token */
@@ -204,7 +204,8 @@ static void flush_acks(struct worker *w, struct conn *c)
     if (s->qhead == s->qtail && c->stopped && s->version == 5 && !s->sent_disconnect &&
         w->draining) {
         uint8_t buf[8];
-        size_t n = mqtt_encode_disconnect(buf, sizeof buf, 5, 0x8B, NULL); /* server shutting down */
+        size_t n =
+            mqtt_encode_disconnect(buf, sizeof buf, 5, 0x8B, NULL); /* server shutting down */
         send_packet(w, c, buf, n);
         s->sent_disconnect = true;
     }
@@ -280,8 +281,8 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
     }
     /* password = token (any username), or username = token, empty password */
     struct mqtt_slice tok = cn->has_password && cn->password.n ? cn->password
-                            : cn->has_username                  ? cn->username
-                                                                : (struct mqtt_slice){0};
+                            : cn->has_username                 ? cn->username
+                                                               : (struct mqtt_slice){0};
     const struct auth_entry *e = NULL;
     uint8_t cert[STORE_DIGEST_LEN];
     /* mutual TLS: with a client certificate and no password, the certificate
@@ -350,10 +351,9 @@ static void on_connect(struct worker *w, struct conn *c, const struct mqtt_packe
     }
     /* kept between connections: 3.1.1 clean session 0 (no expiry given: our
      * longest), 5.0 Session Expiry Interval > 0 (capped, and CONNACK says so) */
-    uint32_t want = v == 5 ? (MQTT_HAS(&pk->props, MQTT_PROP_SESSION_EXPIRY)
-                                  ? pk->props.session_expiry
-                                  : 0)
-                           : (cn->clean_start ? 0 : CLIENTS_EXPIRY_MAX);
+    uint32_t want =
+        v == 5 ? (MQTT_HAS(&pk->props, MQTT_PROP_SESSION_EXPIRY) ? pk->props.session_expiry : 0)
+               : (cn->clean_start ? 0 : CLIENTS_EXPIRY_MAX);
     uint32_t expiry = want < CLIENTS_EXPIRY_MAX ? want : CLIENTS_EXPIRY_MAX;
     if (v == 5 && expiry != want) {
         props.has_session_expiry = 1;
@@ -450,7 +450,7 @@ static int store(struct worker *w, struct conn *c, uint8_t flags, const uint8_t 
     struct ingest_meta m = {
         .proto = conn_is_tls(c) ? RECORD_PROTO_MQTTS : RECORD_PROTO_MQTT,
         .ctype = n && json_validate((const char *)payload, n, &jerr) == 0 ? RECORD_CTYPE_JSON
-                                                                         : RECORD_CTYPE_OCTET,
+                                                                          : RECORD_CTYPE_OCTET,
         .flags = flags,
         .topic = (const char *)topic,
         .topic_len = (uint16_t)topic_len,
@@ -711,8 +711,10 @@ static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
         int rc = mqtt_peek(u + off, n - off, &total);
         if (rc == MQTT_INCOMPLETE) break;
         if (rc < 0) {
-            if (!s->version) conn_close(w, c);
-            else refuse(w, c, 0x81);
+            if (!s->version)
+                conn_close(w, c);
+            else
+                refuse(w, c, 0x81);
             break;
         }
         if (total > max_packet(w)) {

@@ -23,8 +23,8 @@
 
 #include "sluice.h"
 
-static const char *const served[] = {"http", "admin", "mqtt", "https", "mqtts", "frame", "frames"};
-static const char *const not_yet[] = {"udp"};
+static const char *const served[] = {"http",  "admin", "mqtt",   "https",
+                                     "mqtts", "frame", "frames", "udp"};
 
 struct ini_ctx {
     sluice_config *cfg;
@@ -252,11 +252,6 @@ int main(int argc, char **argv)
         char addr[SLUICE_ADDR_MAX];
         if (sluice_engine_port(eng, served[i], addr)) printf("listening %s %s\n", served[i], addr);
     }
-    const char *cfgaddr[] = {cfg.udp};
-    for (size_t i = 0; i < sizeof not_yet / sizeof not_yet[0]; i++)
-        if (cfgaddr[i][0])
-            fprintf(stderr, "sluiced: note: %s (%s) is not served by this version yet\n",
-                    not_yet[i], cfgaddr[i]);
     if (stop_now)
         fprintf(stderr, "sluiced: a stop signal came during start-up\n");
     else

@@ -38,6 +38,7 @@ enum listener_kind {
     LISTENER_MQTTS,  /* the MQTT session behind TLS */
     LISTENER_FRAME,  /* the compact frame protocol */
     LISTENER_FRAMES, /* ... behind TLS */
+    LISTENER_UDP,    /* frames in datagrams: a UDP socket on worker 0 (engine/udp.c) */
     LISTENER_KINDS
 };
 
@@ -56,6 +57,7 @@ enum op_kind {
     OP_WAKE,           /* the worker's eventfd: stop requested, or storage jobs done */
     OP_LOG_AHEAD,      /* direct writers: zeros written ahead in the background */
     OP_LOG_AHEAD_SYNC, /* ... and their fsync */
+    OP_UDP_RECV,       /* the UDP socket's multishot recvmsg */
 };
 
 static inline uint64_t op_pack(unsigned kind, uint32_t gen, uint32_t slot)
@@ -177,7 +179,8 @@ struct worker {
     struct auth_swap_reader *auth_reader;
     struct ratelimit *authrl; /* failed authentications per source address */
 
-    void *http; /* protocol state shared by the worker's HTTP sessions (session_http.c) */
+    void *http;      /* protocol state shared by the worker's HTTP sessions (session_http.c) */
+    struct udp *udp; /* worker 0 with --udp: its sessions (engine/udp.c) */
 
     int wake_fd; /* eventfd: sluice_engine_stop (async-signal-safe) and storage jobs */
     /* connections other workers asked this one to end (clients.c; under the

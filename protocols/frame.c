@@ -44,6 +44,7 @@ static int known(uint8_t t)
     case FRAME_BATCH:
     case FRAME_BATCH_TIMED:
     case FRAME_TIME:
+    case FRAME_SEQ:
     case FRAME_ACK:
     case FRAME_PING:
     case FRAME_PONG:
@@ -181,6 +182,7 @@ int frame_parse(const uint8_t *p, size_t n, struct frame *f)
         break;
     }
     case FRAME_TIME:
+    case FRAME_SEQ:
     case FRAME_ACK:
         f->u.num.value = num(&r);
         break;
@@ -317,7 +319,7 @@ size_t frame_encode_reading(uint8_t *out, size_t cap, const void *payload, size_
 
 size_t frame_encode_num(uint8_t *out, size_t cap, uint8_t type, uint64_t value)
 {
-    if (type != FRAME_ACK && type != FRAME_TIME) return 0;
+    if (type != FRAME_ACK && type != FRAME_TIME && type != FRAME_SEQ) return 0;
     struct wr w = {out, cap, 0};
     size_t total = head(&w, type, varint_len(value));
     put_num(&w, value);

@@ -42,6 +42,7 @@ enum frame_type {
     FRAME_BATCH = 0x12,
     FRAME_BATCH_TIMED = 0x13,
     FRAME_TIME = 0x14,
+    FRAME_SEQ = 0x15, /* UDP: the sequence number of the datagram's next reading */
     FRAME_ACK = 0x20,
     FRAME_PING = 0x30,
     FRAME_PONG = 0x31,
@@ -94,7 +95,7 @@ struct frame {
             struct frame_slice items; /* walked with frame_batch_next */
         } batch;
         struct {
-            uint64_t value; /* TIME: t0_ms; ACK: durable_seq */
+            uint64_t value; /* TIME: t0_ms; SEQ: next reading's number; ACK: durable_seq */
         } num;
         struct {
             uint8_t code;
@@ -136,7 +137,8 @@ size_t frame_encode_welcome(uint8_t *out, size_t cap, const uint8_t signature[FR
                             uint64_t durable_seq, uint64_t max_frame, uint64_t window,
                             const uint8_t *ticket, size_t ticket_len);
 size_t frame_encode_reading(uint8_t *out, size_t cap, const void *payload, size_t n);
-size_t frame_encode_num(uint8_t *out, size_t cap, uint8_t type, uint64_t value); /* ACK, TIME */
+size_t frame_encode_num(uint8_t *out, size_t cap, uint8_t type,
+                        uint64_t value);                           /* ACK, TIME, SEQ */
 size_t frame_encode_empty(uint8_t *out, size_t cap, uint8_t type); /* PING, PONG, BYE */
 size_t frame_encode_error(uint8_t *out, size_t cap, uint8_t code, uint64_t seq, const char *msg);
 

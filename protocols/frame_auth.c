@@ -56,20 +56,71 @@ int frame_auth_proof(const struct frame_keys *k, const void *msg, size_t n,
     return 0;
 }
 
-bool frame_auth_verify(const uint8_t stored_key[FRAME_KEY_LEN], const void *msg, size_t n,
-                       const uint8_t proof[FRAME_KEY_LEN])
+bool frame_auth_verify_key(const uint8_t stored_key[FRAME_KEY_LEN], const void *msg, size_t n,
+                           const uint8_t proof[FRAME_KEY_LEN], uint8_t client_key[FRAME_KEY_LEN])
 {
-    uint8_t sig[FRAME_KEY_LEN], ck[FRAME_KEY_LEN], h[32];
+    uint8_t sig[FRAME_KEY_LEN], h[32];
     if (frame_auth_hmac(stored_key, FRAME_KEY_LEN, msg, n, sig)) return false;
     for (int i = 0; i < FRAME_KEY_LEN; i++)
-        ck[i] = proof[i] ^ sig[i];
-    int rc = wc_Sha256Hash(ck, sizeof ck, h);
-    explicit_bzero(ck, sizeof ck);
-    if (rc != 0) return false;
+        client_key[i] = proof[i] ^ sig[i];
+    if (wc_Sha256Hash(client_key, FRAME_KEY_LEN, h) != 0) {
+        explicit_bzero(client_key, FRAME_KEY_LEN);
+        return false;
+    }
     uint8_t acc = 0;
     for (int i = 0; i < FRAME_KEY_LEN; i++)
         acc |= (uint8_t)(h[i] ^ stored_key[i]);
+    if (acc != 0) explicit_bzero(client_key, FRAME_KEY_LEN);
     return acc == 0;
+}
+
+bool frame_auth_verify(const uint8_t stored_key[FRAME_KEY_LEN], const void *msg, size_t n,
+                       const uint8_t proof[FRAME_KEY_LEN])
+{
+    uint8_t ck[FRAME_KEY_LEN];
+    bool ok = frame_auth_verify_key(stored_key, msg, n, proof, ck);
+    explicit_bzero(ck, sizeof ck);
+    return ok;
+}
+
+int frame_auth_session_key(const uint8_t client_key[FRAME_KEY_LEN], const void *msg, size_t n,
+                           uint8_t key[FRAME_KEY_LEN], uint8_t session_id[8])
+{
+    static const char label[] = "sluice session key v1", idl[] = "sluice udp id v1";
+    uint8_t id[FRAME_KEY_LEN];
+    Hmac h;
+    int rc = wc_HmacInit(&h, NULL, INVALID_DEVID);
+    if (rc == 0) rc = wc_HmacSetKey(&h, WC_SHA256, client_key, FRAME_KEY_LEN);
+    if (rc == 0) rc = wc_HmacUpdate(&h, (const byte *)label, sizeof label - 1);
+    if (rc == 0) rc = wc_HmacUpdate(&h, msg, (word32)n);
+    if (rc == 0) rc = wc_HmacFinal(&h, key);
+    wc_HmacFree(&h);
+    if (rc == 0) rc = frame_auth_hmac(key, FRAME_KEY_LEN, idl, sizeof idl - 1, id);
+    if (rc != 0) {
+        explicit_bzero(key, FRAME_KEY_LEN);
+        return -EIO;
+    }
+    memcpy(session_id, id, 8);
+    return 0;
+}
+
+int frame_auth_udp_mac(const uint8_t key[FRAME_KEY_LEN], uint8_t dir, const void *head, size_t hlen,
+                       const void *body, size_t blen, uint8_t mac[8])
+{
+    static const char label[] = "sluice udp v1";
+    uint8_t out[FRAME_KEY_LEN];
+    Hmac h;
+    int rc = wc_HmacInit(&h, NULL, INVALID_DEVID);
+    if (rc == 0) rc = wc_HmacSetKey(&h, WC_SHA256, key, FRAME_KEY_LEN);
+    if (rc == 0) rc = wc_HmacUpdate(&h, (const byte *)label, sizeof label - 1);
+    if (rc == 0) rc = wc_HmacUpdate(&h, &dir, 1);
+    if (rc == 0) rc = wc_HmacUpdate(&h, head, (word32)hlen);
+    if (rc == 0) rc = wc_HmacUpdate(&h, body, (word32)blen);
+    if (rc == 0) rc = wc_HmacFinal(&h, out);
+    wc_HmacFree(&h);
+    if (rc != 0) return -EIO;
+    memcpy(mac, out, 8);
+    return 0;
 }
 
 int frame_auth_server_signature(const uint8_t server_key[FRAME_KEY_LEN], const void *msg, size_t n,

@@ -44,4 +44,20 @@ bool frame_auth_verify(const uint8_t stored_key[FRAME_KEY_LEN], const void *msg,
 int frame_auth_server_signature(const uint8_t server_key[FRAME_KEY_LEN], const void *msg, size_t n,
                                 uint8_t out[FRAME_KEY_LEN]);
 
+/* UDP (§6): the session key and id of a completed handshake; ClientKey is
+ * the device's, or the one the server recovered from the proof. msg is
+ * HELLO || CHALLENGE || PROOF as for the server signature. */
+int frame_auth_session_key(const uint8_t client_key[FRAME_KEY_LEN], const void *msg, size_t n,
+                           uint8_t key[FRAME_KEY_LEN], uint8_t session_id[8]);
+
+/* The 8-byte MAC of a session datagram: dir 0 from the device, 1 from the
+ * server; head is session_id || dgram_seq varint (hlen bytes), body the frames. */
+int frame_auth_udp_mac(const uint8_t key[FRAME_KEY_LEN], uint8_t dir, const void *head, size_t hlen,
+                       const void *body, size_t blen, uint8_t mac[8]);
+
+/* The server's check of a proof that also hands back the recovered ClientKey
+ * (for the UDP session key): like frame_auth_verify. */
+bool frame_auth_verify_key(const uint8_t stored_key[FRAME_KEY_LEN], const void *msg, size_t n,
+                           const uint8_t proof[FRAME_KEY_LEN], uint8_t client_key[FRAME_KEY_LEN]);
+
 #endif

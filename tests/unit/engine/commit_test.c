@@ -237,6 +237,32 @@ Test(commit, a_failed_sync_fails_the_batch_and_keeps_nothing)
     cr_expect_eq(stored(1), 1);
 }
 
+/* What queued behind a failed batch fails with it: written after the cut it
+ * would be durable while a reading before it is lost (a frame device's mark,
+ * read back from the log after a restart, would then skip that reading). */
+Test(commit, a_failed_sync_fails_the_batch_filling_behind_it)
+{
+    eng.fault = (struct fault){.op = FAULT_SYNC, .err = EIO, .count = 1};
+    cr_assert_eq(request(1, 2, 7), 0);
+    do
+        commit_submit(&wk);
+    while (take_jobs(300));
+    cr_assert(wk.logs_busy, "no batch in flight");
+    cr_assert(one_cqe(), "no completion for the batch write");
+    /* a second request fills the next batch while the first one syncs */
+    cr_assert_eq(request(1, 3, 8), 0);
+    cr_assert(one_cqe(), "no completion for the batch fdatasync");
+    cr_expect_eq(seen.calls, 2, "the batch behind the failed one was not answered");
+    cr_expect_eq(seen.cookie, 8);
+    cr_expect_eq(seen.err, -EIO, "the batch behind the failed one did not fail");
+    settle_all();
+    cr_expect_eq(stored(1), 0, "readings behind a failed batch are in the log");
+    cr_assert_eq(request(1, 1, 9), 0);
+    settle_all();
+    cr_expect_eq(seen.err, 0);
+    cr_expect_eq(stored(1), 1);
+}
+
 Test(commit, an_aborted_request_leaves_no_trace)
 {
     struct ingest_txn t;
