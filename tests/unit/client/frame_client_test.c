@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client/frame_client.h"
@@ -193,7 +194,9 @@ Test(frame_client, s9_proof_signature_session_key)
 /* ---- the client against a scripted peer ---- */
 
 /* One connection's script: 'r' the client must send exactly these bytes,
- * 'w' the peer writes them, 'e' the client must close without sending more,
+ * 'w' the peer writes them, 'W' writes them a byte at a time (1 ms apart, so
+ * that the client reads them cut at every byte), 'e' the client must close
+ * without sending more, 's' the peer stays silent until the client closes,
  * 'c' the peer closes. Hex strings; NULL op ends it (then the peer closes). */
 struct step {
     char op;
@@ -241,6 +244,16 @@ static void *peer_run(void *arg)
             struct pollfd pf = {pe->fd, POLLIN, 0};
             ssize_t k = poll(&pf, 1, 5000) == 1 ? recv(pe->fd, got, sizeof got, 0) : -2;
             if (k != 0) snprintf(pe->why, sizeof pe->why, "expected EOF, got %zd", k);
+        } else if (s->op == 'W') {
+            for (size_t i = 0; i < n && !pe->why[0]; i++) {
+                if (send(pe->fd, want + i, 1, MSG_NOSIGNAL) != 1)
+                    snprintf(pe->why, sizeof pe->why, "peer write failed: %s", strerror(errno));
+                usleep(1000);
+            }
+        } else if (s->op == 's') {
+            struct pollfd pf = {pe->fd, POLLIN, 0};
+            if (poll(&pf, 1, 10000) != 1 || recv(pe->fd, got, sizeof got, 0) != 0)
+                snprintf(pe->why, sizeof pe->why, "the client did not give up on a silent peer");
         } else if (s->op == 'c') {
             break;
         }
@@ -254,6 +267,7 @@ struct net {
     const struct step *scripts[4];
     struct peer peers[4];
     int dials;
+    unsigned timeout_ms; /* 0: 3 s */
 };
 
 static int test_dial(void *arg, const char *host, unsigned port, unsigned timeout_ms)
@@ -301,7 +315,7 @@ static sluice_frame_client *client(struct net *net, uint64_t first_seq, uint32_t
     cfg.batch = batch;
     cfg.max_readings = max_readings;
     cfg.ring_bytes = 4096;
-    cfg.timeout_ms = 3000;
+    cfg.timeout_ms = net->timeout_ms ? net->timeout_ms : 3000;
     cfg.random = fixed_nonce;
     cfg.dial = test_dial;
     cfg.arg = net;
@@ -563,6 +577,87 @@ Test(frame_client, s7_too_large_reading_is_given_up_by_drop)
     sluice_frame_stats st;
     sluice_frame_client_stats(c, &st);
     cr_assert(st.dropped == 1 && st.acked == 1 && st.held == 0 && st.last_seq == 2);
+}
+
+/* The server's frames cut at every byte: CHALLENGE, WELCOME and ACK arrive
+ * one byte per read, and the client reassembles them. */
+Test(frame_client, server_frames_cut_at_every_byte)
+{
+    const struct step s[] = {{'r', HELLO},   {'W', CHALLENGE},  {'r', PROOF},   {'W', WELCOME},
+                             {'r', READING}, {'W', "20 01 01"}, {'r', "40 00"}, {0, NULL}};
+    struct net net = {.scripts = {s}};
+    sluice_frame_client *c = client(&net, 1, 1, 16);
+    cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), 0);
+    cr_assert_eq(sluice_frame_client_close(c), 0);
+    join(&net);
+}
+
+/* A WELCOME cut short by the connection's end is no WELCOME. */
+Test(frame_client, truncated_welcome_then_eof)
+{
+    char half[48];
+    memcpy(half, WELCOME, 40);
+    half[40] = 0;
+    const struct step s[] = {{'r', HELLO}, {'w', CHALLENGE}, {'r', PROOF}, {'w', half}, {0, NULL}};
+    struct net net = {.scripts = {s}};
+    sluice_frame_client *c = client(&net, 1, 1, 16);
+    cr_assert_eq(sluice_frame_client_connect(c), SLUICE_FRAME_ECLOSED);
+    join(&net);
+}
+
+/* Hostile server frames: a header announcing 1 MiB (refused from the header,
+ * never buffered), an unknown type, a device's frame, a second CHALLENGE. */
+Test(frame_client, hostile_server_frames_are_refused)
+{
+    static const char *const bad[] = {"02 80 80 40", "55 00", "10 01 78",
+                                      "02 11 101112131415161718191a1b1c1d1e1f 00"};
+    for (size_t i = 0; i < 4; i++) {
+        const struct step hs[] = {{'r', HELLO}, {'w', bad[i]}, {'e', NULL}, {0, NULL}};
+        /* after WELCOME: sent once the client's READING is in, so that it
+         * meets the client waiting in flush */
+        const struct step ws[] = {{'r', HELLO},   {'w', CHALLENGE}, {'r', PROOF}, {'w', WELCOME},
+                                  {'r', READING}, {'w', bad[i]},    {'e', NULL},  {0, NULL}};
+        struct net net = {.scripts = {i < 2 ? hs : ws}};
+        sluice_frame_client *c = client(&net, 1, 1, 16);
+        cr_assert_eq(sluice_frame_client_connect(c), i < 2 ? SLUICE_FRAME_EBADFRAME : 0, "case %zu",
+                     i);
+        if (i >= 2) {
+            /* on a live connection it shows at the next call that reads */
+            cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0);
+            cr_assert_eq(sluice_frame_client_flush(c), SLUICE_FRAME_EBADFRAME, "case %zu", i);
+        }
+        join(&net);
+    }
+}
+
+/* §2 PING from the server is answered with PONG, while the client waits. */
+Test(frame_client, ping_is_answered_with_pong)
+{
+    const struct step s[] = {{'r', HELLO},   {'w', CHALLENGE}, {'r', PROOF},   {'w', WELCOME},
+                             {'r', READING}, {'w', "30 00"},   {'r', "31 00"}, {'w', "20 01 01"},
+                             {'r', "40 00"}, {0, NULL}};
+    struct net net = {.scripts = {s}};
+    sluice_frame_client *c = client(&net, 1, 1, 16);
+    cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), 0);
+    cr_assert_eq(sluice_frame_client_close(c), 0);
+    join(&net);
+}
+
+/* A server that accepts and then says nothing costs one timeout, no more. */
+Test(frame_client, silent_server_times_out)
+{
+    const struct step s[] = {{'r', HELLO}, {'s', NULL}, {0, NULL}};
+    struct net net = {.scripts = {s}, .timeout_ms = 300};
+    sluice_frame_client *c = client(&net, 1, 1, 16);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    cr_assert_eq(sluice_frame_client_connect(c), SLUICE_FRAME_ETIMEDOUT);
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    long ms = (b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000;
+    cr_assert(ms >= 250 && ms < 1500, "took %ld ms", ms);
+    join(&net);
 }
 
 Test(frame_client, init_refuses_small_memory_and_missing_fields)
