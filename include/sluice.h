@@ -194,7 +194,7 @@ enum sluice_frame_error {
     SLUICE_FRAME_EPROTOCOL = SLUICE_FRAME_ECODE(0x07), /* the server saw a protocol error */
     SLUICE_FRAME_ESHUTDOWN = SLUICE_FRAME_ECODE(0x08), /* server shutting down (retried) */
     SLUICE_FRAME_EIDLE = SLUICE_FRAME_ECODE(0x09),     /* idle or handshake timeout (retried) */
-    SLUICE_FRAME_EINVAL = -0x201,     /* bad config or argument; memory too small or unaligned */
+    SLUICE_FRAME_EINVAL = -0x201,     /* bad config or argument; memory too small */
     SLUICE_FRAME_ESIGNATURE = -0x202, /* the server's WELCOME signature is wrong: refused */
     SLUICE_FRAME_EBADFRAME = -0x203,  /* the server sent a frame that does not parse or fit */
     SLUICE_FRAME_ETIMEDOUT = -0x204,  /* the call's deadline (cfg.timeout_ms) passed */
@@ -266,7 +266,7 @@ SLUICE_API int sluice_frame_client_init(sluice_frame_client **out, void *mem, si
                                         const sluice_frame_config *cfg);
 
 /* Connects and authenticates now (HELLO, CHALLENGE, PROOF, WELCOME), unless
- * connected already, then sends the held readings. Refuses a server whose
+ * connected already, then sends what of the held readings is due. Refuses a server whose
  * WELCOME signature does not verify (it did not know this token's
  * ServerKey). One attempt, no retry. Returns 0, SLUICE_FRAME_ESIGNATURE, a
  * mapped ERROR code (SLUICE_FRAME_EAUTH ...), SLUICE_FRAME_ETIMEDOUT,
@@ -286,10 +286,10 @@ SLUICE_API int sluice_frame_client_connect(sluice_frame_client *c);
 SLUICE_API int sluice_frame_client_send(sluice_frame_client *c, const void *payload, size_t n);
 
 /* Sends every held reading and waits until all are acknowledged durable,
- * reconnecting after transient failures (a reset, ERROR 0x05, 0x08, 0x09),
- * within cfg.timeout_ms. Returns 0 (nothing held), SLUICE_FRAME_ETIMEDOUT or
- * the last transient error when the deadline passed, or the first error that
- * retrying cannot cure (SLUICE_FRAME_EAUTH, SLUICE_FRAME_EQUOTA,
+ * reconnecting after transient failures (a refused or reset connection, a
+ * name that did not resolve, ERROR 0x05, 0x08, 0x09), within cfg.timeout_ms. Returns 0 (nothing
+ * held), SLUICE_FRAME_ETIMEDOUT or the last transient error when the deadline passed, or the first
+ * error that retrying cannot cure (SLUICE_FRAME_EAUTH, SLUICE_FRAME_EQUOTA,
  * SLUICE_FRAME_ESIGNATURE, SLUICE_FRAME_EBADFRAME ...). */
 SLUICE_API int sluice_frame_client_flush(sluice_frame_client *c);
 
