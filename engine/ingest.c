@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "engine/conn.h"
+#include "protocols/json.h"
 
 static uint64_t realtime_ns(void)
 {
@@ -64,6 +65,12 @@ int ingest_commit(struct ingest_txn *t, const struct conn *c, uint64_t cookie)
 int ingest_notify(struct ingest_txn *t, uint64_t cookie)
 {
     return commit_wait(t->w, t->log, CONN_SLOT_NONE, 0, cookie, 0);
+}
+
+uint8_t ingest_ctype(const void *payload, size_t n)
+{
+    struct json_error jerr;
+    return n && json_validate(payload, n, &jerr) == 0 ? RECORD_CTYPE_JSON : RECORD_CTYPE_OCTET;
 }
 
 void ingest_abort(struct ingest_txn *t)

@@ -66,6 +66,10 @@ int ingest_commit(struct ingest_txn *t, const struct conn *c, uint64_t cookie);
  * not (conn.h CONN_SLOT_NONE). Returns 0 or -ENOMEM (then only the
  * connection hears of it). */
 int ingest_notify(struct ingest_txn *t, uint64_t cookie);
+/* A payload's content type as the non-HTTP protocols record it: JSON when
+ * it is one JSON value, else opaque bytes. */
+uint8_t ingest_ctype(const void *payload, size_t n);
+
 /* Takes back everything the transaction added. */
 void ingest_abort(struct ingest_txn *t);
 
