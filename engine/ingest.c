@@ -67,6 +67,26 @@ int ingest_notify(struct ingest_txn *t, uint64_t cookie)
     return commit_wait(t->w, t->log, CONN_SLOT_NONE, 0, cookie, 0);
 }
 
+int ingest_add_numbered(struct worker *w, uint32_t org, uint32_t device, struct ingest_txn *t,
+                        bool *open, uint8_t proto, uint64_t seq, uint64_t dev_ms,
+                        const void *payload, size_t n)
+{
+    if (n > w->eng->cfg.max_body) return -EMSGSIZE;
+    if (!*open) {
+        int rc = ingest_begin(w, org, device, t);
+        if (rc) return rc;
+        *open = true;
+    }
+    struct ingest_meta m = {
+        .proto = proto,
+        .ctype = ingest_ctype(payload, n),
+        .device_ts_ns = dev_ms * 1000000u,
+        .device_seq = seq,
+    };
+    int rc = ingest_add(t, &m, payload, n);
+    return rc == -E2BIG ? -EMSGSIZE : rc;
+}
+
 uint8_t ingest_ctype(const void *payload, size_t n)
 {
     struct json_error jerr;

@@ -289,21 +289,10 @@ static int add_reading(void *ctx, uint64_t dev_ms, const struct frame_slice *pl)
     struct frame_sess *s = sess(x->c);
     uint64_t seq = s->next++;
     if (seq <= s->dup_upto) return 0; /* resent after a reconnect: acknowledged, not stored */
-    if (pl->n > w->eng->cfg.max_body) return 0x04;
-    if (!x->open) {
-        if (ingest_begin(w, s->org, s->device, &x->t)) return 0x05;
-        x->open = true;
-        x->first = seq;
-    }
-    struct ingest_meta m = {
-        .proto = RECORD_PROTO_FRAME,
-        .ctype = ingest_ctype(pl->p, pl->n),
-        .device_ts_ns = dev_ms * 1000000u,
-        .device_seq = seq,
-    };
-    int rc = ingest_add(&x->t, &m, pl->p, pl->n);
-    if (rc == -EMSGSIZE || rc == -E2BIG) return 0x04;
-    if (rc) return 0x05;
+    if (!x->open) x->first = seq;
+    int rc = ingest_add_numbered(w, s->org, s->device, &x->t, &x->open, RECORD_PROTO_FRAME, seq,
+                                 dev_ms, pl->p, pl->n);
+    if (rc) return rc == -EMSGSIZE ? 0x04 : 0x05;
     x->count++;
     return 0;
 }

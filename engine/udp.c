@@ -376,20 +376,9 @@ static int reading(void *ctx, uint64_t dev_ms, const struct frame_slice *pl)
         x->stop = true; /* a gap (a datagram lost or overtaken), or no room: resent later */
         return 0;
     }
-    if (pl->n > w->eng->cfg.max_body) return 0x04;
-    if (!x->open) {
-        if (ingest_begin(w, s->org, s->device, &x->t)) return 0x05;
-        x->open = true;
-    }
-    struct ingest_meta m = {
-        .proto = RECORD_PROTO_UDP,
-        .ctype = ingest_ctype(pl->p, pl->n),
-        .device_ts_ns = dev_ms * 1000000u,
-        .device_seq = seq,
-    };
-    int rc = ingest_add(&x->t, &m, pl->p, pl->n);
-    if (rc == -EMSGSIZE || rc == -E2BIG) return 0x04;
-    if (rc) return 0x05;
+    int rc = ingest_add_numbered(w, s->org, s->device, &x->t, &x->open, RECORD_PROTO_UDP, seq,
+                                 dev_ms, pl->p, pl->n);
+    if (rc) return rc == -EMSGSIZE ? 0x04 : 0x05;
     x->count++;
     s->expected++;
     return 0;
