@@ -4,7 +4,8 @@ BUILD    ?= build
 DATA     ?= ./data
 PKGS     := meson ninja-build pkg-config gcc liburing-dev libwolfssl-dev liblmdb-dev \
             libxxhash-dev libcriterion-dev libinih-dev zlib1g-dev curl python3 \
-            strace mosquitto mosquitto-clients python3-paho-mqtt openssl testssl.sh
+            strace mosquitto mosquitto-clients python3-paho-mqtt openssl testssl.sh \
+            lmdb-utils
 RUN_ARGS ?=
 
 .PHONY: all deps build run test clean

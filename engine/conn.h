@@ -4,7 +4,7 @@
  * reassembly buffer for input not yet consumed, output buffers with a cap, one
  * deadline on the worker's timer wheel, the peer's address, and a protocol
  * session behind a small ops table. conn.c moves bytes and enforces the caps;
- * the session (session_http.c: the device and the admin session, later MQTT and frames) turns
+ * the session (session_http.c, session_mqtt.c, session_frame.c) turns
  * bytes into readings and answers. TLS (S5) sits between the two: ciphertext
  * in, plaintext to the session (the `tls` slot).
  *

@@ -269,7 +269,7 @@ static int load_device_seqs(struct sluice_engine *e, char *err, size_t errcap)
 {
     char dir[LOG_PATH_MAX];
     struct seq_ctx x = {.e = e};
-    if (!e->cfg.frame[0] && !e->cfg.frames[0]) return 0; /* no frame listener: no use for them */
+    if (!e->cfg.frame[0] && !e->cfg.frames[0] && !e->cfg.udp[0]) return 0; /* no frame listener */
     snprintf(dir, sizeof dir, "%s/logs", e->cfg.data_dir);
     int rc = for_each_numbered(dir, false, load_org_seqs, &x);
     if (rc < 0) {

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "engine/conn.h"
+#include "protocols/json.h"
 
 static uint64_t realtime_ns(void)
 {
@@ -64,6 +65,32 @@ int ingest_commit(struct ingest_txn *t, const struct conn *c, uint64_t cookie)
 int ingest_notify(struct ingest_txn *t, uint64_t cookie)
 {
     return commit_wait(t->w, t->log, CONN_SLOT_NONE, 0, cookie, 0);
+}
+
+int ingest_add_numbered(struct worker *w, uint32_t org, uint32_t device, struct ingest_txn *t,
+                        bool *open, uint8_t proto, uint64_t seq, uint64_t dev_ms,
+                        const void *payload, size_t n)
+{
+    if (n > w->eng->cfg.max_body) return -EMSGSIZE;
+    if (!*open) {
+        int rc = ingest_begin(w, org, device, t);
+        if (rc) return rc;
+        *open = true;
+    }
+    struct ingest_meta m = {
+        .proto = proto,
+        .ctype = ingest_ctype(payload, n),
+        .device_ts_ns = dev_ms * 1000000u,
+        .device_seq = seq,
+    };
+    int rc = ingest_add(t, &m, payload, n);
+    return rc == -E2BIG ? -EMSGSIZE : rc;
+}
+
+uint8_t ingest_ctype(const void *payload, size_t n)
+{
+    struct json_error jerr;
+    return n && json_validate(payload, n, &jerr) == 0 ? RECORD_CTYPE_JSON : RECORD_CTYPE_OCTET;
 }
 
 void ingest_abort(struct ingest_txn *t)

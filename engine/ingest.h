@@ -66,6 +66,19 @@ int ingest_commit(struct ingest_txn *t, const struct conn *c, uint64_t cookie);
  * not (conn.h CONN_SLOT_NONE). Returns 0 or -ENOMEM (then only the
  * connection hears of it). */
 int ingest_notify(struct ingest_txn *t, uint64_t cookie);
+/* A reading of a device's own numbered stream (the frame protocol, TCP and
+ * UDP): recorded with its sequence number and the device's time (ms, 0:
+ * none), into t, which is opened for (org, device) first when *open is
+ * false. Returns 0, -EMSGSIZE (over --max-body or a record's limit: refuse
+ * it, never retry), or -ENOMEM / -errno. */
+int ingest_add_numbered(struct worker *w, uint32_t org, uint32_t device, struct ingest_txn *t,
+                        bool *open, uint8_t proto, uint64_t seq, uint64_t dev_ms,
+                        const void *payload, size_t n);
+
+/* A payload's content type as the non-HTTP protocols record it: JSON when
+ * it is one JSON value, else opaque bytes. */
+uint8_t ingest_ctype(const void *payload, size_t n);
+
 /* Takes back everything the transaction added. */
 void ingest_abort(struct ingest_txn *t);
 

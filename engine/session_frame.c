@@ -37,7 +37,6 @@
 #include "engine/ingest.h"
 #include "protocols/frame.h"
 #include "protocols/frame_auth.h"
-#include "protocols/json.h"
 
 /* The largest sequence number a device may start from: far beyond any fleet's
  * lifetime, and far enough from 2^64 that counting on never wraps. */
@@ -73,17 +72,16 @@ struct frame_sess {
     bool draining;   /* the engine is stopping */
     bool ack_due;    /* a commit completed: the durable mark may have moved */
     bool final_sent; /* the closing frames (ERROR, or the last ACK) are queued */
-    bool timed;      /* a TIME came: t_ms is the device's clock */
     uint32_t device, org;
     uint64_t auth_gen;
     uint8_t token_id[FRAME_TOKEN_ID_LEN];
-    uint64_t hello_next; /* HELLO's next_seq */
-    uint64_t next;       /* the sequence number of the next reading to arrive */
-    uint64_t dup_upto;   /* readings at or below this are durable already */
-    uint64_t durable;    /* the device's mark as last read from devseq */
-    uint64_t acked;      /* the highest durable_seq sent */
-    uint32_t inflight;   /* this connection's commits not completed */
-    uint64_t t_ms;       /* the device's clock for timed readings (ms since the epoch) */
+    uint64_t hello_next;      /* HELLO's next_seq */
+    uint64_t next;            /* the sequence number of the next reading to arrive */
+    uint64_t dup_upto;        /* readings at or below this are durable already */
+    uint64_t durable;         /* the device's mark as last read from devseq */
+    uint64_t acked;           /* the highest durable_seq sent */
+    uint32_t inflight;        /* this connection's commits not completed */
+    struct frame_clock clock; /* the device's, for timed readings (ms since the epoch) */
     uint64_t last_rx_ms;
     uint64_t claim_since_ms;
     struct frame_hs *hs;
@@ -274,71 +272,28 @@ static bool still_authorized(struct worker *w, struct conn *c)
 }
 
 struct txn_state {
+    struct worker *w;
+    struct conn *c;
     struct ingest_txn t;
     bool open;
     uint32_t count;
     uint64_t first; /* the sequence number of its first reading */
 };
 
-/* Adds one reading (sequence number s->next) unless it is durable already.
- * Returns 0, or the ERROR code to end with. */
-static int add_reading(struct worker *w, struct conn *c, struct txn_state *x, uint64_t dev_ms,
-                       const struct frame_slice *pl)
+/* Adds one reading (sequence number s->next) unless it is durable already
+ * (a frame_readings callback). Returns 0, or the ERROR code to end with. */
+static int add_reading(void *ctx, uint64_t dev_ms, const struct frame_slice *pl)
 {
-    struct frame_sess *s = sess(c);
+    struct txn_state *x = ctx;
+    struct worker *w = x->w;
+    struct frame_sess *s = sess(x->c);
     uint64_t seq = s->next++;
     if (seq <= s->dup_upto) return 0; /* resent after a reconnect: acknowledged, not stored */
-    if (pl->n > w->eng->cfg.max_body) return 0x04;
-    if (!x->open) {
-        if (ingest_begin(w, s->org, s->device, &x->t)) return 0x05;
-        x->open = true;
-        x->first = seq;
-    }
-    struct json_error jerr;
-    struct ingest_meta m = {
-        .proto = RECORD_PROTO_FRAME,
-        .ctype = pl->n && json_validate((const char *)pl->p, pl->n, &jerr) == 0
-                     ? RECORD_CTYPE_JSON
-                     : RECORD_CTYPE_OCTET,
-        .device_ts_ns = dev_ms * 1000000u,
-        .device_seq = seq,
-    };
-    int rc = ingest_add(&x->t, &m, pl->p, pl->n);
-    if (rc == -EMSGSIZE || rc == -E2BIG) return 0x04;
-    if (rc) return 0x05;
+    if (!x->open) x->first = seq;
+    int rc = ingest_add_numbered(w, s->org, s->device, &x->t, &x->open, RECORD_PROTO_FRAME, seq,
+                                 dev_ms, pl->p, pl->n);
+    if (rc) return rc == -EMSGSIZE ? 0x04 : 0x05;
     x->count++;
-    return 0;
-}
-
-/* The device's clock for a timed reading: dt after the previous one (or
- * after TIME's t0). Returns false when no TIME came first. */
-static bool advance_clock(struct frame_sess *s, uint64_t dt)
-{
-    if (!s->timed) return false;
-    s->t_ms += dt;
-    return true;
-}
-
-static int on_readings(struct worker *w, struct conn *c, const struct frame *f, struct txn_state *x)
-{
-    struct frame_sess *s = sess(c);
-    if (f->type == FRAME_READING) return add_reading(w, c, x, 0, &f->u.reading.payload);
-    if (f->type == FRAME_READING_TIMED) {
-        if (!advance_clock(s, f->u.reading.dt_ms)) return 0x07;
-        return add_reading(w, c, x, s->t_ms, &f->u.reading.payload);
-    }
-    size_t off = 0;
-    uint64_t dt;
-    struct frame_slice pl;
-    while (frame_batch_next(f, &off, &dt, &pl) == 1) {
-        uint64_t ms = 0;
-        if (f->type == FRAME_BATCH_TIMED) {
-            if (!advance_clock(s, dt)) return 0x07;
-            ms = s->t_ms;
-        }
-        int rc = add_reading(w, c, x, ms, &pl);
-        if (rc) return rc;
-    }
     return 0;
 }
 
@@ -406,7 +361,7 @@ static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
     struct frame_sess *s = sess(c);
     size_t off = 0, n = *np;
     const uint8_t *u = (const uint8_t *)p;
-    struct txn_state x = {.open = false};
+    struct txn_state x = {.w = w, .c = c, .open = false};
 
     send_ack(w, c);
     if (s->state == FS_CLAIM && !s->final_sent) try_claim(w, c);
@@ -455,7 +410,12 @@ static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
             }
         }
         struct frame f;
-        if (frame_parse(u + off, total, &f) < 0) {
+        rc = frame_parse(u + off, total, &f);
+        if (rc == FRAME_E_VERSION) {
+            fail(w, c, 0x01, 0, "speaks 1"); /* §11: the versions this server speaks */
+            break;
+        }
+        if (rc < 0) {
             fail(w, c, 0x07, 0, "malformed frame");
             break;
         }
@@ -481,7 +441,8 @@ static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
         case FRAME_READING_TIMED:
         case FRAME_BATCH:
         case FRAME_BATCH_TIMED:
-            rc = on_readings(w, c, &f, &x);
+            rc = frame_readings(&f, &s->clock, add_reading, &x);
+            if (rc == FRAME_E_PROTOCOL) rc = 0x07;
             if (rc) {
                 /* nothing of this input call is kept; what came before it is */
                 uint64_t first = x.open ? x.first : s->next - 1;
@@ -494,8 +455,8 @@ static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
             }
             break;
         case FRAME_TIME:
-            s->t_ms = f.u.num.value;
-            s->timed = true;
+            s->clock.t_ms = f.u.num.value;
+            s->clock.set = 1;
             break;
         case FRAME_PING: {
             uint8_t out[2];

@@ -37,7 +37,6 @@
 #include "engine/clients.h"
 #include "engine/conn.h"
 #include "engine/ingest.h"
-#include "protocols/json.h"
 #include "protocols/mqtt.h"
 
 /* QoS 1/2 PUBLISHes a client may have unacknowledged (announced in MQTT 5 as
@@ -446,11 +445,9 @@ static int store(struct worker *w, struct conn *c, uint8_t flags, const uint8_t 
     struct ingest_txn t;
     int rc = ingest_begin(w, s->org, s->device, &t);
     if (rc) return rc;
-    struct json_error jerr;
     struct ingest_meta m = {
         .proto = conn_is_tls(c) ? RECORD_PROTO_MQTTS : RECORD_PROTO_MQTT,
-        .ctype = n && json_validate((const char *)payload, n, &jerr) == 0 ? RECORD_CTYPE_JSON
-                                                                          : RECORD_CTYPE_OCTET,
+        .ctype = ingest_ctype(payload, n),
         .flags = flags,
         .topic = (const char *)topic,
         .topic_len = (uint16_t)topic_len,

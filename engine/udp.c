@@ -17,7 +17,6 @@
 #include "engine/ingest.h"
 #include "protocols/frame.h"
 #include "protocols/frame_auth.h"
-#include "protocols/json.h"
 
 #define UDP_BUF_GROUP 1
 #define UDP_BUFS      256   /* a power of two */
@@ -34,7 +33,6 @@
 struct udp_sess {
     bool used, draining_sent, bye, ended;
     bool ack_due;
-    bool timed;
     uint8_t id[SID_LEN];
     uint32_t gen;
     uint32_t next_id, next_dev; /* bucket chains: index + 1, 0 ends */
@@ -50,7 +48,7 @@ struct udp_sess {
     uint64_t expected; /* the next reading to store */
     uint64_t durable;  /* the device's mark, as last read */
     uint64_t out_seq;  /* our datagrams */
-    uint64_t t_ms;
+    struct frame_clock clock;
     uint32_t inflight;
     uint8_t welcome[2 + FRAME_MAC_LEN + 4 * FRAME_VARINT_MAX];
     uint8_t welcome_len;
@@ -310,9 +308,13 @@ static void on_handshake(struct worker *w, const struct sockaddr_storage *peer, 
     while (off < n && nf < 3) {
         uint8_t type;
         size_t total;
-        if (frame_peek(p + off, n - off, &type, &total) || total > n - off ||
-            frame_parse(p + off, total, &f[nf]) < 0)
-            return; /* not a handshake: no answer */
+        if (frame_peek(p + off, n - off, &type, &total) || total > n - off) return;
+        int rc = frame_parse(p + off, total, &f[nf]);
+        if (rc == FRAME_E_VERSION && nf == 0 && type == FRAME_HELLO) {
+            send_error(w->udp, NULL, peer, plen, 0x01, 0, "speaks 1");
+            return;
+        }
+        if (rc < 0) return; /* not a handshake: no answer */
         off += total;
         nf++;
     }
@@ -350,6 +352,8 @@ static bool fresh_dgram(struct udp_sess *s, uint64_t seq)
 }
 
 struct dg {
+    struct worker *w;
+    struct udp_sess *s;
     struct ingest_txn t;
     bool open, stop;
     uint32_t count;
@@ -357,10 +361,13 @@ struct dg {
     bool have_seq;
 };
 
-/* One reading numbered x->cur. Returns 0, or an ERROR code to end with. */
-static int reading(struct worker *w, struct udp_sess *s, struct dg *x, uint64_t dev_ms,
-                   const struct frame_slice *pl)
+/* One reading numbered x->cur (a frame_readings callback). Returns 0, or an
+ * ERROR code to end with. */
+static int reading(void *ctx, uint64_t dev_ms, const struct frame_slice *pl)
 {
+    struct dg *x = ctx;
+    struct worker *w = x->w;
+    struct udp_sess *s = x->s;
     if (!x->have_seq) return 0x07;
     if (x->stop) return 0;
     uint64_t seq = x->cur++;
@@ -369,49 +376,11 @@ static int reading(struct worker *w, struct udp_sess *s, struct dg *x, uint64_t 
         x->stop = true; /* a gap (a datagram lost or overtaken), or no room: resent later */
         return 0;
     }
-    if (pl->n > w->eng->cfg.max_body) return 0x04;
-    if (!x->open) {
-        if (ingest_begin(w, s->org, s->device, &x->t)) return 0x05;
-        x->open = true;
-    }
-    struct json_error jerr;
-    struct ingest_meta m = {
-        .proto = RECORD_PROTO_UDP,
-        .ctype = pl->n && json_validate((const char *)pl->p, pl->n, &jerr) == 0
-                     ? RECORD_CTYPE_JSON
-                     : RECORD_CTYPE_OCTET,
-        .device_ts_ns = dev_ms * 1000000u,
-        .device_seq = seq,
-    };
-    int rc = ingest_add(&x->t, &m, pl->p, pl->n);
-    if (rc == -EMSGSIZE || rc == -E2BIG) return 0x04;
-    if (rc) return 0x05;
+    int rc = ingest_add_numbered(w, s->org, s->device, &x->t, &x->open, RECORD_PROTO_UDP, seq,
+                                 dev_ms, pl->p, pl->n);
+    if (rc) return rc == -EMSGSIZE ? 0x04 : 0x05;
     x->count++;
     s->expected++;
-    return 0;
-}
-
-static int readings(struct worker *w, struct udp_sess *s, struct dg *x, const struct frame *f)
-{
-    if (f->type == FRAME_READING) return reading(w, s, x, 0, &f->u.reading.payload);
-    if (f->type == FRAME_READING_TIMED) {
-        if (!s->timed) return 0x07;
-        s->t_ms += f->u.reading.dt_ms;
-        return reading(w, s, x, s->t_ms, &f->u.reading.payload);
-    }
-    size_t off = 0;
-    uint64_t dt;
-    struct frame_slice pl;
-    while (frame_batch_next(f, &off, &dt, &pl) == 1) {
-        uint64_t ms = 0;
-        if (f->type == FRAME_BATCH_TIMED) {
-            if (!s->timed) return 0x07;
-            s->t_ms += dt;
-            ms = s->t_ms;
-        }
-        int rc = reading(w, s, x, ms, &pl);
-        if (rc) return rc;
-    }
     return 0;
 }
 
@@ -469,7 +438,7 @@ static void on_session(struct worker *w, const struct sockaddr_storage *peer, so
         end_session(w, s);
         return;
     }
-    struct dg x = {.open = false};
+    struct dg x = {.w = w, .s = s, .open = false};
     size_t off = 0;
     int err = 0;
     bool had_readings = false;
@@ -494,11 +463,12 @@ static void on_session(struct worker *w, const struct sockaddr_storage *peer, so
         case FRAME_BATCH:
         case FRAME_BATCH_TIMED:
             had_readings = true;
-            err = readings(w, s, &x, &f);
+            err = frame_readings(&f, &s->clock, reading, &x);
+            if (err == FRAME_E_PROTOCOL) err = 0x07;
             break;
         case FRAME_TIME:
-            s->t_ms = f.u.num.value;
-            s->timed = true;
+            s->clock.t_ms = f.u.num.value;
+            s->clock.set = 1;
             break;
         case FRAME_PING: {
             uint8_t pong[2];

@@ -9,9 +9,12 @@
  *
  * The engine reads as its data path, one file a step:
  *   loop.c (accept, completions) → conn.c (bytes in and out, caps, timers)
- *   → [tls, S5] → session_http.c (device + admin sessions; admin.c renders /metrics) → ingest.c
+ *   → [tls] → the protocol's session: session_http.c (device + admin; admin.c
+ *   renders /metrics), session_mqtt.c (clients.c: client ids, kept sessions),
+ *   session_frame.c (devseq.c: each device's durable mark) → ingest.c
  *   (authenticated readings → a log batch) → commit.c (write + fdatasync)
  *   → conn_durable → the session's durable op → its acknowledgement.
+ *   Datagrams skip conn.c: loop.c → udp.c → ingest.c → commit.c → udp.c.
  * This header is only data and tiny inline helpers, so every step can include
  * it without any step depending on a later one.
  */

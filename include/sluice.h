@@ -138,6 +138,188 @@ SLUICE_API int sluice_engine_wait(sluice_engine *eng);
 
 SLUICE_API const char *sluice_strerror(int code);
 
+/* ---- The frame protocol's device client (docs/frame-protocol.md) ----
+ *
+ * A device sends readings to sluiced's frame listener (--frame, TCP) and
+ * learns which of them are durable. The client is libc and POSIX sockets only
+ * (client/frame_client.c, client/sha256.c and protocols/frame.c build alone,
+ * for embedded Linux or a small RTOS with a sockets layer). It never
+ * allocates: the caller gives it one block of memory, sized by
+ * sluice_frame_client_size(), which holds the client and the ring of readings
+ * not yet acknowledged. No global state; one client per thread at a time.
+ *
+ *     sluice_frame_config cfg;
+ *     sluice_frame_config_init(&cfg);
+ *     cfg.host = "ingest.example.com";
+ *     cfg.port = 7000;
+ *     cfg.token = "slk_...";               // only keys derived from it are kept
+ *     cfg.max_readings = 256;              // the ring: 256 readings, 8 KiB of payloads
+ *     cfg.ring_bytes = 8192;
+ *     static unsigned char mem[16384];     // >= sluice_frame_client_size(&cfg)
+ *     sluice_frame_client *c;
+ *     int rc = sluice_frame_client_init(&c, mem, sizeof mem, &cfg);
+ *     if (rc == 0) rc = sluice_frame_client_send(c, "{\"t\":21.5}", 10); // held until acked
+ *     if (rc == 0) rc = sluice_frame_client_flush(c);  // 0: every reading is on disk
+ *     if (rc) fprintf(stderr, "%s\n", sluice_frame_strerror(rc));
+ *     sluice_frame_client_close(c);        // BYE; held readings stay in mem
+ *
+ * Delivery: every reading stays in the ring until an ACK (or a WELCOME)
+ * covers its sequence number. When the connection breaks, the next call
+ * reconnects (with a backoff of 100 ms doubling to 5 s) and sends the held
+ * readings again under their numbers, so the server stores each exactly once.
+ *
+ * Blocking: every call waits at most cfg.timeout_ms (poll() on a non-blocking
+ * socket) except for a host name's lookup, which getaddrinfo() does without a
+ * deadline, and with libc's allocations. An address literal as cfg.host
+ * ("192.0.2.7", "2001:db8::7") skips both; so does a dial function.
+ *
+ * Port points: cfg.random (the nonce source; default getrandom()) and
+ * cfg.dial (the transport; default TCP to host:port).
+ *
+ * Return codes: 0, a SLUICE_FRAME_E* code, or -errno from the socket layer
+ * (-ECONNREFUSED ...). sluice_frame_strerror() names all of them. An ERROR
+ * frame from the server maps to SLUICE_FRAME_ECODE(its code); the frame's
+ * code, seq and message stay readable (sluice_frame_client_last_error).
+ */
+
+#define SLUICE_FRAME_ECODE(code) (-(0x100 + (int)(code))) /* ERROR frame `code` */
+
+enum sluice_frame_error {
+    SLUICE_FRAME_EVERSION = SLUICE_FRAME_ECODE(0x01),  /* server does not speak version 1 */
+    SLUICE_FRAME_EAUTH = SLUICE_FRAME_ECODE(0x02),     /* token unknown, revoked, or bad proof */
+    SLUICE_FRAME_EQUOTA = SLUICE_FRAME_ECODE(0x03),    /* the org's quota: retry later */
+    SLUICE_FRAME_ETOOBIG = SLUICE_FRAME_ECODE(0x04),   /* a reading over the server's limits */
+    SLUICE_FRAME_ESTORAGE = SLUICE_FRAME_ECODE(0x05),  /* server storage unavailable (retried) */
+    SLUICE_FRAME_ETAKEN = SLUICE_FRAME_ECODE(0x06),    /* a newer connection of this token */
+    SLUICE_FRAME_EPROTOCOL = SLUICE_FRAME_ECODE(0x07), /* the server saw a protocol error */
+    SLUICE_FRAME_ESHUTDOWN = SLUICE_FRAME_ECODE(0x08), /* server shutting down (retried) */
+    SLUICE_FRAME_EIDLE = SLUICE_FRAME_ECODE(0x09),     /* idle or handshake timeout (retried) */
+    SLUICE_FRAME_EINVAL = -0x201,     /* bad config or argument; memory too small */
+    SLUICE_FRAME_ESIGNATURE = -0x202, /* the server's WELCOME signature is wrong: refused */
+    SLUICE_FRAME_EBADFRAME = -0x203,  /* the server sent a frame that does not parse or fit */
+    SLUICE_FRAME_ETIMEDOUT = -0x204,  /* the call's deadline (cfg.timeout_ms) passed */
+    SLUICE_FRAME_ECLOSED = -0x205,    /* the server closed the connection */
+    SLUICE_FRAME_ERESOLVE = -0x206,   /* the host name did not resolve */
+    SLUICE_FRAME_ERANDOM = -0x207,    /* the random source failed */
+    SLUICE_FRAME_ELARGE = -0x208,     /* payload over cfg.max_reading or the server's max_frame */
+};
+
+typedef struct sluice_frame_config {
+    const char *host; /* name or address, copied at init (< 256 bytes) */
+    unsigned port;
+    const char *token;     /* "slk_..."; read at init, only derived keys are kept */
+    uint32_t max_readings; /* ring: readings held unacknowledged (default 1024) */
+    uint32_t ring_bytes;   /* ring: payload bytes held (default 64 KiB) */
+    uint32_t max_reading;  /* the largest payload (default 1024); also sizes the
+                              send buffer, which bounds a BATCH: max(max_reading
+                              + 16, 1024) bytes */
+    uint32_t batch;        /* readings per BATCH frame; send() transmits once this
+                              many are waiting (default 1: a READING frame each,
+                              sent at once) */
+    unsigned timeout_ms;   /* the most any call blocks (default 10000) */
+    uint64_t first_seq;    /* the number of the first reading queued before the
+                              first WELCOME, for a device that keeps its numbering
+                              across restarts; 0 (default): the server numbers
+                              them after its high-water mark */
+    /* The random source, the port point for a platform without getrandom():
+     * fills buf with n unpredictable bytes, returns 0 or negative. NULL:
+     * getrandom(). Called once per connection (the 16-byte client nonce). */
+    int (*random)(void *arg, void *buf, size_t n);
+    /* The transport: returns a connected stream socket (the client sets it
+     * non-blocking and closes it) or -errno, within timeout_ms. NULL: TCP to
+     * host:port (an address literal directly, a name by getaddrinfo()). */
+    int (*dial)(void *arg, const char *host, unsigned port, unsigned timeout_ms);
+    void *arg; /* passed to random and dial */
+} sluice_frame_config;
+
+typedef struct sluice_frame_client sluice_frame_client;
+
+typedef struct sluice_frame_stats {
+    uint64_t queued;      /* readings accepted by sluice_frame_client_send */
+    uint64_t sent;        /* readings written to the wire, resends included */
+    uint64_t resent;      /* ... of which were resends after a reconnect */
+    uint64_t acked;       /* readings acknowledged durable (each once) */
+    uint64_t bytes_out;   /* every byte written, handshakes included */
+    uint64_t bytes_in;    /* every byte read */
+    uint64_t connects;    /* handshakes completed (WELCOME verified) */
+    uint64_t first_seq;   /* the first sequence number given to a reading (0: none) */
+    uint64_t last_seq;    /* the last one */
+    uint64_t durable_seq; /* the server's highest durable one, as last heard */
+    uint64_t dropped;     /* readings given up (sluice_frame_client_drop) */
+    uint32_t held;        /* readings in the ring (not yet acknowledged) */
+    uint32_t window;      /* the server's window, from the last WELCOME (0: none yet) */
+} sluice_frame_stats;
+
+/* Fills cfg with the defaults above; host, port and token are left empty. */
+SLUICE_API void sluice_frame_config_init(sluice_frame_config *cfg);
+
+/* The bytes of memory a client with this config needs (ring included), or 0
+ * when the config is invalid. */
+SLUICE_API size_t sluice_frame_client_size(const sluice_frame_config *cfg);
+
+/* Sets up a client in mem[0..memlen) (the caller's: static, stack or heap; no
+ * alignment needed) and derives its keys from cfg->token. Does not connect.
+ * *out points into mem; mem must stay valid, and untouched, until the caller
+ * is done with the client. Returns 0, or SLUICE_FRAME_EINVAL (a missing host
+ * or token, a zero size, memlen below sluice_frame_client_size()). */
+SLUICE_API int sluice_frame_client_init(sluice_frame_client **out, void *mem, size_t memlen,
+                                        const sluice_frame_config *cfg);
+
+/* Connects and authenticates now (HELLO, CHALLENGE, PROOF, WELCOME), unless
+ * connected already, then sends what of the held readings is due. Refuses a server whose
+ * WELCOME signature does not verify (it did not know this token's
+ * ServerKey). One attempt, no retry. Returns 0, SLUICE_FRAME_ESIGNATURE, a
+ * mapped ERROR code (SLUICE_FRAME_EAUTH ...), SLUICE_FRAME_ETIMEDOUT,
+ * SLUICE_FRAME_ECLOSED, SLUICE_FRAME_EBADFRAME, SLUICE_FRAME_ERESOLVE,
+ * SLUICE_FRAME_ERANDOM, or -errno. */
+SLUICE_API int sluice_frame_client_connect(sluice_frame_client *c);
+
+/* Queues one reading (payload[0..n), copied into the ring) and, connected,
+ * writes what is due: a READING, or a BATCH once cfg.batch readings wait,
+ * within the server's window. When the ring is full it connects as needed and
+ * reads ACKs until there is room, up to cfg.timeout_ms.
+ * Returns 0 when the reading is held (it will be delivered, reconnecting as
+ * needed); otherwise it is not held: SLUICE_FRAME_ELARGE, SLUICE_FRAME_EINVAL,
+ * SLUICE_FRAME_ETIMEDOUT (no room in time), or an error that stopped the
+ * client (a mapped ERROR code, SLUICE_FRAME_ESIGNATURE ...). An error of that
+ * kind met after the reading was queued is returned by the next call. */
+SLUICE_API int sluice_frame_client_send(sluice_frame_client *c, const void *payload, size_t n);
+
+/* Sends every held reading and waits until all are acknowledged durable,
+ * reconnecting after transient failures (a refused or reset connection, a
+ * name that did not resolve, ERROR 0x05, 0x08, 0x09), within cfg.timeout_ms. Returns 0 (nothing
+ * held), SLUICE_FRAME_ETIMEDOUT or the last transient error when the deadline passed, or the first
+ * error that retrying cannot cure (SLUICE_FRAME_EAUTH, SLUICE_FRAME_EQUOTA,
+ * SLUICE_FRAME_ESIGNATURE, SLUICE_FRAME_EBADFRAME ...). */
+SLUICE_API int sluice_frame_client_flush(sluice_frame_client *c);
+
+/* Ends the connection: BYE, then reads the ACKs due until the server closes
+ * (within cfg.timeout_ms), then closes the socket. The held readings stay in
+ * the ring; a later call connects again. Returns 0, or the error met on the
+ * way (the socket is closed regardless). Without a connection, returns 0. */
+SLUICE_API int sluice_frame_client_close(sluice_frame_client *c);
+
+/* Gives up the n oldest held readings without an acknowledgement: one the
+ * server will never take (SLUICE_FRAME_ETOOBIG, the last ERROR's seq naming
+ * it), or old ones a device would rather lose than block on. Ends the live
+ * connection first (without BYE); the next call connects again and the
+ * server records the dropped numbers as a gap. Returns how many were dropped
+ * (fewer than n when fewer are held). */
+SLUICE_API uint32_t sluice_frame_client_drop(sluice_frame_client *c, uint32_t n);
+
+/* Counters since init. */
+SLUICE_API void sluice_frame_client_stats(const sluice_frame_client *c, sluice_frame_stats *st);
+
+/* The last ERROR frame the server sent: returns its code (0: none yet), and
+ * fills *seq (the first reading not stored, 0: none) and *message (UTF-8,
+ * NUL-terminated, inside the client) when not NULL. */
+SLUICE_API unsigned sluice_frame_client_last_error(const sluice_frame_client *c, uint64_t *seq,
+                                                   const char **message);
+
+/* A static description of any code the sluice_frame_* functions return
+ * ("authentication failed (ERROR 0x02)", "connection refused" ...). */
+SLUICE_API const char *sluice_frame_strerror(int code);
+
 #ifdef __cplusplus
 }
 #endif

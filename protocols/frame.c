@@ -2,6 +2,7 @@
  * docs/frame-protocol.md. */
 #include "protocols/frame.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 int frame_varint(const uint8_t *p, size_t n, uint64_t *out)
@@ -214,6 +215,33 @@ int frame_batch_next(const struct frame *f, size_t *off, uint64_t *dt_ms,
     if (r.bad) return FRAME_E_PROTOCOL;
     *off = r.off;
     return 1;
+}
+
+static int clock_step(struct frame_clock *clk, uint64_t dt)
+{
+    if (!clk->set) return FRAME_E_PROTOCOL;
+    clk->t_ms += dt;
+    return 0;
+}
+
+int frame_readings(const struct frame *f, struct frame_clock *clk, frame_reading_fn fn, void *ctx)
+{
+    int rc;
+    if (f->type == FRAME_READING) return fn(ctx, 0, &f->u.reading.payload);
+    if (f->type == FRAME_READING_TIMED) {
+        if ((rc = clock_step(clk, f->u.reading.dt_ms))) return rc;
+        return fn(ctx, clk->t_ms, &f->u.reading.payload);
+    }
+    if (f->type != FRAME_BATCH && f->type != FRAME_BATCH_TIMED) return 0;
+    size_t off = 0;
+    uint64_t dt;
+    struct frame_slice pl;
+    while (frame_batch_next(f, &off, &dt, &pl) == 1) {
+        bool timed = f->type == FRAME_BATCH_TIMED;
+        if (timed && (rc = clock_step(clk, dt))) return rc;
+        if ((rc = fn(ctx, timed ? clk->t_ms : 0, &pl))) return rc;
+    }
+    return 0;
 }
 
 /* ---- encoders ---- */

@@ -125,6 +125,20 @@ int frame_parse(const uint8_t *p, size_t n, struct frame *out);
 int frame_batch_next(const struct frame *f, size_t *off, uint64_t *dt_ms,
                      struct frame_slice *payload);
 
+/* The device's clock for timed readings: TIME sets it, each timed reading
+ * moves it on by its dt_ms. Starts zeroed (no TIME yet). */
+struct frame_clock {
+    uint64_t t_ms;
+    int set;
+};
+/* Calls fn(ctx, dev_ms, payload) for each reading of a parsed READING,
+ * READING_TIMED, BATCH or BATCH_TIMED frame, in order; dev_ms is the
+ * device's time of a timed reading, 0 for an untimed one. Returns 0, fn's
+ * first non-zero return (the walk stops there), or FRAME_E_PROTOCOL for a
+ * timed reading before any TIME. */
+typedef int (*frame_reading_fn)(void *ctx, uint64_t dev_ms, const struct frame_slice *payload);
+int frame_readings(const struct frame *f, struct frame_clock *clk, frame_reading_fn fn, void *ctx);
+
 /* Encoders: write one frame at out (cap bytes); return its length, 0 when it
  * does not fit. */
 size_t frame_encode_hello(uint8_t *out, size_t cap, const uint8_t token_id[FRAME_TOKEN_ID_LEN],

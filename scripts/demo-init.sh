@@ -33,6 +33,10 @@ cat <<MSG
     mosquitto_pub -h localhost -p 8883 --cafile $data/tls/server.crt -q 1 -u demo-1 -P '$token' \\
          -t readings -m '{"temp":21.5}'
 
+  Or over the compact frame protocol (2 bytes per reading; the token never crosses the wire):
+    python3 clients/python/sluice_frame.py --host 127.0.0.1 --port 7000 --token '$token' \\
+         --count 10 --payload '{"temp":21.5}'
+
   Read it back:
     $cli --data-dir $data log cat --org demo
 
