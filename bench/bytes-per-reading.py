@@ -6,7 +6,9 @@ A real sluiced on loopback (ephemeral ports, a scratch data directory) takes
 device over one connection per transport:
 
   frame/TCP    READING frames, and BATCH frames of 10 (docs/frame-protocol.md):
-               HELLO, CHALLENGE, PROOF, WELCOME, the readings, the ACKs, BYE
+               HELLO, CHALLENGE, PROOF, WELCOME, the readings, the ACKs, BYE; with a
+               capture, also the reference client clients/python/sluice_frame.py
+               as a device runs it (--count, --batch), when it is there
   MQTT 3.1.1   QoS 0 and QoS 1: CONNECT (client id, username, password = the
                token), CONNACK, PUBLISH to "readings" (PUBACK at QoS 1), DISCONNECT
   HTTP/1.1     keep-alive: POST /v1/readings with X-Auth-Token, one reading per
@@ -427,21 +429,25 @@ def main():
     ]
     runs = [r for r in runs if r[1] in only]
     ref = os.path.join(ROOT, "clients", "python", "sluice_frame.py")
-    if os.path.exists(ref) and "frame" in only:
-        def reference():
-            before = set(s[0] for s in cap.segments) if cap else set()
+    if os.path.exists(ref) and "frame" in only and cap:
+        def reference(batch):
+            """The reference client as a device runs it; the capture finds its
+            one connection (a new client port to the frame port)."""
+            before = set(s[0] for s in cap.segments)
             p = subprocess.run([sys.executable, ref, "--host", "127.0.0.1", "--port", str(fp),
-                                "--token", tok, "--count", str(n), "--payload",
-                                PAYLOAD.decode()], capture_output=True, timeout=60)
+                                "--token", tok, "--count", str(n), "--batch", str(batch),
+                                "--payload", PAYLOAD.decode()], capture_output=True, timeout=60)
             if p.returncode:
-                raise RuntimeError("sluice_frame.py exit %d: %s" % (p.returncode, p.stderr[-300:]))
+                raise RuntimeError("sluice_frame.py exit %d: %s" % (p.returncode,
+                                                                    p.stderr[-300:]))
             time.sleep(0.3)
             ports = set(s[0] for s in cap.segments if s[1] == fp) - before
             if len(ports) != 1:
                 raise RuntimeError("sluice_frame.py used %d connections" % len(ports))
             return ports.pop()
-        if cap:
-            runs.append(("frame/TCP, clients/python/sluice_frame.py", "frame", reference))
+        for batch, what in ((1, "READING"), (10, "BATCH of 10")):
+            runs.append(("frame/TCP, %s, clients/python/sluice_frame.py" % what, "frame",
+                         lambda batch=batch: reference(batch)))
     rows = []
     failed = False
     for name, proto, run in runs:
