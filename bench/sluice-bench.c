@@ -90,7 +90,7 @@
  * order or acknowledges readings never sent; "unacknowledged" readings no ACK
  * covered by the end. Version, auth, too-large, protocol, signature and limit
  * failures are not retried on that connection; quota and storage errors are
- * retried after a second, the rest at once.
+ * retried after a second, the rest after RECONNECT_DELAY_NS.
  *
  * Exit: 0 run completed (HTTP: whatever the statuses; MQTT, frame: with no
  * errors of any kind); 1 cannot connect at all or a system failure; 2 bad
