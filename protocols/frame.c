@@ -124,7 +124,7 @@ int frame_parse(const uint8_t *p, size_t n, struct frame *f)
     int rc = frame_peek(p, n, &type, &total);
     if (rc == FRAME_INCOMPLETE || (rc == 0 && total > n)) return FRAME_E_PROTOCOL;
     if (rc) return rc;
-    uint64_t blen;
+    uint64_t blen = 0; /* frame_peek decoded it already: k > 0 */
     int k = frame_varint(p + 1, n - 1, &blen);
     f->type = type;
     f->total = total;
