@@ -1103,5 +1103,46 @@ def _():
         check(same_payload(r, '{"k":%d}' % r["device_seq"]), "payload of %r" % r)
 
 
+@suite.case("--frames: the same protocol inside TLS (the certificate of --https): the handshake, "
+            "readings stored once with proto frame, ACKs, and plaintext frames refused")
+def _():
+    import ssl
+    base = tmpdir("sluice-frames-")
+    data = os.path.join(base, "data")
+    cli = Cli(SLUICE_CLI, data)
+    cli.add_org("acme")
+    tok = cli.add_device("acme", "tls-1")
+    d = Daemon(SLUICED, data, ["--frames", "127.0.0.1:0"], name="frames").start()
+    try:
+        with open(d.ports_file) as f:
+            port = json.load(f).get("frames")
+        check(isinstance(port, int) and port > 0, "ports file has no frames")
+        wait_token_live(d.http, tok)
+        ctx = ssl.create_default_context(cafile=os.path.join(data, "tls", "server.crt"))
+        ctx.check_hostname = False
+        raw = Raw(port)
+        raw.s = ctx.wrap_socket(raw.s, server_hostname="localhost")
+        keys = sf.Keys(tok)
+        w = raw.login(keys)
+        check_eq(w[1], 0, "WELCOME durable_seq of a new device")
+        raw.send(b"".join(sf.reading_frame(b'{"s":%d}' % i) for i in range(100)))
+        acked = 0
+        while acked < 100:
+            f = raw.frame()
+            check(f is not None and f[0] == sf.ACK, "want ACK, got %r" % (f,))
+            acked = sf.parse_num(f[1], "ACK")
+        raw.close()
+        rows = [r for r in cli.log_cat("acme") if r.get("device") == "tls-1"]
+        check_eq(sorted(r.get("device_seq") for r in rows), list(range(1, 101)), "stored seqs")
+        check(all(r.get("proto") == "frame" for r in rows), "proto of TLS frames")
+        # the TLS port takes no plaintext: a bare HELLO gets no CHALLENGE
+        plain = socket.create_connection(("127.0.0.1", port), timeout=5)
+        plain.sendall(sf.hello_frame(keys.token_id, os.urandom(16), 0))
+        check(closed_within(plain, 12), "a plaintext HELLO on --frames was not closed")
+        plain.close()
+    finally:
+        d.terminate(10)
+
+
 if __name__ == "__main__":
     suite.run(setup)
