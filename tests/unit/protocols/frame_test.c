@@ -33,7 +33,25 @@ static const char TIMED[] = "11 0c fa01 7b2274223a32312e357d";
 static const char BATCH[] =
     "12 22 03 0a 7b2274223a32312e357d 0a 7b2274223a32312e367d 0a 7b2274223a32312e347d";
 static const char ACK[] = "20 02 e807";
+static const char TIME[] = "14 06 80ac9adea334";
+static const char BATCH_TIMED[] =
+    "13 1a 02 00 0a 7b2274223a32312e357d e807 0a 7b2274223a32312e367d";
+static const char SEQ[] = "15 01 01";
 static const char ERROR[] = "7f 16 02 00 746f6b656e206e6f74207265636f676e69736564";
+
+struct seen_readings {
+    int n;
+    uint64_t ms[8];
+};
+
+static int collect(void *ctx, uint64_t dev_ms, const struct frame_slice *pl)
+{
+    struct seen_readings *s = ctx;
+    cr_assert_eq(pl->n, 10);
+    if (s->n < 8) s->ms[s->n] = dev_ms;
+    s->n++;
+    return 0;
+}
 
 /* Parses a vector in an exactly sized heap copy (ASan sees any over-read). */
 static int parse_hex(const char *hex, struct frame *f, uint8_t **keep, size_t *n)
@@ -94,6 +112,23 @@ Test(frame, vectors_parse)
     cr_assert_eq(parse_hex(ACK, &f, &b, &n), 0);
     cr_assert_eq(f.u.num.value, 1000);
     free(b);
+    cr_assert_eq(parse_hex(TIME, &f, &b, &n), 0);
+    cr_assert(f.type == FRAME_TIME && f.u.num.value == 1796299200000ull);
+    free(b);
+    cr_assert_eq(parse_hex(SEQ, &f, &b, &n), 0);
+    cr_assert(f.type == FRAME_SEQ && f.u.num.value == 1);
+    free(b);
+    /* timed readings get the device's clock: TIME's t0, then + dt each */
+    cr_assert_eq(parse_hex(BATCH_TIMED, &f, &b, &n), 0);
+    struct frame_clock clk = {0};
+    struct seen_readings sr = {0};
+    cr_assert_eq(frame_readings(&f, &clk, collect, &sr), FRAME_E_PROTOCOL, "timed before TIME");
+    clk = (struct frame_clock){.t_ms = 1796299200000ull, .set = 1};
+    sr.n = 0;
+    cr_assert_eq(frame_readings(&f, &clk, collect, &sr), 0);
+    cr_assert(sr.n == 2 && sr.ms[0] == 1796299200000ull && sr.ms[1] == 1796299201000ull);
+    cr_assert_eq(clk.t_ms, 1796299201000ull);
+    free(b);
     cr_assert_eq(parse_hex(ERROR, &f, &b, &n), 0);
     cr_assert_eq(f.u.error.code, 2);
     cr_assert(f.u.error.message.n == 20 &&
@@ -126,6 +161,11 @@ Test(frame, encoders_reproduce_the_vectors)
     same(WELCOME, out, frame_encode_welcome(out, sizeof out, ssig, 0, 65536, 4096, NULL, 0));
     same(READING, out, frame_encode_reading(out, sizeof out, "{\"t\":21.5}", 10));
     same(ACK, out, frame_encode_num(out, sizeof out, FRAME_ACK, 1000));
+    same(TIME, out, frame_encode_num(out, sizeof out, FRAME_TIME, 1796299200000ull));
+    same(SEQ, out, frame_encode_num(out, sizeof out, FRAME_SEQ, 1));
+    same("30 00", out, frame_encode_empty(out, sizeof out, FRAME_PING));
+    same("31 00", out, frame_encode_empty(out, sizeof out, FRAME_PONG));
+    same("40 00", out, frame_encode_empty(out, sizeof out, FRAME_BYE));
     same(ERROR, out, frame_encode_error(out, sizeof out, 2, 0, "token not recognised"));
     /* too small a buffer: 0, never a partial frame */
     cr_assert_eq(frame_encode_reading(out, 11, "{\"t\":21.5}", 10), 0);
