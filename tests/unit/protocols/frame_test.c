@@ -182,7 +182,8 @@ Test(frame, encoders_reproduce_the_vectors)
 
 Test(frame, every_proper_prefix_is_incomplete)
 {
-    const char *all[] = {HELLO, CHALLENGE, PROOF, READING, TIMED, BATCH, ACK, ERROR};
+    const char *all[] = {HELLO, CHALLENGE,   PROOF, WELCOME, READING, TIMED,
+                         BATCH, BATCH_TIMED, TIME,  SEQ,     ACK,     ERROR};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         uint8_t b[512];
         size_t n = unhex(all[i], b);
