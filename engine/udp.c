@@ -27,8 +27,14 @@
 #define UDP_REPLAY   1024u
 #define UDP_WINDOW   4096u
 #define UDP_BUCKET_S 16u /* the handshake nonce's clock step; 3 steps are accepted */
-#define SID_LEN      8
-#define MAC8         8
+/* Handshakes completed in the last UDP_USED_MS (a CHALLENGE's life and more):
+ * a step 3 seen again is a replay, and must not make a session again (it
+ * would take the device over from its newer live one). Past UDP_USED of them
+ * at once, a handshake gets ERROR 0x05 (busy), as at the session limit. */
+#define UDP_USED    65536u /* a power of two */
+#define UDP_USED_MS ((3u * UDP_BUCKET_S + 16u) * 1000u)
+#define SID_LEN     8
+#define MAC8        8
 
 struct udp_sess {
     bool used, draining_sent, bye, ended;
@@ -66,6 +72,12 @@ struct udp {
     uint32_t *free_slots, nfree;
     uint32_t *dirty, ndirty;
     uint64_t sweep_ms;
+    struct used_hs *used; /* UDP_USED slots, open addressing by session id */
+};
+
+struct used_hs {
+    uint8_t id[SID_LEN];
+    uint64_t until_ms; /* 0: never used */
 };
 
 static uint32_t bucket_of(const uint8_t *id)
@@ -212,6 +224,52 @@ static void on_hello(struct worker *w, const struct sockaddr_storage *peer, sock
     send_handshake(u, peer, plen, f, frame_encode_challenge(f, sizeof f, nonce, hint));
 }
 
+/* Records handshake id as used. Returns 1 when it is already (a replay), 0
+ * when recorded now, -ENOSPC when every slot holds a live one. */
+static uint32_t used_home(const uint8_t *id)
+{
+    uint32_t h;
+    memcpy(&h, id + 4, 4); /* HMAC output: uniform already */
+    return h & (UDP_USED - 1);
+}
+
+static int use_handshake(struct udp *u, const uint8_t *id, uint64_t now_ms)
+{
+    uint32_t h = used_home(id), free_at = UINT32_MAX;
+    for (uint32_t n = 0; n < UDP_USED; n++, h = (h + 1) & (UDP_USED - 1)) {
+        struct used_hs *e = &u->used[h];
+        bool live = e->until_ms > now_ms;
+        if (live && !memcmp(e->id, id, SID_LEN)) return 1;
+        if (!live && free_at == UINT32_MAX) free_at = h;
+        if (!e->until_ms) break; /* never used: the id is not further on */
+    }
+    if (free_at == UINT32_MAX) return -ENOSPC;
+    memcpy(u->used[free_at].id, id, SID_LEN);
+    u->used[free_at].until_ms = now_ms + UDP_USED_MS;
+    return 0;
+}
+
+/* Expired entries stay as markers (a probe must go on past them); once a
+ * second the table is rebuilt from its live entries, so probes stay short. */
+static void used_sweep(struct udp *u, uint64_t now_ms)
+{
+    uint32_t live = 0;
+    for (uint32_t i = 0; i < UDP_USED; i++) {
+        struct used_hs e = u->used[i];
+        u->used[i].until_ms = 0;
+        if (e.until_ms > now_ms) u->used[live++] = e; /* live <= i */
+    }
+    /* the live ones are packed at the front; put each back at its home */
+    for (uint32_t i = 0; i < live; i++) {
+        struct used_hs e = u->used[i];
+        u->used[i].until_ms = 0;
+        uint32_t h = used_home(e.id);
+        while (u->used[h].until_ms)
+            h = (h + 1) & (UDP_USED - 1);
+        u->used[h] = e;
+    }
+}
+
 static void on_proof(struct worker *w, const struct sockaddr_storage *peer, socklen_t plen,
                      const struct frame *h, const struct frame *ch, const struct frame *pf,
                      const uint8_t *raw)
@@ -247,10 +305,16 @@ static void on_proof(struct worker *w, const struct sockaddr_storage *peer, sock
     explicit_bzero(ck, sizeof ck);
     if (rc) return;
     struct udp_sess *s = find_id(u, sid);
-    if (s) { /* our WELCOME was lost: the same again */
-        s->peer = *peer;
-        s->peer_len = plen;
-        send_handshake(u, peer, plen, s->welcome, s->welcome_len);
+    if (s) {
+        /* our WELCOME was lost, or this is a replay: the same answer again,
+         * to the session's address (only a MACed datagram moves it) */
+        send_handshake(u, &s->peer, s->peer_len, s->welcome, s->welcome_len);
+        return;
+    }
+    rc = use_handshake(u, sid, w->now_ms);
+    if (rc == 1) return; /* the step 3 of a session that has ended: a replay, no answer */
+    if (rc < 0) {
+        send_error(u, NULL, peer, plen, 0x05, 0, "server busy");
         return;
     }
     if (!u->nfree) {
@@ -590,6 +654,7 @@ void udp_tick(struct worker *w)
     struct udp *u = w->udp;
     if (!u || w->now_ms < u->sweep_ms + 1000) return;
     u->sweep_ms = w->now_ms;
+    used_sweep(u, w->now_ms);
     for (uint32_t i = 0; i < UDP_SESSIONS; i++) {
         struct udp_sess *s = &u->s[i];
         if (!s->used || s->inflight) continue;
@@ -624,6 +689,7 @@ void udp_free(struct worker *w)
     free(u->by_dev);
     free(u->free_slots);
     free(u->dirty);
+    free(u->used);
     free(u->bufs);
     explicit_bzero(u->secret, sizeof u->secret);
     free(u);
@@ -643,12 +709,13 @@ static int setup(struct worker *w)
     u->by_dev = calloc(UDP_SESSIONS, sizeof *u->by_dev);
     u->free_slots = malloc(UDP_SESSIONS * sizeof *u->free_slots);
     u->dirty = malloc(UDP_SESSIONS * sizeof *u->dirty);
+    u->used = calloc(UDP_USED, sizeof *u->used);
     u->bufs = malloc((size_t)UDP_BUFS * UDP_BUF_SIZE);
     u->br = mmap(NULL, UDP_BUFS * sizeof(struct io_uring_buf), PROT_READ | PROT_WRITE,
                  MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (u->br == MAP_FAILED) u->br = NULL;
-    if (!u->s || !u->by_id || !u->by_dev || !u->free_slots || !u->dirty || !u->bufs || !u->br ||
-        getrandom(u->secret, sizeof u->secret, 0) != (ssize_t)sizeof u->secret) {
+    if (!u->s || !u->by_id || !u->by_dev || !u->free_slots || !u->dirty || !u->used || !u->bufs ||
+        !u->br || getrandom(u->secret, sizeof u->secret, 0) != (ssize_t)sizeof u->secret) {
         fprintf(stderr, "sluiced: udp: out of memory for its sessions and buffers\n");
         udp_free(w);
         return SLUICE_ENOMEM;
