@@ -859,6 +859,7 @@ class UdpFrameClient:
         self._end_session()
         self._breaks = 0
         self._srtt = None
+        self._refused = False
 
     # -- public --
 
@@ -883,8 +884,9 @@ class UdpFrameClient:
             except OSError as e:
                 self._close_sock()
                 last = e
-        raise ConnectionError("no UDP session with %s:%d after %d handshakes: %s" %
-                              (self.host, self.port, max(1, self.attempts), last))
+        n = max(1, self.attempts)
+        raise ConnectionError("no UDP session with %s:%d after %d handshake%s: %s" %
+                              (self.host, self.port, n, "" if n == 1 else "s", last))
 
     def send(self, payload):
         """Queues one reading (bytes or str), sends the datagrams it fills, and
@@ -995,8 +997,11 @@ class UdpFrameClient:
                 return None
             try:
                 data = self._sock.recv(65536)
-            except (ConnectionRefusedError, BlockingIOError, InterruptedError):
-                continue  # ICMP: the server is not there (yet); its silence says the rest
+            except ConnectionRefusedError:
+                self._refused = True  # ICMP: nobody listens there (yet); its silence says the rest
+                continue
+            except (BlockingIOError, InterruptedError):
+                continue
             self.bytes_received += len(data)
             self.dgrams_received += 1
             return data
@@ -1007,8 +1012,11 @@ class UdpFrameClient:
         """One handshake within self.timeout: HELLO and HELLO|CHALLENGE|PROOF,
         each repeated after 1 s, doubling."""
         self._end_session()
-        if self._sock is None:
-            self._open_sock()
+        # a socket of its own for each session: host and port may have been
+        # changed, and datagrams of the session before must not be read as this one's
+        self._close_sock()
+        self._open_sock()
+        self._refused = False
         next_seq = self._held[0][0] if self._held and self._held[0][0] else 0
         deadline = time.monotonic() + self.timeout
         hello = chal = proof = auth = None
@@ -1021,7 +1029,9 @@ class UdpFrameClient:
                     raise ServerNotAuthenticated(
                         "the server's signature does not verify: refusing %s:%d (not the "
                         "server this token belongs to)" % (self.host, self.port))
-                raise ConnectionLost("no answer to the UDP handshake within %.1fs" % self.timeout)
+                raise ConnectionLost("no answer to the UDP handshake within %.1fs%s" % (
+                    self.timeout, " (ICMP port unreachable: nothing listens there)"
+                    if self._refused else ""))
             if chal is not None and now - chal_at > UDP_CHALLENGE_TTL:
                 chal = hello = None  # about to be refused as stale: from HELLO again
             if chal is None and hello is None:
@@ -1502,7 +1512,10 @@ def main(argv=None):
         return 2
     payload = a.payload.encode("utf-8")
     if a.udp:
-        c = UdpFrameClient(a.host, a.port, a.token, batch=a.batch, timeout=min(10.0, a.timeout))
+        # handshakes of up to 10 s each, as many as --timeout holds
+        hs = min(10.0, a.timeout)
+        c = UdpFrameClient(a.host, a.port, a.token, batch=a.batch, timeout=hs,
+                           attempts=max(1, int(a.timeout // hs)))
     else:
         c = FrameClient(a.host, a.port, a.token, batch=a.batch or 1,
                         timeout=min(10.0, a.timeout))
