@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The reference client of the sluice frame protocol, version 1, over TCP
-(docs/frame-protocol.md). Standard library only; a library and a CLI.
+"""The reference client of the sluice frame protocol, version 1, over TCP and
+UDP (docs/frame-protocol.md). Standard library only; a library and a CLI.
 
 Library:
     c = FrameClient("127.0.0.1", 7000, "slk_...", batch=50)
@@ -16,6 +16,11 @@ readings it holds again with their numbers: HELLO's next_seq is the oldest one
 not acknowledged, or 0 when it holds none (the server then numbers after its
 high-water mark, WELCOME's durable_seq). It never has more readings
 unacknowledged than WELCOME's window, and never sends a frame above max_frame.
+
+Over UDP (§6), UdpFrameClient has the same shape (connect, send, flush, close,
+the same counters): readings numbered explicitly, resent from the oldest not
+acknowledged when no ACK comes, a new handshake when the server lost the
+session; rebind() moves it to a new source port, as a NAT may.
 
 CLI:
     sluice_frame.py --host H --port P --token T --count N --payload TEXT
@@ -1115,7 +1120,12 @@ class UdpFrameClient:
         """Numbers the readings not numbered yet, after the last numbered one
         or after the server's mark, whichever is higher."""
         nxt = max(self.acked_seq, self._durable0) + 1
-        for it in self._held:
+        i = len(self._held)
+        while i and self._held[i - 1][0] is None:  # the unnumbered ones are last
+            i -= 1
+        if i:
+            nxt = self._held[i - 1][0] + 1
+        for it in self._held[i:]:
             if it[0] is None:
                 it[0] = nxt
                 if self.first_seq is None:
@@ -1154,7 +1164,8 @@ class UdpFrameClient:
         whether that datagram is full (by size or by batch)."""
         budget = self.dgram_max - UDP_OVERHEAD
         n = size = 0
-        for it in self._held[start:]:
+        for j in range(start, len(self._held)):  # not a slice: _held may be long
+            it = self._held[j]
             if it[0] is None:
                 break
             cost = len(varint(len(it[1]))) + len(it[1])

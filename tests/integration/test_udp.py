@@ -29,7 +29,8 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "clients", "python"))
 import sluice_frame as sf  # noqa: E402
 from sluicetest import (  # noqa: E402
-    CaseFailed, Cli, Daemon, Suite, binaries, check, check_eq, tmpdir, wait_token_live)
+    CaseFailed, Daemon, Cli, Suite, binaries, check, check_eq, skip, tmpdir,
+    wait_token_live)
 
 SLUICED, SLUICE_CLI = binaries()
 CLIENT = os.path.join(HERE, "..", "..", "clients", "python", "sluice_frame.py")
@@ -195,6 +196,49 @@ def step3(keys, hello, chal, client_key=None):
     auth = hello + chal
     proof = sf.proof_frame(sf.client_proof(client_key or keys.client_key, keys.stored_key, auth))
     return ZERO + auth + proof, auth, proof
+
+
+class RawSession:
+    """A session shaken by hand on a Raw socket: datagrams built here, with
+    any dgram_seq, so what the client never sends can be."""
+
+    def __init__(self, keys, next_seq=0):
+        self.r = Raw()
+        hello, chal = self.r.challenge(keys, next_seq)
+        d, auth, proof = step3(keys, hello, chal)
+        self.r.send(d)
+        t, body = self.r.handshake_frame("WELCOME")
+        check_eq(t, sf.WELCOME, "answer to step 3 (%r)" % body)
+        self.welcome = sf.parse_welcome(body)
+        self.key = sf.session_key(keys.client_key, auth, proof)
+        self.sid = sf.udp_session_id(self.key)
+        self.rx = sf.ReplayWindow()
+
+    def send(self, dgram_seq, frames):
+        self.r.send(sf.udp_session_dgram(self.key, self.sid, sf.FROM_DEVICE, dgram_seq, frames))
+
+    def recv(self, timeout):
+        """The frames of the server's next valid session datagram, or None."""
+        deadline = time.monotonic() + timeout
+        while True:
+            d = self.r.recv(max(0.0, deadline - time.monotonic()))
+            if d is None:
+                return None
+            got = sf.udp_open_dgram(self.key, self.sid, sf.FROM_SERVER, d)
+            check(got is not None, "a datagram from the server that is not of the session: %s"
+                  % d.hex())
+            check(self.rx.fresh(got[0]), "the server reused its dgram_seq %d" % got[0])
+            return [(f[0], f[1]) for f in sf.split_frames(got[1])]
+
+    def expect(self, ftype, what, timeout=3):
+        fr = self.recv(timeout)
+        check(fr is not None, "%s: no answer within %gs" % (what, timeout))
+        check(len(fr) == 1 and fr[0][0] == ftype, "%s: %r, want frame 0x%02x" % (
+            what, [(hex(t), sf.parse_error(b) if t == sf.ERROR else b) for t, b in fr], ftype))
+        return fr[0][1]
+
+    def close(self):
+        self.r.close()
 
 
 def no_answer(sock_recv, seconds, what):
@@ -592,6 +636,76 @@ def _():
         relay.close()
     check_rows(rows_of("replay-2"), range(1, 31), "around the replayed handshake",
                lambda s: '{"r2":%d}' % s)
+
+
+@suite.case("session datagrams by hand: PING gets PONG; a dgram_seq never seen but 1,024 before "
+            "the newest, and dgram_seq 0, get no answer; readings past a gap are not stored and "
+            "the ACK names the mark; a duplicate is acknowledged, not stored again; readings "
+            "without SEQ get ERROR 0x07 and end the session; BYE gets the ACK and ends it")
+def _():
+    tok = device("raw-1")
+    keys = sf.Keys(tok)
+    x = RawSession(keys)
+    check_eq(x.welcome[1], 0, "WELCOME durable_seq of a new device")
+    x.send(1, sf.frame(sf.PING))
+    check_eq(x.expect(sf.PONG, "PING"), b"", "PONG body")
+    x.send(2, sf.udp_readings_frames(1, [b'{"raw":1}', b'{"raw":2}']))
+    check_eq(sf.parse_num(x.expect(sf.ACK, "readings 1..2"), "ACK"), 2, "ACK of 1..2")
+    x.send(3, sf.udp_readings_frames(5, [b'{"raw":5}']))
+    check_eq(sf.parse_num(x.expect(sf.ACK, "a reading past a gap"), "ACK"), 2,
+             "ACK after a datagram past a gap (SEQ 5, 3 expected)")
+    x.send(4, sf.udp_readings_frames(2, [b'{"raw":2}', b'{"raw":3}']))
+    check_eq(sf.parse_num(x.expect(sf.ACK, "a duplicate and a new one"), "ACK"), 3,
+             "ACK of a datagram holding 2 again and 3")
+    x.send(2000, sf.frame(sf.PING))
+    x.expect(sf.PONG, "PING in datagram 2000")
+    x.send(900, sf.frame(sf.PING))  # never seen, 1,100 before the newest: stale
+    check(x.recv(1.0) is None, "datagram 900 after 2000 (stale) was answered")
+    x.send(0, sf.frame(sf.PING))
+    check(x.recv(1.0) is None, "datagram 0 was answered")
+    x.send(1500, sf.frame(sf.PING))  # never seen, within the window
+    x.expect(sf.PONG, "PING in datagram 1500 (within 1,024 of 2000)")
+    x.send(2001, sf.frame(sf.BYE))
+    check_eq(sf.parse_num(x.expect(sf.ACK, "BYE"), "ACK"), 3, "ACK after BYE")
+    x.send(2002, sf.frame(sf.PING))
+    check(x.recv(1.0) is None, "a datagram after BYE ended the session was answered")
+    x.close()
+    y = RawSession(keys)
+    check_eq(y.welcome[1], 3, "WELCOME durable_seq")
+    y.send(1, sf.reading_frame(b'{"raw":"no seq"}'))
+    code, seq, msg = sf.parse_error(y.expect(sf.ERROR, "a READING without SEQ"))
+    check_eq(code, 0x07, "ERROR for readings without SEQ (%r)" % msg)
+    y.send(2, sf.udp_readings_frames(4, [b'{"raw":4}']))
+    check(y.recv(1.0) is None, "a datagram after ERROR 0x07 was answered")
+    y.close()
+    check_rows(rows_of("raw-1"), [1, 2, 3], "by hand", lambda s: '{"raw":%d}' % s)
+
+
+@suite.case("revocation reaches a live UDP session at its next datagram: ERROR 0x02 in a session "
+            "datagram, the client raises it, nothing after it is stored")
+def _():
+    tok = device("revoke-1")
+    c = client(tok, batch=10)
+    c.connect()
+    for i in range(1, 21):
+        c.send(b'{"rv":%d}' % i)
+    check(c.flush(10), "readings before the revocation not acknowledged")
+    rc, _, err = S["cli"].run("token", "revoke", "--org", "acme", "revoke-1")
+    if rc == 2 and "not implemented" in err:
+        c.close()
+        skip("the CLI cannot revoke a token yet (%s)" % err.strip())
+    check_eq(rc, 0, "sluice token revoke exit (%r)" % err)
+    time.sleep(1.5)  # the daemon picks up CLI changes within about a second
+    for i in range(21, 31):
+        c.send(b'{"rv":%d}' % i)
+    try:
+        c.flush(5)
+        raise CaseFailed("flush after the revocation raised nothing (acked %d, errors %r)" % (
+            c.acked_seq, c.errors))
+    except sf.FrameError as e:
+        check_eq(e.code, 0x02, "the error after the revocation (%s)" % e)
+    check_rows(rows_of("revoke-1"), range(1, 21), "around the revocation",
+               lambda s: '{"rv":%d}' % s)
 
 
 @suite.case("NAT rebinding: the client moves to a new source port mid-stream (readings in "
