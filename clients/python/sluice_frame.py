@@ -1041,7 +1041,10 @@ class UdpFrameClient:
                 chal = hello = None  # about to be refused as stale: from HELLO again
             if chal is None and hello is None:
                 hello = hello_frame(self.keys.token_id, secrets.token_bytes(NONCE_LEN), next_seq)
-                interval, sent_at = 1.0, now
+                interval = 1.0
+            # the RTT from the newest HELLO: from the first, a lost one would
+            # count its 1 s of silence into every resend timer of the session
+            sent_at = now
             self._send_dgram(HANDSHAKE_PREFIX + (hello if chal is None else hello + chal + proof))
             wait_until = min(now + interval, deadline)
             interval *= 2
@@ -1070,7 +1073,7 @@ class UdpFrameClient:
                         self.dropped += 1
                         continue
                     chal, chal_at = raw, time.monotonic()
-                    self._srtt = self._srtt or max(0.001, chal_at - sent_at)
+                    self._srtt = self._srtt or max(0.0005, chal_at - sent_at)
                     auth = hello + chal
                     proof = proof_frame(client_proof(self.keys.client_key, self.keys.stored_key,
                                                      auth))
@@ -1277,12 +1280,16 @@ class UdpFrameClient:
         return True
 
     def _sample_rtt(self, seq):
-        """RTT from the newest reading this ACK covers, when it went out once."""
+        """RTT from the newest reading this ACK covers, from its latest
+        sending. Not only from readings sent once (Karn): through heavy loss
+        nearly every reading is resent, and an RTT never sampled again would
+        keep a handshake's estimate for good. An ACK of an earlier sending
+        makes it short, which the 200 ms floor bounds."""
         if not self._held or self._held[0][0] is None:
             return
         i = min(seq - self._held[0][0], len(self._held) - 1)
         it = self._held[i]
-        if it[2] is None or it[3]:
+        if it[2] is None:
             return
         rtt = max(0.0005, time.monotonic() - it[2])
         self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
