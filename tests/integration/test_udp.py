@@ -8,7 +8,14 @@ one token taking over from each other, kill -9 and SIGTERM under load.
 
 Every stored reading is checked with `sluice log cat`: proto "udp" (or
 "frame" for the TCP side), its device_seq, exactly once, its own payload.
-Each case uses a device of its own. Loopback only.
+Each case uses a device of its own. Loopback only. SLUICE_UDP_SEED changes
+the lossy relay's seed (6 by default).
+
+Known to fail today (a server defect, engine/udp.c, kept until it is fixed):
+a step-3 handshake datagram replayed from the device's address within the
+CHALLENGE's 48 s takes the device over from its live session (ERROR 0x06,
+which a device takes as final) and gets a WELCOME. Revocation is skipped while
+`sluice token revoke` is not implemented.
 """
 import base64
 import collections
@@ -239,6 +246,26 @@ class RawSession:
 
     def close(self):
         self.r.close()
+
+
+def describe(d):
+    """A datagram from the server, for a message: a handshake's frames as
+    parsed, a session datagram's id and number (its frames need the key)."""
+    if d[:8] == ZERO:
+        try:
+            out = []
+            for t, b, _ in sf.split_frames(d[8:]):
+                if t == sf.ERROR:
+                    out.append("ERROR %r" % (sf.parse_error(b),))
+                elif t == sf.WELCOME:
+                    w = sf.parse_welcome(b)
+                    out.append("WELCOME durable_seq %d max_frame %d window %d" % w[1:4])
+                else:
+                    out.append("frame 0x%02x" % t)
+            return "handshake datagram: " + ", ".join(out)
+        except sf.ProtocolError:
+            return "handshake datagram %s" % d.hex()
+    return "session datagram of session %s: %s" % (d[:8].hex(), d[8:].hex())
 
 
 def no_answer(sock_recv, seconds, what):
@@ -615,23 +642,26 @@ def _():
         for i in range(11, 21):
             c.send(b'{"r2":%d}' % i)
         check(c.flush(10), "second session's readings not acknowledged")
-        n_srv = len(relay.srv)
-        relay.inject(first[0])
-        time.sleep(0.5)
-        relay.inject(first[0])  # as a device repeats step 3
-        time.sleep(1.0)
-        answers = relay.srv[n_srv:]
+        # the attacker's step: the first session's step 3 again, from the
+        # device's address (as the relay shows it to the server), and once
+        # more a second later, as a device repeats step 3
+        seen = []
+        for k in range(2):
+            n_srv = len(relay.srv)
+            relay.inject(first[0])
+            time.sleep(0.6)
+            seen.append([describe(a) for a in relay.srv[n_srv:]])
+        answers = [a for x in seen for a in x]
         for i in range(21, 31):
             c.send(b'{"r2":%d}' % i)
         try:
             ok = c.flush(5)
         except sf.FrameError as e:
             raise CaseFailed("the live session ended with %s after the first session's step-3 "
-                             "datagram was replayed; the server answered the replay with %s" % (
-                                 e, [a.hex() for a in answers]))
+                             "datagram was replayed; the server answered the first replay with "
+                             "%s, the second with %s" % (e, seen[0], seen[1]))
         check(ok, "the live session's readings not acknowledged after the replay")
-        check(not answers, "the replayed step-3 datagram was answered: %s" % [
-            a.hex() for a in answers])
+        check(not answers, "the replayed step-3 datagram was answered: %s" % answers)
         c.close()
     finally:
         relay.close()
