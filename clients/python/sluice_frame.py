@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The reference client of the sluice frame protocol, version 1, over TCP
-(docs/frame-protocol.md). Standard library only; a library and a CLI.
+"""The reference client of the sluice frame protocol, version 1, over TCP and
+UDP (docs/frame-protocol.md). Standard library only; a library and a CLI.
 
 Library:
     c = FrameClient("127.0.0.1", 7000, "slk_...", batch=50)
@@ -16,6 +16,11 @@ readings it holds again with their numbers: HELLO's next_seq is the oldest one
 not acknowledged, or 0 when it holds none (the server then numbers after its
 high-water mark, WELCOME's durable_seq). It never has more readings
 unacknowledged than WELCOME's window, and never sends a frame above max_frame.
+
+Over UDP (§6), UdpFrameClient has the same shape (connect, send, flush, close,
+the same counters): readings numbered explicitly, resent from the oldest not
+acknowledged when no ACK comes, a new handshake when the server lost the
+session; rebind() moves it to a new source port, as a NAT may.
 
 CLI:
     sluice_frame.py --host H --port P --token T --count N --payload TEXT
@@ -700,6 +705,671 @@ class FrameClient:
         self._rbuf = bytearray()
 
 
+# ---- UDP (§6) ----
+
+SID_LEN, UDP_MAC_LEN = 8, 8
+HANDSHAKE_PREFIX = bytes(SID_LEN)  # session_id all zeros: a handshake datagram
+FROM_DEVICE, FROM_SERVER = 0x00, 0x01
+UDP_SAFE_DGRAM = 1200  # fits any path MTU (§6); the server takes up to WELCOME's max_frame
+UDP_REPLAY = 1024  # server datagrams older than this many before its newest are ignored
+UDP_RESEND_MIN, UDP_RESEND_MAX = 0.2, 5.0  # §6: 2 RTTs, at least 200 ms, doubling up to 5 s
+UDP_UNANSWERED = 3  # resends without any answer before shaking hands again (§6)
+UDP_CHALLENGE_TTL = 30.0  # the server takes a CHALLENGE for 32..48 s (16 s clock steps)
+# a datagram's fixed cost around its readings: session id, dgram_seq, SEQ, a
+# BATCH header, the MAC (each varint at its largest)
+UDP_OVERHEAD = SID_LEN + 10 + 2 + 10 + 1 + 10 + 10 + UDP_MAC_LEN
+
+
+def split_frames(data, limit=SERVER_FRAME_MAX):
+    """Every frame of a datagram's frames, as (type, body, the frame's bytes).
+    A datagram holds whole frames only: one cut short, or bytes after the
+    last, is a ProtocolError."""
+    out = []
+    off = 0
+    while off < len(data):
+        got = split_frame(data[off:], limit)
+        if got is None:
+            raise ProtocolError("a datagram ends inside a frame")
+        ftype, body, n = got
+        out.append((ftype, body, bytes(data[off:off + n])))
+        off += n
+    return out
+
+
+def udp_readings_frames(first_seq, payloads):
+    """SEQ naming the first reading's number, then the readings: one READING
+    frame for one, a BATCH for more (1 byte less a reading)."""
+    f = frame(SEQ, varint(first_seq))
+    if len(payloads) == 1:
+        return f + reading_frame(payloads[0])
+    return f + batch_frame(payloads)
+
+
+def udp_session_dgram(key, session_id, direction, dgram_seq, frames):
+    """session_id | dgram_seq | frames | mac8 (§6)."""
+    return session_id + varint(dgram_seq) + frames + udp_mac(key, direction, session_id,
+                                                               dgram_seq, frames)
+
+
+def udp_open_dgram(key, session_id, direction, data):
+    """(dgram_seq, frames) of a session datagram of session_id whose MAC
+    verifies for direction, or None: anything else is forged, or another
+    session's, and is dropped without a word (§6)."""
+    if len(data) < SID_LEN + 1 + UDP_MAC_LEN or data[:SID_LEN] != session_id:
+        return None
+    try:
+        got = read_varint(data[:-UDP_MAC_LEN], SID_LEN)
+    except ProtocolError:
+        return None
+    if got is None or got[0] == 0:
+        return None
+    dgram_seq, off = got
+    frames = bytes(data[off:-UDP_MAC_LEN])
+    if not hmac.compare_digest(udp_mac(key, direction, session_id, dgram_seq, frames),
+                               bytes(data[-UDP_MAC_LEN:])):
+        return None
+    return dgram_seq, frames
+
+
+class ReplayWindow:
+    """The datagram numbers seen of one peer: a number seen already, 0, or
+    more than `size` before the newest is refused."""
+
+    def __init__(self, size=UDP_REPLAY):
+        self.size, self.newest, self.seen = size, 0, set()
+
+    def fresh(self, n):
+        if n == 0 or n in self.seen or n + self.size <= self.newest:
+            return False
+        self.seen.add(n)
+        if n > self.newest:
+            self.newest = n
+            if len(self.seen) > 2 * self.size:
+                self.seen = {x for x in self.seen if x + self.size > n}
+        return True
+
+
+class UdpFrameClient:
+    """A device's session with sluiced over UDP (§6), kept across lost
+    sessions; the same public shape as FrameClient.
+
+    c = UdpFrameClient("127.0.0.1", 7000, "slk_...")
+    c.connect(); c.send(p) ...; c.flush(30); c.close()
+
+    batch: readings per datagram at most (None: as many as fit in dgram_max
+    bytes, 1,200 by default, which any path carries; a single reading larger
+    than that goes alone, up to WELCOME's max_frame). inflight: readings sent
+    and not acknowledged at most (never more than WELCOME's window).
+    attempts: handshakes in a row that may fail (no answer within timeout
+    seconds, a retryable ERROR), and sessions in a row that may end before an
+    ACK, before it gives up (ConnectionError).
+
+    The handshake: HELLO, then HELLO|CHALLENGE|PROOF, each repeated after 1 s,
+    doubling, when no answer comes (a server ending our older connection stays
+    silent); a CHALLENGE older than 30 s is not used (the server takes it for
+    32 s at least), a new HELLO is. A WELCOME whose signature does not verify
+    is ignored over UDP (anyone can send one): when only such came within
+    timeout, ServerNotAuthenticated.
+
+    Readings are numbered explicitly, each datagram's first by a SEQ frame.
+    The server stores them strictly in order, so a lost datagram makes it drop
+    the ones after it: the client resends from the oldest reading not
+    acknowledged (go-back-N) when no ACK has covered it within 2 RTTs (at
+    least 200 ms, doubling up to 5 s), or sooner when an ACK that does not
+    move comes back for readings sent over an RTT ago (the server's answer to
+    datagrams past a gap). After 3 resends without any answer the session is
+    taken as lost (the server restarted: it keeps sessions in memory) and the
+    client shakes hands again, HELLO's next_seq its oldest reading not
+    acknowledged (0 when it holds none; its readings are then numbered after
+    WELCOME's durable_seq).
+
+    Counters as FrameClient's (bytes_sent and bytes_received count every
+    datagram's bytes), and dgrams_sent, dgrams_received, resends (go-back-N
+    passes), lost_sessions (sessions given up for silence), dropped (datagrams
+    that were not a valid answer: forged, replayed, another session's).
+    connections counts handshakes completed. ERRORs as FrameClient: 0x02,
+    0x06, 0x07, 0x01 are raised as FrameError; 0x05, 0x08 (and 0x03, 0x09)
+    end the session and the client shakes hands again. Not thread-safe: one
+    thread drives a client."""
+
+    def __init__(self, host, port, token, batch=None, attempts=8, timeout=10.0,
+                 dgram_max=UDP_SAFE_DGRAM, inflight=512, on_ack=None):
+        if batch is not None and batch < 1:
+            raise ValueError("batch must be at least 1")
+        if dgram_max < UDP_OVERHEAD + 3:
+            raise ValueError("dgram_max %d is too small for a reading" % dgram_max)
+        self.host, self.port = host, port
+        self.keys = Keys(token)
+        self.batch = batch
+        self.attempts = attempts
+        self.timeout = timeout
+        self.dgram_max = dgram_max
+        self.inflight = max(1, inflight)
+        self.on_ack = on_ack
+        self.bytes_sent = self.bytes_received = 0
+        self.dgrams_sent = self.dgrams_received = 0
+        self.acked_seq = 0
+        self.first_seq = None
+        self.last_seq = 0
+        self.connections = 0
+        self.resends = self.lost_sessions = self.dropped = 0
+        self.errors = []
+        # readings not yet acknowledged, oldest first: [seq, payload, sent_at,
+        # resent]. seq None until a session numbers it; the numbered ones
+        # come first, consecutive.
+        self._held = []
+        self._sock = None
+        self.window = self.max_frame = None
+        self.session_id = self._skey = None
+        self._end_session()
+        self._breaks = 0
+        self._srtt = None
+        self._refused = False
+
+    # -- public --
+
+    def connect(self):
+        """Shakes hands, retrying as configured. Raises FrameError (0x01,
+        0x02: refused), ServerNotAuthenticated, ProtocolError, or
+        ConnectionError when every attempt failed."""
+        self._end_session()
+        last = None
+        for attempt in range(max(1, self.attempts)):
+            if attempt:
+                time.sleep(min(0.05 * (1 << min(attempt - 1, 6)), 2.0))
+            try:
+                self._handshake()
+                return
+            except FrameError as e:
+                if not e.retryable:
+                    raise
+                last = e
+            except ConnectionLost as e:
+                last = e
+            except OSError as e:
+                self._close_sock()
+                last = e
+        n = max(1, self.attempts)
+        raise ConnectionError("no UDP session with %s:%d after %d handshake%s: %s" %
+                              (self.host, self.port, n, "" if n == 1 else "s", last))
+
+    def send(self, payload):
+        """Queues one reading (bytes or str), sends the datagrams it fills, and
+        returns how many readings are held unacknowledged. Blocks (reading
+        ACKs, resending) while the readings in flight are at the limit. The
+        reading is queued even when this raises."""
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        limit = self._max_single()
+        if len(payload) + UDP_OVERHEAD > limit:
+            raise ValueError("a reading of %d bytes does not fit a datagram of %d" %
+                             (len(payload), limit))
+        item = [None, bytes(payload), None, False]
+        self._held.append(item)
+        if self.session_id is not None:
+            self._number()
+        self._run(lambda: not self._full_dgram_waiting(), None)
+        return len(self._held)
+
+    def flush(self, timeout=30.0):
+        """Sends everything held and waits until an ACK covers it: True then,
+        False when timeout passed first (the readings stay held). Shakes hands
+        again as needed; raises like connect()."""
+        deadline = time.monotonic() + timeout
+        return self._run(lambda: not self._held, deadline, partial=True)
+
+    def held(self):
+        """How many readings are waiting for an ACK."""
+        return len(self._held)
+
+    def ping(self):
+        """PING in a session datagram (the server answers PONG)."""
+        if self.session_id is None:
+            self.connect()
+        self._send_dgram(self._encode(frame(PING)))
+
+    def poll(self, timeout):
+        """Reads and handles what the server sends for timeout seconds (its
+        ACKs, ERROR); raises as flush() does for an ERROR."""
+        deadline = time.monotonic() + timeout
+        while self.session_id is not None:
+            data = self._recv(deadline)
+            if data is None:
+                return
+            self._on_dgram(data)
+
+    def rebind(self):
+        """Moves to a new source port (as a NAT mapping that changed): the
+        session goes on, the MAC names it (§6); the server answers the newest
+        verified address."""
+        self._close_sock()
+        self._open_sock()
+
+    def close(self, linger=1.0):
+        """Says BYE (the server acks what it has and ends the session), waits
+        up to linger seconds for its answer, and closes. Readings not
+        acknowledged stay held: a later connect() or flush() sends them again."""
+        if self.session_id is not None and self._sock is not None:
+            try:
+                self._send_dgram(self._encode(frame(BYE)))
+                deadline = time.monotonic() + linger
+                while True:
+                    data = self._recv(deadline)
+                    if data is None or self._on_dgram(data):
+                        break
+            except (FrameError, ProtocolError, OSError):
+                pass
+        self._end_session()
+        self._close_sock()
+
+    # -- sockets --
+
+    def _open_sock(self):
+        fam, typ, proto, _, addr = socket.getaddrinfo(self.host, self.port, 0,
+                                                      socket.SOCK_DGRAM)[0]
+        s = socket.socket(fam, typ, proto)
+        try:
+            s.connect(addr)  # only the server's datagrams come in
+        except OSError:
+            s.close()
+            raise
+        self._sock = s
+
+    def _close_sock(self):
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+        self._sock = None
+
+    def _send_dgram(self, data):
+        if self._sock is None:
+            self._open_sock()
+        try:
+            self._sock.send(data)
+        except ConnectionRefusedError:
+            return  # an ICMP port unreachable of an earlier datagram: nobody listens now
+        self.bytes_sent += len(data)
+        self.dgrams_sent += 1
+
+    def _recv(self, deadline):
+        """The next datagram that arrives before deadline, or None."""
+        while True:
+            left = deadline - time.monotonic()
+            r, _, _ = select.select([self._sock], [], [], max(0.0, left))
+            if not r:
+                return None
+            try:
+                data = self._sock.recv(65536)
+            except ConnectionRefusedError:
+                self._refused = True  # ICMP: nobody listens there (yet); its silence says the rest
+                continue
+            except (BlockingIOError, InterruptedError):
+                continue
+            self.bytes_received += len(data)
+            self.dgrams_received += 1
+            return data
+
+    # -- the handshake --
+
+    def _handshake(self):
+        """One handshake within self.timeout: HELLO and HELLO|CHALLENGE|PROOF,
+        each repeated after 1 s, doubling."""
+        self._end_session()
+        # a socket of its own for each session: host and port may have been
+        # changed, and datagrams of the session before must not be read as this one's
+        self._close_sock()
+        self._open_sock()
+        self._refused = False
+        next_seq = self._held[0][0] if self._held and self._held[0][0] else 0
+        deadline = time.monotonic() + self.timeout
+        hello = chal = proof = auth = None
+        chal_at = sent_at = interval = 0.0
+        bad_signatures = 0
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                if bad_signatures:
+                    raise ServerNotAuthenticated(
+                        "the server's signature does not verify: refusing %s:%d (not the "
+                        "server this token belongs to)" % (self.host, self.port))
+                raise ConnectionLost("no answer to the UDP handshake within %.1fs%s" % (
+                    self.timeout, " (ICMP port unreachable: nothing listens there)"
+                    if self._refused else ""))
+            if chal is not None and now - chal_at > UDP_CHALLENGE_TTL:
+                chal = hello = None  # about to be refused as stale: from HELLO again
+            if chal is None and hello is None:
+                hello = hello_frame(self.keys.token_id, secrets.token_bytes(NONCE_LEN), next_seq)
+                interval = 1.0
+            # the RTT from the newest HELLO: from the first, a lost one would
+            # count its 1 s of silence into every resend timer of the session
+            sent_at = now
+            self._send_dgram(HANDSHAKE_PREFIX + (hello if chal is None else hello + chal + proof))
+            wait_until = min(now + interval, deadline)
+            interval *= 2
+            while True:
+                data = self._recv(wait_until)
+                if data is None:
+                    break
+                if data[:SID_LEN] != HANDSHAKE_PREFIX:
+                    self.dropped += 1  # an older session's datagram
+                    continue
+                try:
+                    frames = split_frames(data[SID_LEN:])
+                except ProtocolError:
+                    self.dropped += 1
+                    continue
+                if len(frames) != 1:
+                    self.dropped += 1
+                    continue
+                ftype, body, raw = frames[0]
+                if ftype == ERROR:
+                    self._error(body)  # raises
+                if ftype == CHALLENGE and chal is None:
+                    try:
+                        parse_challenge(body)
+                    except ProtocolError:
+                        self.dropped += 1
+                        continue
+                    chal, chal_at = raw, time.monotonic()
+                    self._srtt = self._srtt or max(0.0005, chal_at - sent_at)
+                    auth = hello + chal
+                    proof = proof_frame(client_proof(self.keys.client_key, self.keys.stored_key,
+                                                     auth))
+                    interval = 1.0
+                    break  # step 3 at once
+                if ftype == WELCOME and chal is not None:
+                    try:
+                        sig, durable, max_frame, window, _ticket = parse_welcome(body)
+                    except ProtocolError:
+                        self.dropped += 1
+                        continue
+                    if not hmac.compare_digest(sig, server_signature(self.keys.server_key,
+                                                                     auth, proof)):
+                        bad_signatures += 1  # forged, or not our server
+                        continue
+                    if window < 1 or max_frame < UDP_OVERHEAD + 3:
+                        raise ProtocolError("WELCOME with window %d, max_frame %d" %
+                                            (window, max_frame))
+                    self._start_session(auth, proof, durable, max_frame, window)
+                    return
+                self.dropped += 1  # a repeated CHALLENGE, a late WELCOME, ...
+
+    def _start_session(self, auth, proof, durable=0, max_frame=UDP_SAFE_DGRAM, window=4096):
+        """The session of a verified WELCOME: its key and id (§6), numbering
+        from HELLO's next_seq, or after durable_seq."""
+        self._skey = session_key(self.keys.client_key, auth, proof)
+        self.session_id = udp_session_id(self._skey)
+        self.max_frame, self.window = max_frame, window
+        self._out_seq = 0
+        self._rx = ReplayWindow()
+        self._durable0 = durable
+        self.connections += 1
+        self._acked(durable)
+        self._number()
+        self._send_upto = self.acked_seq  # everything held goes (again)
+        self._timer = None
+        self._rto_n = 0
+        self._unanswered = 0
+
+    def _end_session(self):
+        self.session_id = self._skey = None
+        self._send_upto = self._durable0 = 0
+        self._timer = None
+        self._rto_n = self._unanswered = 0
+
+    def _number(self):
+        """Numbers the readings not numbered yet, after the last numbered one
+        or after the server's mark, whichever is higher."""
+        nxt = max(self.acked_seq, self._durable0) + 1
+        i = len(self._held)
+        while i and self._held[i - 1][0] is None:  # the unnumbered ones are last
+            i -= 1
+        if i:
+            nxt = self._held[i - 1][0] + 1
+        for it in self._held[i:]:
+            if it[0] is None:
+                it[0] = nxt
+                if self.first_seq is None:
+                    self.first_seq = nxt
+                self.last_seq = max(self.last_seq, nxt)
+            nxt = it[0] + 1
+
+    # -- datagrams --
+
+    def _encode(self, frames):
+        """The session's next datagram of frames: numbered and MACed."""
+        self._out_seq += 1
+        return udp_session_dgram(self._skey, self.session_id, FROM_DEVICE, self._out_seq, frames)
+
+    def _open(self, data):
+        """(dgram_seq, frames) of a valid, fresh datagram of the server's in
+        this session, or None."""
+        if self._skey is None:
+            return None
+        got = udp_open_dgram(self._skey, self.session_id, FROM_SERVER, data)
+        if got is None or not self._rx.fresh(got[0]):
+            return None
+        return got
+
+    def _max_single(self):
+        return min(self.max_frame or 8192, 8192)
+
+    def _unsent(self):
+        """Index in _held of the first reading this pass has not sent."""
+        if not self._held or self._held[0][0] is None:
+            return 0
+        return max(0, self._send_upto + 1 - self._held[0][0])
+
+    def _take(self, start):
+        """How many readings from _held[start] one datagram carries, and
+        whether that datagram is full (by size or by batch)."""
+        budget = self.dgram_max - UDP_OVERHEAD
+        n = size = 0
+        for j in range(start, len(self._held)):  # not a slice: _held may be long
+            it = self._held[j]
+            if it[0] is None:
+                break
+            cost = len(varint(len(it[1]))) + len(it[1])
+            if n and size + cost > budget:
+                return n, True
+            n += 1
+            size += cost
+            if self.batch and n >= self.batch:
+                return n, True
+        return n, size >= budget
+
+    def _full_dgram_waiting(self):
+        """A datagram's worth of readings not sent yet (send() waits, reading
+        ACKs, while the flight limit keeps it back)."""
+        if self.session_id is None:
+            return True
+        i = self._unsent()
+        return i < len(self._held) and self._take(i)[1]
+
+    def _in_flight(self):
+        return max(0, self._send_upto - self.acked_seq)
+
+    def _flight_limit(self):
+        return min(self.inflight, self.window or 4096)
+
+    def _rto(self):
+        base = max(UDP_RESEND_MIN, 2 * (self._srtt or 0.1))
+        return min(base * (1 << min(self._rto_n, 8)), UDP_RESEND_MAX)
+
+    def _pump(self, partial):
+        """Sends datagrams of readings this pass has not sent, while the
+        flight limit has room; a datagram short of full only when partial."""
+        while True:
+            i = self._unsent()
+            room = self._flight_limit() - self._in_flight()
+            if i >= len(self._held) or room <= 0:
+                return
+            n, full = self._take(i)
+            if n == 0 or not (full or partial):
+                return
+            n = min(n, room)
+            items = self._held[i:i + n]
+            data = self._encode(udp_readings_frames(items[0][0], [it[1] for it in items]))
+            now = time.monotonic()
+            for it in items:
+                it[3] = it[2] is not None
+                it[2] = now
+            self._send_upto = items[-1][0]
+            self._send_dgram(data)
+            if self._timer is None:
+                self._timer = now + self._rto()
+
+    def _go_back(self):
+        """Resends from the oldest reading not acknowledged (go-back-N)."""
+        self._send_upto = self.acked_seq
+        self.resends += 1
+
+    def _on_timer(self):
+        if self._unanswered >= UDP_UNANSWERED:
+            # nothing heard through 3 resends: the server lost the session
+            self.lost_sessions += 1
+            self._end_session()
+            self._breaks += 1
+            if self._breaks > self.attempts:
+                raise ConnectionError("%d UDP sessions in a row ended before an ACK (the "
+                                      "server is silent)" % self._breaks)
+            return
+        self._unanswered += 1
+        self._rto_n += 1
+        self._go_back()
+        self._timer = time.monotonic() + self._rto()
+
+    def _on_dgram(self, data):
+        """Handles one datagram from the server; True when it was a valid
+        answer of this session."""
+        if data[:SID_LEN] == HANDSHAKE_PREFIX:
+            self.dropped += 1  # a late or repeated handshake answer
+            return False
+        got = self._open(data)
+        if got is None:
+            self.dropped += 1
+            return False
+        self._unanswered = 0
+        for ftype, body, _ in split_frames(got[1]):
+            if ftype == ACK:
+                seq = parse_num(body, "ACK")
+                if seq > max(self.last_seq, self._durable0):
+                    raise ProtocolError("ACK %d beyond the last reading sent (%d)" %
+                                        (seq, self.last_seq))
+                if seq > self.acked_seq:
+                    self._sample_rtt(seq)
+                    self._acked(seq)
+                    self._rto_n = 0
+                    self._timer = (time.monotonic() + self._rto()) if self._in_flight() else None
+                elif self._in_flight():
+                    # the server dropped what came after its mark: a gap. Go
+                    # back now if the oldest went out over an RTT ago
+                    first = self._held[0] if self._held else None
+                    if first and first[2] is not None and \
+                            time.monotonic() - first[2] > max(0.005, self._srtt or 0.05):
+                        self._go_back()
+            elif ftype == ERROR:
+                self._end_session()
+                self._error(body)
+            elif ftype in (PONG, PING):
+                pass
+            else:
+                raise ProtocolError("unexpected frame type 0x%02x in a session datagram" % ftype)
+        return True
+
+    def _sample_rtt(self, seq):
+        """RTT from the newest reading this ACK covers, from its latest
+        sending. Not only from readings sent once (Karn): through heavy loss
+        nearly every reading is resent, and an RTT never sampled again would
+        keep a handshake's estimate for good. An ACK of an earlier sending
+        makes it short, which the 200 ms floor bounds."""
+        if not self._held or self._held[0][0] is None:
+            return
+        i = min(seq - self._held[0][0], len(self._held) - 1)
+        it = self._held[i]
+        if it[2] is None:
+            return
+        rtt = max(0.0005, time.monotonic() - it[2])
+        self._srtt = rtt if self._srtt is None else 0.875 * self._srtt + 0.125 * rtt
+
+    def _acked(self, seq):
+        if seq <= self.acked_seq:
+            return
+        self.acked_seq = seq
+        self._breaks = 0
+        i = 0
+        while i < len(self._held) and self._held[i][0] is not None and self._held[i][0] <= seq:
+            i += 1
+        del self._held[:i]
+        if self._send_upto < seq:
+            self._send_upto = seq
+        if self.on_ack:
+            self.on_ack(seq)
+
+    def _error(self, body):
+        code, seq, message = parse_error(body)
+        e = FrameError(code, seq, message)
+        e.sent_upto, e.acked = self.last_seq, self.acked_seq
+        e.dropped = None
+        self.errors.append(e)
+        if code == 0x04 and seq:
+            e.dropped = self._drop_too_large(seq)
+        raise e
+
+    def _drop_too_large(self, first):
+        """ERROR 0x04: the largest held reading from first on is over the
+        server's limit; forgets it and numbers the ones after it anew."""
+        best = None
+        for i, it in enumerate(self._held):
+            if it[0] is not None and it[0] >= first and it[2] is not None:
+                if best is None or len(it[1]) > len(self._held[best][1]):
+                    best = i
+        if best is None:
+            return None
+        it = self._held.pop(best)
+        for later in self._held[best:]:
+            later[0] = None
+        self.last_seq = it[0] - 1
+        return it[1]
+
+    def _run(self, done, deadline, partial=False):
+        """Sends, reads and resends until done() or deadline (None: none),
+        shaking hands again when the session is lost or ended."""
+        while True:
+            if done():
+                return True
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            try:
+                if self.session_id is None:
+                    if self._breaks:
+                        time.sleep(min(0.05 * (1 << min(self._breaks - 1, 6)), 2.0))
+                    self.connect()
+                    continue
+                self._pump(partial)
+                if done():
+                    return True
+                wake = self._timer if self._timer is not None else now + self.timeout
+                if deadline is not None:
+                    wake = min(wake, deadline)
+                data = self._recv(wake)
+                if data is not None:
+                    self._on_dgram(data)
+                elif self._timer is not None and time.monotonic() >= self._timer:
+                    self._on_timer()
+            except FrameError as e:
+                self._end_session()
+                if not e.retryable:
+                    raise
+                self._breaks += 1
+                if self._breaks > self.attempts:
+                    raise ConnectionError("%d UDP sessions in a row ended before an ACK; "
+                                          "last: %s" % (self._breaks, e))
+
+
 # ---- self-test against §9 ----
 
 VECTOR_TOKEN = "slk_0123456789abcdef0123456789abcdef01234567"
@@ -763,15 +1433,40 @@ def selftest(out=sys.stdout):
     eq("ERROR", err, h("7f16" "0200" "746f6b656e206e6f74207265636f676e69736564"))
     eq("ERROR parses", repr(parse_error(err[2:])).encode(),
        repr((2, 0, "token not recognised")).encode())
-    # §6 (UDP): not served by this client yet, but its ids and MACs come from the same keys
-    skey = session_key(k.client_key, auth, proof)
-    sid = udp_session_id(skey)
-    eq("UDP session_id", sid, h("025dd5f8edec9bdd"))
-    frames = frame(SEQ, varint(1)) + reading
-    eq("UDP READING datagram", sid + varint(7) + frames + udp_mac(skey, 0, sid, 7, frames),
-       h("025dd5f8edec9bdd" "07" "150101" "100a7b2274223a32312e357d" "761523fa5d457607"))
-    eq("UDP ACK datagram", sid + varint(3) + ack_frame(1) + udp_mac(skey, 1, sid, 3, ack_frame(1)),
-       h("025dd5f8edec9bdd" "03" "200101" "1065dc9b2b819444"))
+    # §6 (UDP), through the UDP client's own session: its key and id from the
+    # handshake above, its encoder for the device's datagram 7, its decoder
+    # (MAC check and replay window) for the server's datagram 3
+    u = UdpFrameClient("127.0.0.1", 9, VECTOR_TOKEN)
+    u._start_session(auth, proof)
+    eq("UDP session_key", u._skey,
+       h("4e2df11b0a8f6ee1a9dc1f4e52adccd91af2a553c7edb4bf1b661b2ce054a555"))
+    eq("UDP session_id", u.session_id, h("025dd5f8edec9bdd"))
+    u._out_seq = 6
+    dgram = h("025dd5f8edec9bdd" "07" "150101" "100a7b2274223a32312e357d" "761523fa5d457607")
+    eq("UDP READING datagram (the client's encoder)",
+       u._encode(udp_readings_frames(1, [b'{"t":21.5}'])), dgram)
+    eq("UDP READING datagram is 32 bytes", bytes([len(dgram)]), bytes([32]))
+    eq("UDP READING datagram opens as the device's",
+       repr(udp_open_dgram(u._skey, u.session_id, FROM_DEVICE, dgram)).encode(),
+       repr((7, h("150101" "100a7b2274223a32312e357d"))).encode())
+    ackd = h("025dd5f8edec9bdd" "03" "200101" "1065dc9b2b819444")
+    eq("UDP ACK datagram", udp_session_dgram(u._skey, u.session_id, FROM_SERVER, 3,
+                                             ack_frame(1)), ackd)
+    eq("UDP ACK datagram (the client's decoder)", repr(u._open(ackd)).encode(),
+       repr((3, h("200101"))).encode())
+    eq("UDP ACK datagram again: a replay, dropped", repr(u._open(ackd)).encode(), b"None")
+    u2 = UdpFrameClient("127.0.0.1", 9, VECTOR_TOKEN)
+    u2._start_session(auth, proof)
+    eq("UDP ACK datagram, a MAC byte flipped: dropped",
+       repr(u2._open(ackd[:-1] + bytes([ackd[-1] ^ 1]))).encode(), b"None")
+    eq("UDP ACK datagram, from the device's direction: dropped",
+       repr(u2._open(dgram)).encode(), b"None")
+    u2._held.append([None, b'{"t":21.5}', None, False])
+    u2._number()
+    eq("UDP reading numbered after the mark", bytes([u2._held[0][0]]), bytes([1]))
+    u2._on_dgram(ackd)
+    eq("UDP ACK datagram handled: acked_seq 1, nothing held",
+       bytes([u2.acked_seq, u2.held()]), bytes([1, 0]))
     # §1: minimal varints only
     for bad, why in ((b"\x80\x00", "a trailing 0x80 0x00"), (b"\xff" * 10 + b"\x01", "11 bytes"),
                      (b"\xff" * 9 + b"\x02", "past 64 bits")):
@@ -792,45 +1487,56 @@ def selftest(out=sys.stdout):
 def main(argv=None):
     ap = argparse.ArgumentParser(
         prog="sluice_frame.py",
-        description="Send readings to sluiced over the frame protocol (TCP) and wait until every "
+        description="Send readings to sluiced over the frame protocol (TCP, or UDP with --udp) "
+                    "and wait until every "
                     "one is acknowledged as durable. Exit 0 only then; 1 on failure (one line "
                     "on stderr: why); 2 on bad usage.",
         epilog="On success it prints one line: readings sent (and their seq range), "
                "acknowledged, bytes out and in, connections made (a broken connection is "
                "made again and the unacknowledged readings resent).")
     ap.add_argument("--host", metavar="H", help="server address")
-    ap.add_argument("--port", type=int, metavar="P", help="the server's frame port (sluiced --frame)")
+    ap.add_argument("--port", type=int, metavar="P",
+                    help="the server's frame port (sluiced --frame; --udp: its UDP port)")
     ap.add_argument("--token", metavar="T", help="the device token (slk_..., from `sluice device add`)")
     ap.add_argument("--count", type=int, default=1, metavar="N", help="readings to send (default 1)")
     ap.add_argument("--payload", default='{"t":21.5}', metavar="TEXT",
                     help="the payload of every reading: TEXT, sent as its UTF-8 bytes, the "
                          "same for each reading (stored as JSON when it is JSON; "
                          "default %(default)s)")
-    ap.add_argument("--batch", type=int, default=1, metavar="B",
-                    help="readings per BATCH frame (default 1: one READING frame each)")
+    ap.add_argument("--batch", type=int, default=None, metavar="B",
+                    help="readings per BATCH frame (default 1: one READING frame each); with "
+                         "--udp, readings per datagram at most (default: as many as fit in "
+                         "1,200 bytes)")
     ap.add_argument("--timeout", type=float, default=30.0, metavar="S",
                     help="seconds to wait for all acknowledgements (default 30)")
-    ap.add_argument("--udp", action="store_true", help="UDP transport (not supported yet)")
+    ap.add_argument("--udp", action="store_true",
+                    help="frames over UDP (§6; sluiced --udp): resends what is not acknowledged, "
+                         "shakes hands again when the server lost the session")
     ap.add_argument("--selftest", action="store_true",
                     help="check the spec's test vectors (docs/frame-protocol.md §9) and exit")
     a = ap.parse_args(argv)
     if a.selftest:
         return 1 if selftest() else 0
-    if a.udp:
-        print("sluice_frame: UDP is not supported by this client yet", file=sys.stderr)
-        return 2
     missing = [n for n in ("host", "port", "token") if getattr(a, n) is None]
     if missing:
         ap.print_usage(sys.stderr)
         print("sluice_frame: missing --%s" % ", --".join(missing), file=sys.stderr)
         return 2
-    if a.count < 0 or a.batch < 1 or a.timeout <= 0 or not 0 < a.port < 65536:
+    if a.count < 0 or (a.batch is not None and a.batch < 1) or a.timeout <= 0 or \
+            not 0 < a.port < 65536:
         ap.print_usage(sys.stderr)
         print("sluice_frame: --count >= 0, --batch >= 1, --timeout > 0, --port 1..65535",
               file=sys.stderr)
         return 2
     payload = a.payload.encode("utf-8")
-    c = FrameClient(a.host, a.port, a.token, batch=a.batch, timeout=min(10.0, a.timeout))
+    if a.udp:
+        # handshakes of up to 10 s each, as many as --timeout holds
+        hs = min(10.0, a.timeout)
+        c = UdpFrameClient(a.host, a.port, a.token, batch=a.batch, timeout=hs,
+                           attempts=max(1, int(a.timeout // hs)))
+    else:
+        c = FrameClient(a.host, a.port, a.token, batch=a.batch or 1,
+                        timeout=min(10.0, a.timeout))
     deadline = time.monotonic() + a.timeout
     try:
         c.connect()
