@@ -38,7 +38,8 @@
 
 struct udp_sess {
     bool used, draining_sent, bye, ended;
-    bool ack_due;
+    bool ack_due; /* listed in u->dirty: look at its ACK at the end of the turn */
+    bool reack;   /* a datagram of readings stored already, or past a gap: ACK even unmoved */
     uint8_t id[SID_LEN];
     uint32_t gen;
     uint32_t next_id, next_dev; /* bucket chains: index + 1, 0 ends */
@@ -53,6 +54,7 @@ struct udp_sess {
     uint64_t seen[UDP_REPLAY / 64];
     uint64_t expected; /* the next reading to store */
     uint64_t durable;  /* the device's mark, as last read */
+    uint64_t acked;    /* the mark last sent in an ACK */
     uint64_t out_seq;  /* our datagrams */
     struct frame_clock clock;
     uint32_t inflight;
@@ -346,7 +348,7 @@ static void on_proof(struct worker *w, const struct sockaddr_storage *peer, sock
     s->peer = *peer;
     s->peer_len = plen;
     s->last_rx_ms = w->now_ms;
-    s->durable = durable;
+    s->durable = s->acked = durable;
     s->expected = durable + 1; /* a next_seq past it was recorded as a gap by the claim */
     if (gap) worker_count(&w->st.frame_gaps, gap);
     s->next_id = u->by_id[bucket_of(sid)];
@@ -420,6 +422,7 @@ struct dg {
     struct udp_sess *s;
     struct ingest_txn t;
     bool open, stop;
+    bool reack; /* readings stored already, or past a gap: the device hears the mark again */
     uint32_t count;
     uint64_t cur;
     bool have_seq;
@@ -435,9 +438,13 @@ static int reading(void *ctx, uint64_t dev_ms, const struct frame_slice *pl)
     if (!x->have_seq) return 0x07;
     if (x->stop) return 0;
     uint64_t seq = x->cur++;
-    if (seq < s->expected) return 0; /* stored already: acknowledged again */
+    if (seq < s->expected) { /* stored already: acknowledged again */
+        x->reack = true;
+        return 0;
+    }
     if (seq > s->expected || s->expected - 1 >= s->durable + UDP_WINDOW || !ingest_has_room(w)) {
         x->stop = true; /* a gap (a datagram lost or overtaken), or no room: resent later */
+        x->reack = true;
         return 0;
     }
     int rc = ingest_add_numbered(w, s->org, s->device, &x->t, &x->open, RECORD_PROTO_UDP, seq,
@@ -505,7 +512,6 @@ static void on_session(struct worker *w, const struct sockaddr_storage *peer, so
     struct dg x = {.w = w, .s = s, .open = false};
     size_t off = 0;
     int err = 0;
-    bool had_readings = false;
     while (off < bn && !err) {
         uint8_t type;
         size_t total;
@@ -526,7 +532,6 @@ static void on_session(struct worker *w, const struct sockaddr_storage *peer, so
         case FRAME_READING_TIMED:
         case FRAME_BATCH:
         case FRAME_BATCH_TIMED:
-            had_readings = true;
             err = frame_readings(&f, &s->clock, reading, &x);
             if (err == FRAME_E_PROTOCOL) err = 0x07;
             break;
@@ -561,8 +566,13 @@ static void on_session(struct worker *w, const struct sockaddr_storage *peer, so
         if (!s->inflight) end_session(w, s);
         return;
     }
+    bool fresh = x.open && x.count; /* acknowledged when durable, the old ones with them */
     commit_dg(w, s, &x);
-    if (had_readings || s->bye) mark_dirty(u, s); /* an ACK (again) once nothing is in flight */
+    /* new readings are acknowledged once durable (udp_durable); these now */
+    if ((x.reack && !fresh) || s->bye) {
+        s->reack = (x.reack && !fresh) || s->bye; /* BYE: the last ACK, whatever it says */
+        mark_dirty(u, s);
+    }
 }
 
 void udp_on_recv(struct worker *w, struct io_uring_cqe *cqe)
@@ -629,24 +639,27 @@ void udp_flush(struct worker *w)
 {
     struct udp *u = w->udp;
     if (!u) return;
-    uint32_t keep = 0;
     for (uint32_t i = 0; i < u->ndirty; i++) {
         struct udp_sess *s = &u->s[u->dirty[i]];
         if (!s->used || !s->ack_due) continue;
-        if (s->inflight) { /* the ACK covers them once they are durable */
-            u->dirty[keep++] = u->dirty[i];
-            continue;
-        }
         s->ack_due = false;
+        /* one ACK per turn at most, whenever the mark moved: a device that
+         * keeps readings in flight all the time hears of each commit */
         s->durable = devseq_durable(&w->eng->devseq, s->device);
-        uint8_t f[2 + FRAME_VARINT_MAX];
-        send_session(u, s, f, frame_encode_num(f, sizeof f, FRAME_ACK, s->durable));
-        if (s->bye || u->draining) {
+        if (s->durable > s->acked || s->reack) {
+            uint8_t f[2 + FRAME_VARINT_MAX];
+            send_session(u, s, f, frame_encode_num(f, sizeof f, FRAME_ACK, s->durable));
+            s->acked = s->durable;
+            s->reack = false;
+        }
+        /* BYE and draining end the session once its commits completed (their
+         * completion lists it again) */
+        if ((s->bye || u->draining) && !s->inflight) {
             if (u->draining) send_error(u, s, NULL, 0, 0x08, s->expected, "server shutting down");
             end_session(w, s);
         }
     }
-    u->ndirty = keep;
+    u->ndirty = 0;
 }
 
 void udp_tick(struct worker *w)
