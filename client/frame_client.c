@@ -55,15 +55,19 @@
 #define BACKOFF_MAX    5000
 #define FRAME_OVERHEAD 16 /* type, body length, count, item length: 32-bit varints */
 
-#define UDP_RX_MAX     512  /* a server datagram: at most an ERROR in a session datagram (240) */
-#define UDP_OVERHEAD   38   /* session id 8, dgram_seq 10, SEQ frame 12, MAC 8 */
-#define DGRAM_DEFAULT  1200 /* fits any path's MTU (§6) */
-#define DGRAM_MIN      64
-#define UDP_FLIGHT     32    /* datagrams of readings unacknowledged at once, at most */
+#define UDP_RX_MAX    512  /* a server datagram: at most an ERROR in a session datagram (240) */
+#define UDP_OVERHEAD  38   /* session id 8, dgram_seq 10, SEQ frame 12, MAC 8 */
+#define DGRAM_DEFAULT 1200 /* fits any path's MTU (§6) */
+#define DGRAM_MIN     64
+/* Datagrams of readings unacknowledged at once: at most UDP_FLIGHT, at
+ * least CWND_MIN (the datagrams after a lost one draw the ACKs that do not
+ * move, which resend it at once rather than after a timeout) */
+#define UDP_FLIGHT     32
+#define CWND_MIN       8
 #define RTO_MIN        200   /* ms: a resend waits 2 RTTs, at least this ... */
 #define RTO_MAX        5000  /* ... doubling up to this */
 #define UNANSWERED_MAX 3     /* resends without any answer before the session counts as lost */
-#define GOBACK_MIN     5     /* ms: the least time between two resends prompted by ACKs */
+#define GOBACK_MIN     1     /* ms: the least time between two resends prompted by ACKs */
 #define HS_FIRST       1000  /* ms: a handshake datagram is repeated after this, doubling ... */
 #define HS_MAX         8000  /* ... up to this */
 #define CHALLENGE_TTL  30000 /* ms: the server takes a CHALLENGE for 32 s at least */
@@ -125,6 +129,7 @@ struct sluice_frame_client {
     unsigned srtt, rto_n, unanswered;
     uint64_t flight[UDP_FLIGHT]; /* the last reading of each datagram in flight, in order */
     uint32_t flight_n;
+    uint32_t cwnd, ssthresh, cwnd_acc; /* the datagrams that may be in flight (AIMD) */
     uint32_t redo; /* entries [sent, redo) were in flight when the pass began again */
     int blocked;   /* the socket buffer is full: wait for POLLOUT */
 
@@ -735,6 +740,7 @@ welcome:
     c->out_dseq = c->in_max = c->in_seen = c->rtt_seq = 0;
     c->rto_at = 0;
     c->rto_n = c->unanswered = c->flight_n = c->redo = 0;
+    c->cwnd = CWND_MIN, c->ssthresh = UDP_FLIGHT, c->cwnd_acc = 0;
     c->blocked = 0;
     c->pass_at = now_ms();
     c->sent = 0;
@@ -985,6 +991,11 @@ static size_t udp_single(size_t n)
  * go-back-N; the server stores in order and dropped what followed a gap). */
 static void go_back(struct sluice_frame_client *c, int64_t now)
 {
+    /* a loss: a go-back-N pass resends the whole flight, so under loss a
+     * smaller one wastes fewer bytes (halved; TCP's congestion avoidance) */
+    c->ssthresh = c->cwnd / 2 < CWND_MIN ? CWND_MIN : c->cwnd / 2;
+    c->cwnd = c->ssthresh;
+    c->cwnd_acc = 0;
     if (c->sent > c->redo) c->redo = c->sent;
     c->sent = 0;
     c->flight_n = 0;
@@ -1003,7 +1014,7 @@ static int udp_fill(struct sluice_frame_client *c, int force)
     if (c->max_frame && c->max_frame < cap) cap = (size_t)c->max_frame;
     size_t lim = c->dgram_max < cap ? c->dgram_max : cap;
     c->blocked = 0;
-    while (c->flight_n < UDP_FLIGHT) {
+    while (c->flight_n < c->cwnd) {
         uint32_t due = c->count - c->sent;
         if (c->window && c->sent + (uint64_t)due > c->window)
             due = c->sent >= c->window ? 0 : (uint32_t)(c->window - c->sent);
@@ -1076,17 +1087,23 @@ static void udp_on_ack(struct sluice_frame_client *c, uint64_t d)
         }
         ring_ack(c, d);
         uint32_t i = 0;
-        while (i < c->flight_n && c->flight[i] <= d)
+        while (i < c->flight_n && c->flight[i] <= d) {
+            /* each datagram acknowledged grows the flight: by one below
+             * ssthresh, by one per flight's worth above it */
+            if (c->cwnd < c->ssthresh || ++c->cwnd_acc >= c->cwnd) c->cwnd++, c->cwnd_acc = 0;
+            if (c->cwnd > UDP_FLIGHT) c->cwnd = UDP_FLIGHT;
             i++;
+        }
         memmove(c->flight, c->flight + i, (c->flight_n - i) * sizeof *c->flight);
         c->flight_n -= i;
         c->rto_n = 0;
         c->rto_at = c->sent ? now + rto(c) : 0;
     } else if (d == acked && c->sent &&
-               now - c->pass_at > (c->srtt > GOBACK_MIN ? c->srtt : GOBACK_MIN)) {
-        /* an ACK that does not move, for datagrams sent over a round trip
-         * ago: the server's answer to readings past a gap, which it dropped.
-         * Resending now beats waiting for the timer. */
+               now - c->pass_at >= (c->srtt > GOBACK_MIN ? c->srtt : GOBACK_MIN)) {
+        /* an ACK that does not move, a round trip or more after this pass
+         * began (earlier ones answer the pass before): the server's answer
+         * to readings past a gap, which it dropped. Resending now beats
+         * waiting for the timer. */
         go_back(c, now);
     }
 }

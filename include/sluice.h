@@ -184,11 +184,13 @@ SLUICE_API const char *sluice_strerror(int code);
  * is ignored there (anyone can send a datagram) and said as
  * SLUICE_FRAME_ESIGNATURE only when no good one came in time. Readings go in
  * datagrams of at most cfg.dgram_max bytes (one reading larger than that
- * goes alone), each numbered by a SEQ frame; at most 32 datagrams' worth
- * (cfg.batch readings each) are unacknowledged at once. The server stores
- * them in order, so the client resends from the oldest one not acknowledged
- * when no ACK covers it within 2 round trips (at least 200 ms, doubling to
- * 5 s), or at once when an ACK that does not move says the server met a gap.
+ * goes alone), each numbered by a SEQ frame. 8 to 32 datagrams (cfg.batch
+ * readings each) are unacknowledged at once: the flight grows with each one
+ * acknowledged and halves at a loss, since a resend repeats all of it. The
+ * server stores in order, so the client resends from the oldest reading not
+ * acknowledged when no ACK covers it within 2 round trips (at least 200 ms,
+ * doubling to 5 s), or at once when an ACK that does not move says the
+ * server met a gap.
  * After 3 resends without any answer the session counts as lost (a server
  * that restarted knows none): SLUICE_FRAME_ECLOSED, and the next call shakes
  * hands again. Datagrams of another session, with a bad MAC, or replayed are
