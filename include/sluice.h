@@ -194,8 +194,14 @@ SLUICE_API const char *sluice_strerror(int code);
  * After 3 resends without any answer the session counts as lost (a server
  * that restarted knows none): SLUICE_FRAME_ECLOSED, and the next call shakes
  * hands again. Datagrams of another session, with a bad MAC, or replayed are
- * ignored (counted in stats.ignored). Timers only run inside the calls: a
- * device that stops calling resends nothing.
+ * ignored (counted in stats.ignored). A session's ERROR ends it as over TCP
+ * (0x05 and 0x08 are retried with a new handshake; 0x02, 0x06, 0x07 are
+ * final); a handshake's ERROR carries no MAC, as the protocol has it. Held
+ * readings that a WELCOME covers are taken as acknowledged and the rest go on
+ * under their numbers (§4: SEQ numbers them explicitly, so nothing shifts).
+ * Timers only run inside the calls: a device that stops calling resends
+ * nothing, and a session idle past the server's --idle-timeout is found lost
+ * by the next call's resends.
  *
  * Return codes: 0, a SLUICE_FRAME_E* code, or -errno from the socket layer
  * (-ECONNREFUSED ...). sluice_frame_strerror() names all of them. An ERROR
@@ -302,7 +308,8 @@ SLUICE_API int sluice_frame_client_init(sluice_frame_client **out, void *mem, si
  * connected already (over UDP: a session), then sends what of the held
  * readings is due. Refuses a server whose
  * WELCOME signature does not verify (it did not know this token's
- * ServerKey). One attempt, no retry. Returns 0, SLUICE_FRAME_ESIGNATURE, a
+ * ServerKey). One attempt, no retry (over UDP the attempt repeats its
+ * datagrams until cfg.timeout_ms). Returns 0, SLUICE_FRAME_ESIGNATURE, a
  * mapped ERROR code (SLUICE_FRAME_EAUTH ...), SLUICE_FRAME_ETIMEDOUT,
  * SLUICE_FRAME_ECLOSED, SLUICE_FRAME_EBADFRAME, SLUICE_FRAME_ERESOLVE,
  * SLUICE_FRAME_ERANDOM, or -errno. */
@@ -321,7 +328,8 @@ SLUICE_API int sluice_frame_client_send(sluice_frame_client *c, const void *payl
 
 /* Sends every held reading and waits until all are acknowledged durable,
  * reconnecting after transient failures (a refused or reset connection, a
- * name that did not resolve, ERROR 0x05, 0x08, 0x09), within cfg.timeout_ms. Returns 0 (nothing
+ * name that did not resolve, ERROR 0x05, 0x08, 0x09, a UDP session lost),
+ * within cfg.timeout_ms. Returns 0 (nothing
  * held), SLUICE_FRAME_ETIMEDOUT or the last transient error when the deadline passed, or the first
  * error that retrying cannot cure (SLUICE_FRAME_EAUTH, SLUICE_FRAME_EQUOTA,
  * SLUICE_FRAME_ESIGNATURE, SLUICE_FRAME_EBADFRAME ...). */
