@@ -1070,3 +1070,73 @@ Test(frame_client_udp, s6_session_error_ends_it)
     sluice_frame_client_stats(c, &st);
     cr_assert_eq(st.held, 1);
 }
+
+/* §4 over UDP: WELCOME's durable_seq 1 covers the held reading 1 (an older
+ * session's commit completed after its ACK was lost). SEQ numbers readings
+ * explicitly, so the client takes it as acknowledged and sends reading 2
+ * under its own number in the same session: no new handshake. */
+Test(frame_client_udp, s4_welcome_covering_a_held_reading)
+{
+    struct hs_hex h;
+    hs_vectors(&h);
+    char wf[256], w1[256], r2[128], ack[128], bye[128], ack2[128];
+    welcome_hex(1, 4096, wf);
+    hs(w1, wf);
+    sdg(r2, 0, 1, "150102 100a7b2274223a32312e367d");
+    sdg(ack, 1, 1, "20 01 02");
+    sdg(bye, 0, 2, "40 00");
+    sdg(ack2, 1, 2, "20 01 02");
+    const struct step s[] = {
+        {'r', h.hello}, {'w', h.chal}, {'r', h.step3}, {'w', w1}, {'r', r2},
+        {'w', ack},     {'r', bye},    {'w', ack2},    {0, NULL},
+    };
+    struct net net = {.scripts = {s}};
+    sluice_frame_client *c = udp_client(&net, 1);
+    cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0); /* reading 1: the handshake */
+    cr_assert_eq(sluice_frame_client_send(c, "{\"t\":21.6}", 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), 0);
+    cr_assert_eq(sluice_frame_client_close(c), 0);
+    join(&net);
+    sluice_frame_stats st;
+    sluice_frame_client_stats(c, &st);
+    cr_assert(st.connects == 1 && st.acked == 2 && st.sent == 1 && st.held == 0,
+              "connects %llu acked %llu sent %llu", (unsigned long long)st.connects,
+              (unsigned long long)st.acked, (unsigned long long)st.sent);
+}
+
+/* §6 go-back-N: reading 1's datagram is lost and reading 2's arrives past
+ * the gap; the server drops it and answers ACK 0, which does not move. The
+ * client resends from reading 1 at once, well before the 200 ms timer. */
+Test(frame_client_udp, s6_ack_that_does_not_move_resends_at_once)
+{
+    struct hs_hex h;
+    hs_vectors(&h);
+    char r2[128], ack0[128], r1b[128], r2b[128], ack[128], bye[128], ack2[128];
+    sdg(r2, 0, 2, "150102 100a7b2274223a32312e367d");
+    sdg(ack0, 1, 1, "20 01 00");
+    sdg(r1b, 0, 3, "150101 100a7b2274223a32312e357d");
+    sdg(r2b, 0, 4, "150102 100a7b2274223a32312e367d");
+    sdg(ack, 1, 2, "20 01 02");
+    sdg(bye, 0, 5, "40 00");
+    sdg(ack2, 1, 3, "20 01 02");
+    const struct step s[] = {
+        {'r', h.hello}, {'w', h.chal}, {'r', h.step3}, {'w', h.welcome}, {'i', NULL},
+        {'r', r2},      {'p', "20"},   {'w', ack0},    {'r', r1b},       {'r', r2b},
+        {'w', ack},     {'r', bye},    {'w', ack2},    {0, NULL},
+    };
+    struct net net = {.scripts = {s}};
+    sluice_frame_client *c = udp_client(&net, 1);
+    cr_assert_eq(sluice_frame_client_connect(c), 0);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0);
+    cr_assert_eq(sluice_frame_client_send(c, "{\"t\":21.6}", 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), 0);
+    long ms = ms_since(&t0);
+    cr_assert(ms < 150, "the resend waited %ld ms: the timer's, not the ACK's", ms);
+    cr_assert_eq(sluice_frame_client_close(c), 0);
+    join(&net);
+    sluice_frame_stats st;
+    sluice_frame_client_stats(c, &st);
+    cr_assert(st.sent == 4 && st.resent == 2 && st.acked == 2);
+}
