@@ -11,6 +11,11 @@
  * Numbering (§4): the ring holds readings in order; the oldest one has
  * number first_seq once "numbered". Entries [0, sent) were written on the
  * live connection, whose next reading the server numbers first_seq + sent.
+ *
+ * UDP (§6): "the connection" is a session on a connected datagram socket.
+ * Entries [0, sent) went out in this pass of go-back-N: a resend sets sent
+ * back to 0. The timers (resend, handshake repeats) are deadlines checked in
+ * the same poll() loops, so they run only inside the caller's calls.
  */
 /* plain C11 plus POSIX.1-2008 (sockets, poll, clock_gettime, getaddrinfo) when
  * built alone; inside the tree meson's _GNU_SOURCE gives the same */
@@ -50,6 +55,23 @@
 #define BACKOFF_MAX    5000
 #define FRAME_OVERHEAD 16 /* type, body length, count, item length: 32-bit varints */
 
+#define UDP_RX_MAX    512  /* a server datagram: at most an ERROR in a session datagram (240) */
+#define UDP_OVERHEAD  38   /* session id 8, dgram_seq 10, SEQ frame 12, MAC 8 */
+#define DGRAM_DEFAULT 1200 /* fits any path's MTU (§6) */
+#define DGRAM_MIN     64
+/* Datagrams of readings unacknowledged at once: at most UDP_FLIGHT, at
+ * least CWND_MIN (the datagrams after a lost one draw the ACKs that do not
+ * move, which resend it at once rather than after a timeout) */
+#define UDP_FLIGHT     32
+#define CWND_MIN       8
+#define RTO_MIN        200   /* ms: a resend waits 2 RTTs, at least this ... */
+#define RTO_MAX        5000  /* ... doubling up to this */
+#define UNANSWERED_MAX 3     /* resends without any answer before the session counts as lost */
+#define GOBACK_MIN     1     /* ms: the least time between two resends prompted by ACKs */
+#define HS_FIRST       1000  /* ms: a handshake datagram is repeated after this, doubling ... */
+#define HS_MAX         8000  /* ... up to this */
+#define CHALLENGE_TTL  30000 /* ms: the server takes a CHALLENGE for 32 s at least */
+
 struct entry {
     uint32_t off, len; /* the payload at bytes[off..off+len) */
 };
@@ -60,14 +82,17 @@ struct sluice_frame_client {
     uint32_t max_readings, ring_bytes, max_reading, batch;
     int (*random)(void *arg, void *buf, size_t n);
     int (*dial)(void *arg, const char *host, unsigned port, unsigned timeout_ms);
+    int (*dial_dgram)(void *arg, const char *host, unsigned port, unsigned timeout_ms);
     void *arg;
     struct frame_client_keys keys;
+    int udp;
+    uint32_t dgram_max;
 
     /* the connection: fd -1 when there is none; a live one is past WELCOME */
     int fd;
     uint64_t window, max_frame;
     int pong_due, bye_due;
-    uint8_t rx[RX_MAX];
+    uint8_t rx[UDP_RX_MAX]; /* TCP uses RX_MAX of it; UDP one datagram */
     size_t rx_n;
     uint8_t *tx; /* one frame being written: tx[tx_off..tx_len) is still due */
     size_t tx_cap, tx_len, tx_off;
@@ -92,6 +117,21 @@ struct sluice_frame_client {
     unsigned err_code; /* the last ERROR frame */
     uint64_t err_seq;
     char err_msg[FRAME_MESSAGE_MAX + 1];
+
+    /* the UDP session, valid while fd >= 0 */
+    uint8_t skey[SHA256_LEN], sid[FRAME_CLIENT_SID_LEN];
+    uint64_t out_dseq;        /* our last dgram_seq */
+    uint64_t in_max, in_seen; /* the server's newest dgram_seq; the 64 before it, a bit each */
+    uint64_t top;             /* the highest number an ACK of this session may cover */
+    uint64_t rtt_seq;         /* a reading sent once, timed from rtt_at (0: none) */
+    int64_t rtt_at, rto_at;   /* rto_at: when to resend (0: nothing in flight) */
+    int64_t pass_at;          /* when this pass (from the oldest) began */
+    unsigned srtt, rto_n, unanswered;
+    uint64_t flight[UDP_FLIGHT]; /* the last reading of each datagram in flight, in order */
+    uint32_t flight_n;
+    uint32_t cwnd, ssthresh, cwnd_acc; /* the datagrams that may be in flight (AIMD) */
+    uint32_t redo; /* entries [sent, redo) were in flight when the pass began again */
+    int blocked;   /* the socket buffer is full: wait for POLLOUT */
 
     sluice_frame_stats st;
 };
@@ -138,6 +178,62 @@ void frame_client_session_key(const struct frame_client_keys *keys, const uint8_
     sha256_hmac_update(&h, label, sizeof label - 1);
     sha256_hmac_update(&h, auth, n);
     sha256_hmac_final(&h, out);
+}
+
+void frame_client_session_id(const uint8_t key[SHA256_LEN], uint8_t sid[FRAME_CLIENT_SID_LEN])
+{
+    static const char label[] = "sluice udp id v1";
+    uint8_t id[SHA256_LEN];
+    sha256_hmac(key, SHA256_LEN, label, sizeof label - 1, id);
+    memcpy(sid, id, FRAME_CLIENT_SID_LEN);
+}
+
+/* mac = HMAC(key, "sluice udp v1" || dir || head[0..hn) || frames)[0..8) */
+static void dgram_mac(const uint8_t key[SHA256_LEN], uint8_t dir, const uint8_t *head, size_t hn,
+                      const uint8_t *frames, size_t n, uint8_t mac[SHA256_LEN])
+{
+    static const char label[] = "sluice udp v1";
+    struct sha256_hmac h;
+    sha256_hmac_init(&h, key, SHA256_LEN);
+    sha256_hmac_update(&h, label, sizeof label - 1);
+    sha256_hmac_update(&h, &dir, 1);
+    sha256_hmac_update(&h, head, hn);
+    sha256_hmac_update(&h, frames, n);
+    sha256_hmac_final(&h, mac);
+}
+
+size_t frame_client_dgram_seal(const uint8_t key[SHA256_LEN],
+                               const uint8_t sid[FRAME_CLIENT_SID_LEN], uint8_t dir,
+                               uint64_t dgram_seq, const uint8_t *frames, size_t n, uint8_t *out,
+                               size_t cap)
+{
+    uint8_t head[FRAME_CLIENT_SID_LEN + FRAME_VARINT_MAX], mac[SHA256_LEN];
+    memcpy(head, sid, FRAME_CLIENT_SID_LEN);
+    size_t h = FRAME_CLIENT_SID_LEN + frame_put_varint(head + FRAME_CLIENT_SID_LEN, dgram_seq);
+    if (cap < h || n > cap - h || cap - h - n < FRAME_CLIENT_MAC8) return 0;
+    if (frames != out + h) memmove(out + h, frames, n);
+    memcpy(out, head, h);
+    dgram_mac(key, dir, out, h, out + h, n, mac);
+    memcpy(out + h + n, mac, FRAME_CLIENT_MAC8);
+    return h + n + FRAME_CLIENT_MAC8;
+}
+
+int frame_client_dgram_open(const uint8_t key[SHA256_LEN], const uint8_t sid[FRAME_CLIENT_SID_LEN],
+                            uint8_t dir, const uint8_t *p, size_t n, uint64_t *dgram_seq,
+                            const uint8_t **frames, size_t *fn)
+{
+    uint8_t mac[SHA256_LEN];
+    if (n < FRAME_CLIENT_SID_LEN + 1 + FRAME_CLIENT_MAC8) return 0;
+    if (!sha256_equal(p, sid, FRAME_CLIENT_SID_LEN)) return 0;
+    int vl = frame_varint(p + FRAME_CLIENT_SID_LEN, n - FRAME_CLIENT_SID_LEN - FRAME_CLIENT_MAC8,
+                          dgram_seq);
+    if (vl <= 0) return 0;
+    size_t h = FRAME_CLIENT_SID_LEN + (size_t)vl, body = n - h - FRAME_CLIENT_MAC8;
+    dgram_mac(key, dir, p, h, p + h, body, mac);
+    if (!sha256_equal(mac, p + n - FRAME_CLIENT_MAC8, FRAME_CLIENT_MAC8)) return 0;
+    *frames = p + h;
+    *fn = body;
+    return 1;
 }
 
 /* ---- time, randomness, transport: the platform ---- */
@@ -209,10 +305,31 @@ static int tcp_connect(int family, const struct sockaddr *sa, socklen_t salen, i
     return rc;
 }
 
-/* TCP to host:port within the timeout. An address literal is connected to
- * directly: no resolver, and nothing allocated (getaddrinfo allocates its
- * answer); a name tries each address getaddrinfo gives, in order. */
-static int tcp_dial(const char *host, unsigned port, unsigned timeout_ms)
+/* A UDP socket connect()ed to the address (nothing is sent: connect only
+ * names the peer, so that send() and recv() need no address and datagrams
+ * from anyone else are not read). The fd, or -errno. */
+static int udp_connect(int family, const struct sockaddr *sa, socklen_t salen)
+{
+    int fd = socket(family, SOCK_DGRAM, 0), rc;
+    if (fd < 0) return -errno;
+    if (connect(fd, sa, salen) == 0) return fd;
+    rc = -errno;
+    close(fd);
+    return rc;
+}
+
+static int sock_connect(int type, int family, const struct sockaddr *sa, socklen_t salen,
+                        int64_t deadline)
+{
+    return type == SOCK_DGRAM ? udp_connect(family, sa, salen)
+                              : tcp_connect(family, sa, salen, deadline);
+}
+
+/* TCP (type SOCK_STREAM) or UDP (SOCK_DGRAM) to host:port within the
+ * timeout. An address literal is connected to directly: no resolver, and
+ * nothing allocated (getaddrinfo allocates its answer); a name tries each
+ * address getaddrinfo gives, in order. */
+static int host_dial(const char *host, unsigned port, unsigned timeout_ms, int type)
 {
     int64_t deadline = now_ms() + timeout_ms;
     struct sockaddr_in v4;
@@ -222,12 +339,12 @@ static int tcp_dial(const char *host, unsigned port, unsigned timeout_ms)
     if (inet_pton(AF_INET, host, &v4.sin_addr) == 1) {
         v4.sin_family = AF_INET;
         v4.sin_port = htons((uint16_t)port);
-        return tcp_connect(AF_INET, (struct sockaddr *)&v4, sizeof v4, deadline);
+        return sock_connect(type, AF_INET, (struct sockaddr *)&v4, sizeof v4, deadline);
     }
     if (inet_pton(AF_INET6, host, &v6.sin6_addr) == 1) {
         v6.sin6_family = AF_INET6;
         v6.sin6_port = htons((uint16_t)port);
-        return tcp_connect(AF_INET6, (struct sockaddr *)&v6, sizeof v6, deadline);
+        return sock_connect(type, AF_INET6, (struct sockaddr *)&v6, sizeof v6, deadline);
     }
 
     char service[12];
@@ -235,11 +352,11 @@ static int tcp_dial(const char *host, unsigned port, unsigned timeout_ms)
     int rc = SLUICE_FRAME_ERESOLVE;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_socktype = type;
     snprintf(service, sizeof service, "%u", port);
     if (getaddrinfo(host, service, &hints, &ai) != 0) return SLUICE_FRAME_ERESOLVE;
     for (struct addrinfo *a = ai; a; a = a->ai_next) {
-        rc = tcp_connect(a->ai_family, a->ai_addr, a->ai_addrlen, deadline);
+        rc = sock_connect(type, a->ai_family, a->ai_addr, a->ai_addrlen, deadline);
         if (rc >= 0 || rc == SLUICE_FRAME_ETIMEDOUT) break;
     }
     freeaddrinfo(ai);
@@ -249,7 +366,21 @@ static int tcp_dial(const char *host, unsigned port, unsigned timeout_ms)
 static int dial_default(void *arg, const char *host, unsigned port, unsigned timeout_ms)
 {
     (void)arg;
-    return tcp_dial(host, port, timeout_ms);
+    return host_dial(host, port, timeout_ms, SOCK_STREAM);
+}
+
+static int dial_dgram_default(void *arg, const char *host, unsigned port, unsigned timeout_ms)
+{
+    (void)arg;
+    return host_dial(host, port, timeout_ms, SOCK_DGRAM);
+}
+
+static size_t varint_len(uint64_t v)
+{
+    size_t k = 1;
+    while (v >>= 7)
+        k++;
+    return k;
 }
 
 /* ---- the ring ---- */
@@ -287,6 +418,7 @@ static void ring_drop(struct sluice_frame_client *c, uint32_t k, uint64_t *count
         (*counter)++;
         if (c->sent) c->sent--;
         if (c->written) c->written--;
+        if (c->redo) c->redo--;
         /* the oldest payload moved back to the start: the ring unwrapped */
         if (c->count && c->ent[c->head].off < off) c->wrapped = 0;
     }
@@ -329,6 +461,14 @@ static int fatal(int rc)
 
 static void drop_conn(struct sluice_frame_client *c)
 {
+    if (c->udp) {
+        sha256_wipe(c->skey, sizeof c->skey);
+        memset(c->sid, 0, sizeof c->sid);
+        c->out_dseq = c->in_max = c->in_seen = c->top = c->rtt_seq = 0;
+        c->rto_at = 0;
+        c->rto_n = c->unanswered = c->flight_n = c->redo = 0;
+        c->blocked = 0;
+    }
     if (c->fd >= 0) close(c->fd);
     c->fd = -1;
     c->rx_n = c->tx_len = c->tx_off = 0;
@@ -433,6 +573,201 @@ static int read_frame(struct sluice_frame_client *c, uint8_t want, struct frame 
     }
 }
 
+/* ---- UDP (§6): datagrams, the handshake ---- */
+
+/* The resend timeout: 2 RTTs, at least RTO_MIN, doubled per resend without
+ * an answer, at most RTO_MAX. */
+static unsigned rto(const struct sluice_frame_client *c)
+{
+    unsigned base = 2 * c->srtt < RTO_MIN ? RTO_MIN : 2 * c->srtt;
+    unsigned t = base << (c->rto_n > 5 ? 5 : c->rto_n);
+    return t > RTO_MAX ? RTO_MAX : t;
+}
+
+static void rtt_sample(struct sluice_frame_client *c, int64_t ms)
+{
+    unsigned r = ms <= 0 ? 1 : ms > 60000 ? 60000 : (unsigned)ms;
+    c->srtt = c->srtt ? (7 * c->srtt + r) / 8 : r;
+}
+
+/* Sends one datagram. Returns 0 when it left or was lost the way UDP loses
+ * datagrams (an ICMP port unreachable from an earlier one, no route now, no
+ * buffer in the stack: the timers resend), 1 when the socket buffer is full
+ * (not sent), or -errno. */
+static int dgram_send(struct sluice_frame_client *c, const uint8_t *p, size_t n)
+{
+    for (;;) {
+        ssize_t k = send(c->fd, p, n, MSG_NOSIGNAL);
+        if (k >= 0) {
+            c->st.bytes_out += (uint64_t)n;
+            return 0;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 1;
+        if (errno == ECONNREFUSED || errno == ENOBUFS || errno == EHOSTUNREACH ||
+            errno == ENETUNREACH)
+            return 0;
+        return -errno;
+    }
+}
+
+/* The next datagram waiting, into rx: its length, 0 when none is, -errno.
+ * An ICMP port unreachable (nobody listens, yet) is silence here. */
+static int dgram_recv(struct sluice_frame_client *c)
+{
+    for (;;) {
+        ssize_t k = recv(c->fd, c->rx, sizeof c->rx, 0);
+        if (k > 0) {
+            c->st.bytes_in += (uint64_t)k;
+            return (int)k;
+        }
+        if (k == 0) {
+            c->st.ignored++; /* an empty datagram is nobody's frame */
+            return 0;
+        }
+        if (errno == EINTR || errno == ECONNREFUSED) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+        return -errno;
+    }
+}
+
+/* The handshake over UDP on a fresh socket: 00x8|HELLO, then
+ * 00x8|HELLO|CHALLENGE|PROOF, each repeated after HS_FIRST doubling while no
+ * answer comes (a lost datagram, a server still ending our older session),
+ * until WELCOME or ERROR or the deadline. Returns 0 with the session live,
+ * or an error with the socket closed. */
+static int udp_handshake(struct sluice_frame_client *c, int64_t deadline)
+{
+    static const uint8_t zero[FRAME_CLIENT_SID_LEN];
+    uint8_t dg[FRAME_CLIENT_SID_LEN + AUTH_MAX], *auth = dg + FRAME_CLIENT_SID_LEN;
+    uint8_t nonce[FRAME_NONCE_LEN], proof[SHA256_LEN], sig[SHA256_LEN];
+    size_t hello_n = 0, chal_n = 0, n = 0;
+    int64_t next_at = 0, chal_at = 0, sent_at = 0;
+    unsigned wait = HS_FIRST, sends = 0;
+    int rc, fd, bad_sig = 0;
+    uint64_t next_seq = c->numbered ? c->first_seq : 0;
+    struct frame f;
+
+    memset(dg, 0, FRAME_CLIENT_SID_LEN);
+    fd = c->dial_dgram(c->arg, c->host, c->port, (unsigned)remaining(deadline));
+    if (fd < 0) return fd;
+    c->fd = fd;
+    if ((rc = set_nonblocking(fd))) goto fail;
+    for (;;) {
+        int64_t now = now_ms();
+        /* a CHALLENGE that old is about to be refused as stale: from HELLO again */
+        if (chal_n && now - chal_at > CHALLENGE_TTL) hello_n = chal_n = 0;
+        if (!hello_n) {
+            if (c->random(c->arg, nonce, sizeof nonce)) {
+                rc = SLUICE_FRAME_ERANDOM;
+                goto fail;
+            }
+            hello_n =
+                frame_encode_hello(auth, AUTH_MAX, c->keys.token_id, nonce, next_seq, NULL, 0);
+            wait = HS_FIRST, next_at = now, sends = 0;
+        }
+        if (now >= deadline) {
+            rc = bad_sig ? SLUICE_FRAME_ESIGNATURE : SLUICE_FRAME_ETIMEDOUT;
+            goto fail;
+        }
+        if (now >= next_at) {
+            /* step 3 is idempotent: the same bytes again */
+            if ((rc = dgram_send(c, dg, FRAME_CLIENT_SID_LEN + (chal_n ? n : hello_n))) < 0)
+                goto fail;
+            sent_at = now, sends++;
+            next_at = now + wait;
+            wait = wait * 2 > HS_MAX ? HS_MAX : wait * 2;
+        }
+        struct pollfd pf = {fd, POLLIN, 0};
+        int r = poll(&pf, 1, remaining(next_at < deadline ? next_at : deadline));
+        if (r < 0 && errno != EINTR) {
+            rc = -errno;
+            goto fail;
+        }
+        if (r <= 0) continue;
+        if ((pf.revents & POLLHUP) && !(pf.revents & POLLIN)) {
+            rc = SLUICE_FRAME_ECLOSED; /* a datagram socketpair's peer went away */
+            goto fail;
+        }
+        for (;;) {
+            int k = dgram_recv(c);
+            uint8_t type;
+            size_t total;
+            if (k < 0) {
+                rc = k;
+                goto fail;
+            }
+            if (k == 0) break;
+            /* one frame after 8 zero bytes, or not a handshake answer */
+            if ((size_t)k <= FRAME_CLIENT_SID_LEN || memcmp(c->rx, zero, FRAME_CLIENT_SID_LEN) ||
+                frame_peek(c->rx + FRAME_CLIENT_SID_LEN, (size_t)k - FRAME_CLIENT_SID_LEN, &type,
+                           &total) ||
+                total != (size_t)k - FRAME_CLIENT_SID_LEN ||
+                frame_parse(c->rx + FRAME_CLIENT_SID_LEN, total, &f)) {
+                c->st.ignored++;
+                continue;
+            }
+            if (f.type == FRAME_ERROR) {
+                rc = on_error(c, &f);
+                goto fail;
+            }
+            if (f.type == FRAME_CHALLENGE && !chal_n &&
+                hello_n + total + 2 + SHA256_LEN <= AUTH_MAX) {
+                memcpy(auth + hello_n, c->rx + FRAME_CLIENT_SID_LEN, total);
+                chal_n = total;
+                frame_client_proof(&c->keys, auth, hello_n + chal_n, NULL, proof);
+                n = hello_n + chal_n;
+                n += frame_encode_proof(auth + n, AUTH_MAX - n, proof);
+                chal_at = now_ms();
+                if (sends == 1) rtt_sample(c, chal_at - sent_at); /* Karn: one HELLO only */
+                wait = HS_FIRST, next_at = chal_at, sends = 0;    /* step 3 at once */
+                continue;
+            }
+            if (f.type == FRAME_WELCOME && chal_n) {
+                frame_client_server_signature(&c->keys, auth, n, sig);
+                if (sha256_equal(sig, f.u.welcome.server_signature, SHA256_LEN)) goto welcome;
+                bad_sig++; /* anyone can send a datagram: wait for the real one */
+            }
+            c->st.ignored++; /* a repeated CHALLENGE, a forged WELCOME ... */
+        }
+    }
+welcome:
+    c->window = f.u.welcome.window;
+    c->max_frame = f.u.welcome.max_frame;
+    frame_client_session_key(&c->keys, auth, n, c->skey);
+    frame_client_session_id(c->skey, c->sid);
+    sha256_wipe(dg, sizeof dg);
+    c->out_dseq = c->in_max = c->in_seen = c->rtt_seq = 0;
+    c->rto_at = 0;
+    c->rto_n = c->unanswered = c->flight_n = c->redo = 0;
+    c->cwnd = CWND_MIN, c->ssthresh = UDP_FLIGHT, c->cwnd_acc = 0;
+    c->blocked = 0;
+    c->pass_at = now_ms();
+    c->sent = 0;
+    c->st.connects++;
+    c->backoff_ms = BACKOFF_MIN;
+    c->last_failure = 0;
+    uint64_t d = f.u.welcome.durable_seq;
+    if (!c->numbered) {
+        /* we said 0: ours are numbered after the server's final mark */
+        c->numbered = 1;
+        c->first_seq = d + 1;
+        if (c->count && !c->st.first_seq) c->st.first_seq = c->first_seq;
+    } else if (d >= c->first_seq) {
+        /* §4: held readings that WELCOME covers. Over UDP every datagram's
+         * SEQ names its readings' numbers, so dropping the covered ones does
+         * not shift the rest: nothing to reconnect for. */
+        ring_ack(c, d);
+    }
+    if (d > c->st.durable_seq) c->st.durable_seq = d;
+    c->top = d;
+    return 0;
+fail:
+    sha256_wipe(dg, sizeof dg);
+    drop_conn(c);
+    return rc;
+}
+
 /* HELLO, CHALLENGE, PROOF, WELCOME on a fresh fd. Returns 0 with the
  * connection live, or an error with it closed. */
 static int handshake(struct sluice_frame_client *c, int64_t deadline)
@@ -443,6 +778,7 @@ static int handshake(struct sluice_frame_client *c, int64_t deadline)
     int rc, fd;
     uint64_t next_seq = c->numbered ? c->first_seq : 0;
 
+    if (c->udp) return udp_handshake(c, deadline);
     if (c->random(c->arg, nonce, sizeof nonce)) return SLUICE_FRAME_ERANDOM;
     fd = c->dial(c->arg, c->host, c->port, (unsigned)remaining(deadline));
     if (fd < 0) return fd;
@@ -526,14 +862,6 @@ static int ensure(struct sluice_frame_client *c, int64_t deadline)
 }
 
 /* ---- readings out, ACKs in ---- */
-
-static size_t varint_len(uint64_t v)
-{
-    size_t k = 1;
-    while (v >>= 7)
-        k++;
-    return k;
-}
 
 /* Puts the next frame into the empty send buffer: a PONG owed, then the
  * readings due (force: fewer than cfg.batch too), then a BYE asked for.
@@ -640,7 +968,7 @@ static int done(struct sluice_frame_client *c, enum until u, size_t need)
     int wraps;
     switch (u) {
     case UNTIL_IDLE:
-        return c->tx_off == c->tx_len;
+        return c->udp ? !c->blocked : c->tx_off == c->tx_len;
     case UNTIL_ROOM:
         return ring_place(c, need, &wraps) >= 0;
     case UNTIL_EMPTY:
@@ -651,11 +979,289 @@ static int done(struct sluice_frame_client *c, enum until u, size_t need)
     return 1;
 }
 
+/* ---- UDP (§6): readings out, ACKs in, resends ---- */
+
+/* The bytes a datagram of one reading of n bytes takes at most. */
+static size_t udp_single(size_t n)
+{
+    return UDP_OVERHEAD + 1 + varint_len(n) + n;
+}
+
+/* Starts the pass again from the oldest reading not acknowledged (§6:
+ * go-back-N; the server stores in order and dropped what followed a gap). */
+static void go_back(struct sluice_frame_client *c, int64_t now)
+{
+    /* a loss: a go-back-N pass resends the whole flight, so under loss a
+     * smaller one wastes fewer bytes (halved; TCP's congestion avoidance) */
+    c->ssthresh = c->cwnd / 2 < CWND_MIN ? CWND_MIN : c->cwnd / 2;
+    c->cwnd = c->ssthresh;
+    c->cwnd_acc = 0;
+    if (c->sent > c->redo) c->redo = c->sent;
+    c->sent = 0;
+    c->flight_n = 0;
+    c->rtt_seq = 0; /* Karn: a resent reading's ACK times nothing */
+    c->pass_at = now;
+}
+
+/* Sends the datagrams of readings due (force: fewer than cfg.batch too; a
+ * resend always) while fewer than UDP_FLIGHT datagrams and the window's
+ * readings are unacknowledged: SEQ, then one READING or a BATCH of up to
+ * cfg.batch that fits cfg.dgram_max. Returns 0, ELARGE, or -errno. */
+static int udp_fill(struct sluice_frame_client *c, int force)
+{
+    int64_t now = now_ms();
+    size_t cap = c->tx_cap;
+    if (c->max_frame && c->max_frame < cap) cap = (size_t)c->max_frame;
+    size_t lim = c->dgram_max < cap ? c->dgram_max : cap;
+    c->blocked = 0;
+    while (c->flight_n < c->cwnd) {
+        uint32_t due = c->count - c->sent;
+        if (c->window && c->sent + (uint64_t)due > c->window)
+            due = c->sent >= c->window ? 0 : (uint32_t)(c->window - c->sent);
+        if (!due || !(force || c->sent < c->redo || due >= c->batch || c->count - c->sent > due))
+            return 0;
+        struct entry *e = at(c, c->sent);
+        if (udp_single(e->len) > cap) return SLUICE_FRAME_ELARGE;
+        uint64_t first = c->first_seq + c->sent, dseq = c->out_dseq + 1;
+        uint8_t *p = c->tx;
+        size_t h = FRAME_CLIENT_SID_LEN + varint_len(dseq), o = h;
+        o += frame_encode_num(p + o, cap - o, FRAME_SEQ, first);
+        /* as many as fit the datagram, up to cfg.batch; the first one always */
+        uint32_t k = 0;
+        size_t items = 0;
+        while (k < due && k < c->batch) {
+            size_t len = at(c, c->sent + k)->len;
+            size_t it = items + varint_len(len) + len;
+            size_t body = varint_len(k + 1) + it;
+            if (k && o + 1 + varint_len(body) + body + FRAME_CLIENT_MAC8 > lim) break;
+            items = it, k++;
+        }
+        if (k == 1) {
+            o += frame_encode_reading(p + o, cap - o, c->bytes + e->off, e->len);
+        } else {
+            size_t body = varint_len(k) + items;
+            p[o++] = FRAME_BATCH;
+            o += frame_put_varint(p + o, body);
+            o += frame_put_varint(p + o, k);
+            for (uint32_t i = 0; i < k; i++) {
+                e = at(c, c->sent + i);
+                o += frame_put_varint(p + o, e->len);
+                memcpy(p + o, c->bytes + e->off, e->len);
+                o += e->len;
+            }
+        }
+        size_t total = frame_client_dgram_seal(c->skey, c->sid, 0, dseq, p + h, o - h, p, cap);
+        if (!total) return SLUICE_FRAME_ELARGE;
+        int rc = dgram_send(c, p, total);
+        if (rc < 0) return rc;
+        if (rc == 1) {
+            c->blocked = 1;
+            return 0;
+        }
+        c->out_dseq = dseq;
+        for (uint32_t i = 0; i < k; i++, c->sent++)
+            if (c->sent < c->written) c->st.resent++;
+        uint64_t last = first + k - 1;
+        if (c->sent > c->written) {
+            /* its last reading goes for the first time: its ACK times a round trip */
+            if (!c->rtt_seq) c->rtt_seq = last, c->rtt_at = now;
+            c->written = c->sent;
+        }
+        c->st.sent += k;
+        if (last > c->st.last_seq) c->st.last_seq = last;
+        if (last > c->top) c->top = last;
+        c->flight[c->flight_n++] = last;
+        if (!c->rto_at) c->rto_at = now + rto(c);
+    }
+    return 0;
+}
+
+static void udp_on_ack(struct sluice_frame_client *c, uint64_t d)
+{
+    int64_t now = now_ms();
+    uint64_t acked = c->first_seq - 1;
+    if (d > acked) {
+        if (c->rtt_seq && d >= c->rtt_seq) {
+            rtt_sample(c, now - c->rtt_at);
+            c->rtt_seq = 0;
+        }
+        ring_ack(c, d);
+        uint32_t i = 0;
+        while (i < c->flight_n && c->flight[i] <= d) {
+            /* each datagram acknowledged grows the flight: by one below
+             * ssthresh, by one per flight's worth above it */
+            if (c->cwnd < c->ssthresh || ++c->cwnd_acc >= c->cwnd) c->cwnd++, c->cwnd_acc = 0;
+            if (c->cwnd > UDP_FLIGHT) c->cwnd = UDP_FLIGHT;
+            i++;
+        }
+        memmove(c->flight, c->flight + i, (c->flight_n - i) * sizeof *c->flight);
+        c->flight_n -= i;
+        c->rto_n = 0;
+        c->rto_at = c->sent ? now + rto(c) : 0;
+    } else if (d == acked && c->sent &&
+               now - c->pass_at >= (c->srtt > GOBACK_MIN ? c->srtt : GOBACK_MIN)) {
+        /* an ACK that does not move, a round trip or more after this pass
+         * began (earlier ones answer the pass before): the server's answer
+         * to readings past a gap, which it dropped. Resending now beats
+         * waiting for the timer. */
+        go_back(c, now);
+    }
+}
+
+/* The resend timer fired: resend from the oldest, or after UNANSWERED_MAX
+ * resends without any answer give the session up (a server that restarted
+ * knows none and answers nothing): ECLOSED, and the next handshake starts. */
+static int udp_on_timer(struct sluice_frame_client *c, int64_t now)
+{
+    if (c->unanswered >= UNANSWERED_MAX) return SLUICE_FRAME_ECLOSED;
+    c->unanswered++;
+    if (c->rto_n < 8) c->rto_n++;
+    go_back(c, now);
+    c->rto_at = now + rto(c);
+    return 0;
+}
+
+/* The server's datagram q: 1 when new (and now marked seen), 0 when seen
+ * before or older than the 64 before the newest. */
+static int udp_fresh(struct sluice_frame_client *c, uint64_t q)
+{
+    if (!q) return 0;
+    if (q > c->in_max) {
+        uint64_t step = q - c->in_max;
+        c->in_seen = (step >= 64 ? 0 : c->in_seen << step) | 1;
+        c->in_max = q;
+        return 1;
+    }
+    uint64_t back = c->in_max - q;
+    if (back >= 64 || (c->in_seen >> back & 1)) return 0;
+    c->in_seen |= 1ull << back;
+    return 1;
+}
+
+/* One session datagram of frames f[0..n): numbered and sealed, sent. */
+static int udp_send_frames(struct sluice_frame_client *c, const uint8_t *f, size_t n)
+{
+    uint8_t dg[FRAME_CLIENT_SID_LEN + FRAME_VARINT_MAX + 8 + FRAME_CLIENT_MAC8];
+    size_t total =
+        frame_client_dgram_seal(c->skey, c->sid, 0, c->out_dseq + 1, f, n, dg, sizeof dg);
+    int rc = total ? dgram_send(c, dg, total) : SLUICE_FRAME_EINVAL;
+    if (rc >= 0) c->out_dseq++; /* a full buffer loses it: a PONG or a BYE may be */
+    return rc < 0 ? rc : 0;
+}
+
+/* The datagram in rx[0..n): ignored unless it is this session's, verified
+ * and fresh; its frames handled. Returns 0, a mapped ERROR, EBADFRAME. */
+static int udp_on_dgram(struct sluice_frame_client *c, size_t n)
+{
+    uint64_t dseq;
+    const uint8_t *fr;
+    size_t fn, off = 0;
+    if (!frame_client_dgram_open(c->skey, c->sid, 1, c->rx, n, &dseq, &fr, &fn) ||
+        !udp_fresh(c, dseq)) {
+        c->st.ignored++; /* forged, another session's, a late handshake answer, replayed */
+        return 0;
+    }
+    c->unanswered = 0;
+    while (off < fn) {
+        uint8_t type, pong[2];
+        size_t total;
+        struct frame f;
+        if (frame_peek(fr + off, fn - off, &type, &total) || total > fn - off ||
+            frame_parse(fr + off, total, &f))
+            return SLUICE_FRAME_EBADFRAME; /* the server's own, MAC and all */
+        off += total;
+        switch (f.type) {
+        case FRAME_ACK:
+            /* cumulative: it may not cover a reading this session has not sent */
+            if (f.u.num.value > c->top) return SLUICE_FRAME_EBADFRAME;
+            udp_on_ack(c, f.u.num.value);
+            break;
+        case FRAME_PING: {
+            int rc = udp_send_frames(c, pong, frame_encode_empty(pong, sizeof pong, FRAME_PONG));
+            if (rc) return rc;
+            break;
+        }
+        case FRAME_PONG:
+            break;
+        case FRAME_ERROR:
+            return on_error(c, &f);
+        default:
+            return SLUICE_FRAME_EBADFRAME;
+        }
+    }
+    return 0;
+}
+
+/* Reads every datagram waiting. */
+static int udp_read_all(struct sluice_frame_client *c)
+{
+    for (;;) {
+        int k = dgram_recv(c), rc;
+        if (k <= 0) return k;
+        if ((rc = udp_on_dgram(c, (size_t)k))) return rc;
+    }
+}
+
+/* pump() over UDP: datagrams out as the flight allows, ACKs in, the resend
+ * timer, until `u` holds or the deadline passes. */
+static int udp_pump(struct sluice_frame_client *c, int64_t deadline, enum until u, size_t need)
+{
+    int force = u != UNTIL_IDLE;
+    for (int polled = 0;; polled = 1) {
+        int rc = udp_fill(c, force);
+        if (rc) return rc;
+        if (done(c, u, need) && (polled || u != UNTIL_IDLE)) return 0;
+        int64_t until = deadline;
+        if (c->rto_at && c->rto_at < until) until = c->rto_at;
+        struct pollfd pf = {c->fd, POLLIN, 0};
+        if (c->blocked) pf.events |= POLLOUT;
+        int r = poll(&pf, 1, remaining(until));
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        if (r > 0 && (pf.revents & (POLLIN | POLLERR)) && (rc = udp_read_all(c))) return rc;
+        if (r > 0 && (pf.revents & POLLHUP) && !(pf.revents & POLLIN)) return SLUICE_FRAME_ECLOSED;
+        int64_t now = now_ms();
+        if (c->rto_at && now >= c->rto_at && (rc = udp_on_timer(c, now))) return rc;
+        if (now >= deadline) {
+            if ((rc = udp_fill(c, force))) return rc;
+            return done(c, u, need) ? 0 : SLUICE_FRAME_ETIMEDOUT;
+        }
+    }
+}
+
+/* close() over UDP: BYE until a datagram of the session answers (the
+ * server acks and ends the session at the first BYE it gets, so a BYE after
+ * that meets silence), up to 3 times one resend timeout apart. */
+static int udp_close(struct sluice_frame_client *c, int64_t deadline)
+{
+    for (int tries = 0; tries < 3; tries++) {
+        uint8_t bye[2];
+        int rc = udp_send_frames(c, bye, frame_encode_empty(bye, sizeof bye, FRAME_BYE));
+        if (rc) return rc;
+        int64_t until = now_ms() + rto(c);
+        if (until > deadline) until = deadline;
+        c->unanswered = 1;
+        while (c->unanswered) {
+            struct pollfd pf = {c->fd, POLLIN, 0};
+            int r = poll(&pf, 1, remaining(until));
+            if (r < 0 && errno != EINTR) return -errno;
+            if (r == 0) break;
+            if (r > 0 && (rc = udp_read_all(c))) return rc;
+            if (r > 0 && (pf.revents & POLLHUP) && !(pf.revents & POLLIN)) break;
+        }
+        if (!c->unanswered || now_ms() >= deadline) break;
+    }
+    return c->count ? SLUICE_FRAME_ETIMEDOUT : 0;
+}
+
 /* Moves frames both ways on the live connection until `u` holds or the
  * deadline passes. Reading never stops while we write: a server past its
  * window stops reading until its ACKs leave, and we must take them. */
 static int pump(struct sluice_frame_client *c, int64_t deadline, enum until u, size_t need)
 {
+    if (c->udp) return udp_pump(c, deadline, u, need);
     int force = u != UNTIL_IDLE;
     for (int polled = 0;; polled = 1) {
         int rc = fill_tx(c, force);
@@ -722,9 +1328,17 @@ struct layout {
 static int layout(const sluice_frame_config *cfg, struct layout *l)
 {
     if (!cfg || !cfg->max_readings || !cfg->ring_bytes || !cfg->max_reading || !cfg->batch ||
-        cfg->max_reading > cfg->ring_bytes || cfg->max_reading > 0x7fffffff - FRAME_OVERHEAD)
+        cfg->max_reading > cfg->ring_bytes ||
+        cfg->max_reading > 0x7fffffff - FRAME_OVERHEAD - UDP_OVERHEAD ||
+        (cfg->udp && cfg->dgram_max && (cfg->dgram_max < DGRAM_MIN || cfg->dgram_max > 0xffff)))
         return -1;
     size_t tx = cfg->max_reading + FRAME_OVERHEAD;
+    if (cfg->udp) {
+        /* a datagram of cfg.dgram_max, or one reading alone in a larger one */
+        size_t dmax = cfg->dgram_max ? cfg->dgram_max : DGRAM_DEFAULT;
+        tx += UDP_OVERHEAD;
+        if (tx < dmax) tx = dmax;
+    }
     if (tx < 1024) tx = 1024;
     l->ent = (sizeof(struct sluice_frame_client) + alignof(struct entry) - 1) /
              alignof(struct entry) * alignof(struct entry);
@@ -763,7 +1377,10 @@ int sluice_frame_client_init(sluice_frame_client **out, void *mem, size_t memlen
     c->batch = cfg->batch;
     c->random = cfg->random ? cfg->random : port_random;
     c->dial = cfg->dial ? cfg->dial : dial_default;
+    c->dial_dgram = cfg->dial_dgram ? cfg->dial_dgram : dial_dgram_default;
     c->arg = cfg->arg;
+    c->udp = cfg->udp != 0;
+    c->dgram_max = cfg->dgram_max ? cfg->dgram_max : DGRAM_DEFAULT;
     frame_client_keys(&c->keys, cfg->token, strlen(cfg->token), NULL);
     c->fd = -1;
     c->ent = (struct entry *)(base + l.ent);
@@ -798,7 +1415,8 @@ int sluice_frame_client_send(sluice_frame_client *c, const void *payload, size_t
     if (rc) return rc;
     if (!payload && n) return SLUICE_FRAME_EINVAL;
     /* a READING frame of it must fit the server's max_frame too */
-    if (n > c->max_reading || (c->max_frame && 1 + varint_len(n) + n > c->max_frame))
+    if (n > c->max_reading ||
+        (c->max_frame && (c->udp ? udp_single(n) : 1 + varint_len(n) + n) > c->max_frame))
         return SLUICE_FRAME_ELARGE;
     if (ring_place(c, n, &wraps) < 0 && (rc = drive(c, deadline, UNTIL_ROOM, n))) return rc;
 
@@ -834,7 +1452,10 @@ int sluice_frame_client_flush(sluice_frame_client *c)
 int sluice_frame_client_close(sluice_frame_client *c)
 {
     int rc = 0;
-    if (c->fd >= 0) {
+    if (c->fd >= 0 && c->udp) {
+        rc = udp_close(c, now_ms() + c->timeout_ms);
+        drop_conn(c);
+    } else if (c->fd >= 0) {
         c->bye_due = 1;
         rc = pump(c, now_ms() + c->timeout_ms, UNTIL_EOF, 0);
         if (rc == SLUICE_FRAME_ECLOSED) rc = 0; /* what BYE asked for */

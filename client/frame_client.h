@@ -1,7 +1,7 @@
 /* client/frame_client.h — the frame client's internals that tests check
- * against docs/frame-protocol.md §9: the key derivations of §3 and the
- * handshake's MACs. The client itself is public: sluice_frame_client_* in
- * include/sluice.h. Hidden inside libsluice.
+ * against docs/frame-protocol.md §9: the key derivations of §3, the
+ * handshake's MACs, and UDP's session id and datagram MACs (§6). The client itself is public:
+ * sluice_frame_client_* in include/sluice.h. Hidden inside libsluice.
  */
 #ifndef SLUICE_CLIENT_FRAME_CLIENT_H
 #define SLUICE_CLIENT_FRAME_CLIENT_H
@@ -41,5 +41,30 @@ void frame_client_server_signature(const struct frame_client_keys *keys, const u
  * PROOF frame) (§6, for UDP's datagram MACs). */
 void frame_client_session_key(const struct frame_client_keys *keys, const uint8_t *auth, size_t n,
                               uint8_t out[SHA256_LEN]);
+
+/* ---- UDP datagrams (§6) ---- */
+
+#define FRAME_CLIENT_SID_LEN 8 /* session_id */
+#define FRAME_CLIENT_MAC8    8 /* a session datagram's MAC */
+
+/* session_id = HMAC(session_key, "sluice udp id v1")[0..8). */
+void frame_client_session_id(const uint8_t key[SHA256_LEN], uint8_t sid[FRAME_CLIENT_SID_LEN]);
+
+/* Writes the session datagram sid | dgram_seq | frames[0..n) | mac8 at out
+ * (cap bytes), dir 0 from the device, 1 from the server. frames may already
+ * sit at out + 8 + the varint's length (written in place). Returns its
+ * length, 0 when it does not fit. */
+size_t frame_client_dgram_seal(const uint8_t key[SHA256_LEN],
+                               const uint8_t sid[FRAME_CLIENT_SID_LEN], uint8_t dir,
+                               uint64_t dgram_seq, const uint8_t *frames, size_t n, uint8_t *out,
+                               size_t cap);
+
+/* Checks the session datagram p[0..n): its session id is sid and its MAC
+ * (direction dir) verifies. Returns 1 with *dgram_seq and the frames as
+ * (*frames, *fn), a slice of p; 0 when it is not one of this session's (the
+ * caller ignores it). Replays are the caller's to spot. */
+int frame_client_dgram_open(const uint8_t key[SHA256_LEN], const uint8_t sid[FRAME_CLIENT_SID_LEN],
+                            uint8_t dir, const uint8_t *p, size_t n, uint64_t *dgram_seq,
+                            const uint8_t **frames, size_t *fn);
 
 #endif

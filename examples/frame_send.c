@@ -2,7 +2,10 @@
  * protocol, with the device client of include/sluice.h alone.
  *
  *   sluice-frame-send --host H --port P --token T --count N --payload TEXT
- *                     [--batch B] [--timeout S]
+ *                     [--batch B] [--timeout S] [--udp]
+ *
+ * --udp: over sluiced's --udp listener (docs/frame-protocol.md §6), with
+ * --batch readings a datagram at most; the same summary line and exit codes.
  *
  * The same command line as clients/python/sluice_frame.py. Exits 0 only when
  * every reading is acknowledged durable, printing one summary line; 1 with
@@ -24,7 +27,7 @@
 
 static const char usage[] =
     "usage: sluice-frame-send --host H --port P --token T --count N --payload TEXT\n"
-    "                         [--batch B] [--timeout S]\n";
+    "                         [--batch B] [--timeout S] [--udp]\n";
 
 static int bad_usage(const char *why, const char *arg)
 {
@@ -61,13 +64,13 @@ int main(int argc, char **argv)
 {
     const char *host = NULL, *token = NULL, *payload = NULL;
     uint64_t port = 0, count = 0, batch = 1, timeout_ms = 10000;
-    int have_count = 0;
+    int have_count = 0, udp = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--udp")) {
-            fprintf(stderr, "sluice-frame-send: UDP is not supported by this client yet\n");
-            return 2;
+            udp = 1;
+            continue;
         }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
@@ -113,6 +116,7 @@ int main(int argc, char **argv)
     cfg.token = token;
     cfg.timeout_ms = (unsigned)timeout_ms;
     cfg.batch = (uint32_t)batch;
+    cfg.udp = udp;
     if (cfg.max_readings < batch) cfg.max_readings = (uint32_t)batch;
     if (plen > cfg.max_reading) cfg.max_reading = (uint32_t)plen;
     if (cfg.ring_bytes < 4 * cfg.max_reading) cfg.ring_bytes = 4 * cfg.max_reading;

@@ -140,8 +140,9 @@ SLUICE_API const char *sluice_strerror(int code);
 
 /* ---- The frame protocol's device client (docs/frame-protocol.md) ----
  *
- * A device sends readings to sluiced's frame listener (--frame, TCP) and
- * learns which of them are durable. The client is libc and POSIX sockets only
+ * A device sends readings to sluiced's frame listener (--frame, TCP; or
+ * --udp with cfg.udp set, §6 of the protocol) and learns which of them are
+ * durable. The client is libc and POSIX sockets only
  * (client/frame_client.c, client/sha256.c and protocols/frame.c build alone,
  * for embedded Linux or a small RTOS with a sockets layer). It never
  * allocates: the caller gives it one block of memory, sized by
@@ -173,8 +174,34 @@ SLUICE_API const char *sluice_strerror(int code);
  * deadline, and with libc's allocations. An address literal as cfg.host
  * ("192.0.2.7", "2001:db8::7") skips both; so does a dial function.
  *
- * Port points: cfg.random (the nonce source; default getrandom()) and
- * cfg.dial (the transport; default TCP to host:port).
+ * Port points: cfg.random (the nonce source; default getrandom()),
+ * cfg.dial (the TCP transport; default TCP to host:port) and cfg.dial_dgram
+ * (the UDP one; default a UDP socket connect()ed to host:port).
+ *
+ * UDP (cfg.udp): the same calls, over the protocol's datagrams (§6). The
+ * handshake is HELLO, then HELLO|CHALLENGE|PROOF, each repeated after 1 s
+ * (doubling) while no answer comes; a WELCOME whose signature does not verify
+ * is ignored there (anyone can send a datagram) and said as
+ * SLUICE_FRAME_ESIGNATURE only when no good one came in time. Readings go in
+ * datagrams of at most cfg.dgram_max bytes (one reading larger than that
+ * goes alone), each numbered by a SEQ frame. 8 to 32 datagrams (cfg.batch
+ * readings each) are unacknowledged at once: the flight grows with each one
+ * acknowledged and halves at a loss, since a resend repeats all of it. The
+ * server stores in order, so the client resends from the oldest reading not
+ * acknowledged when no ACK covers it within 2 round trips (at least 200 ms,
+ * doubling to 5 s), or at once when an ACK that does not move says the
+ * server met a gap.
+ * After 3 resends without any answer the session counts as lost (a server
+ * that restarted knows none): SLUICE_FRAME_ECLOSED, and the next call shakes
+ * hands again. Datagrams of another session, with a bad MAC, or replayed are
+ * ignored (counted in stats.ignored). A session's ERROR ends it as over TCP
+ * (0x05 and 0x08 are retried with a new handshake; 0x02, 0x06, 0x07 are
+ * final); a handshake's ERROR carries no MAC, as the protocol has it. Held
+ * readings that a WELCOME covers are taken as acknowledged and the rest go on
+ * under their numbers (§4: SEQ numbers them explicitly, so nothing shifts).
+ * Timers only run inside the calls: a device that stops calling resends
+ * nothing, and a session idle past the server's --idle-timeout is found lost
+ * by the next call's resends.
  *
  * Return codes: 0, a SLUICE_FRAME_E* code, or -errno from the socket layer
  * (-ECONNREFUSED ...). sluice_frame_strerror() names all of them. An ERROR
@@ -223,13 +250,23 @@ typedef struct sluice_frame_config {
                               them after its high-water mark */
     /* The random source, the port point for a platform without getrandom():
      * fills buf with n unpredictable bytes, returns 0 or negative. NULL:
-     * getrandom(). Called once per connection (the 16-byte client nonce). */
+     * getrandom(). Called once per connection (the 16-byte client nonce;
+     * over UDP also when a handshake starts again from HELLO). */
     int (*random)(void *arg, void *buf, size_t n);
     /* The transport: returns a connected stream socket (the client sets it
      * non-blocking and closes it) or -errno, within timeout_ms. NULL: TCP to
      * host:port (an address literal directly, a name by getaddrinfo()). */
     int (*dial)(void *arg, const char *host, unsigned port, unsigned timeout_ms);
-    void *arg; /* passed to random and dial */
+    void *arg;          /* passed to random, dial and dial_dgram */
+    int udp;            /* non-zero: UDP (sluiced --udp, §6) instead of TCP */
+    uint32_t dgram_max; /* UDP: the largest datagram sent, bytes (0: 1200, safe on any
+                           path; at least 64). Also sizes the send buffer. */
+    /* The UDP transport: returns a datagram socket connect()ed to the
+     * server (the client sets it non-blocking, uses send() and recv(), and
+     * closes it; one per handshake, so an older session's datagrams are not
+     * read) or -errno. NULL: UDP to host:port (an address literal directly, a
+     * name by getaddrinfo()). */
+    int (*dial_dgram)(void *arg, const char *host, unsigned port, unsigned timeout_ms);
 } sluice_frame_config;
 
 typedef struct sluice_frame_client sluice_frame_client;
@@ -248,6 +285,8 @@ typedef struct sluice_frame_stats {
     uint64_t dropped;     /* readings given up (sluice_frame_client_drop) */
     uint32_t held;        /* readings in the ring (not yet acknowledged) */
     uint32_t window;      /* the server's window, from the last WELCOME (0: none yet) */
+    uint64_t ignored;     /* UDP: datagrams ignored (bad MAC, another session's, replayed,
+                             a WELCOME whose signature does not verify) */
 } sluice_frame_stats;
 
 /* Fills cfg with the defaults above; host, port and token are left empty. */
@@ -266,9 +305,11 @@ SLUICE_API int sluice_frame_client_init(sluice_frame_client **out, void *mem, si
                                         const sluice_frame_config *cfg);
 
 /* Connects and authenticates now (HELLO, CHALLENGE, PROOF, WELCOME), unless
- * connected already, then sends what of the held readings is due. Refuses a server whose
+ * connected already (over UDP: a session), then sends what of the held
+ * readings is due. Refuses a server whose
  * WELCOME signature does not verify (it did not know this token's
- * ServerKey). One attempt, no retry. Returns 0, SLUICE_FRAME_ESIGNATURE, a
+ * ServerKey). One attempt, no retry (over UDP the attempt repeats its
+ * datagrams until cfg.timeout_ms). Returns 0, SLUICE_FRAME_ESIGNATURE, a
  * mapped ERROR code (SLUICE_FRAME_EAUTH ...), SLUICE_FRAME_ETIMEDOUT,
  * SLUICE_FRAME_ECLOSED, SLUICE_FRAME_EBADFRAME, SLUICE_FRAME_ERESOLVE,
  * SLUICE_FRAME_ERANDOM, or -errno. */
@@ -287,7 +328,8 @@ SLUICE_API int sluice_frame_client_send(sluice_frame_client *c, const void *payl
 
 /* Sends every held reading and waits until all are acknowledged durable,
  * reconnecting after transient failures (a refused or reset connection, a
- * name that did not resolve, ERROR 0x05, 0x08, 0x09), within cfg.timeout_ms. Returns 0 (nothing
+ * name that did not resolve, ERROR 0x05, 0x08, 0x09, a UDP session lost),
+ * within cfg.timeout_ms. Returns 0 (nothing
  * held), SLUICE_FRAME_ETIMEDOUT or the last transient error when the deadline passed, or the first
  * error that retrying cannot cure (SLUICE_FRAME_EAUTH, SLUICE_FRAME_EQUOTA,
  * SLUICE_FRAME_ESIGNATURE, SLUICE_FRAME_EBADFRAME ...). */
@@ -296,7 +338,11 @@ SLUICE_API int sluice_frame_client_flush(sluice_frame_client *c);
 /* Ends the connection: BYE, then reads the ACKs due until the server closes
  * (within cfg.timeout_ms), then closes the socket. The held readings stay in
  * the ring; a later call connects again. Returns 0, or the error met on the
- * way (the socket is closed regardless). Without a connection, returns 0. */
+ * way (the socket is closed regardless). Without a connection, returns 0.
+ * Over UDP the server ends the session at BYE and answers with an ACK: BYE
+ * goes up to 3 times, one resend timeout apart, until a datagram of the
+ * session comes back; no answer is not an error (SLUICE_FRAME_ETIMEDOUT
+ * only when readings are still held). */
 SLUICE_API int sluice_frame_client_close(sluice_frame_client *c);
 
 /* Gives up the n oldest held readings without an acknowledgement: one the

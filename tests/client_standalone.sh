@@ -5,7 +5,7 @@
 # client/sha256.c and protocols/frame.c build alone, as plain C11 with POSIX,
 # and need nothing beyond libc. Builds examples/frame_send.c from those files
 # only, outside meson's flags, checks that the program asks for no library but
-# libc, and runs it once.
+# libc, and runs it once (bad usage: it must say so and exit 2).
 set -eu
 src=$1
 shift
@@ -29,7 +29,7 @@ fi
 rc=0
 "$work/frame-send" --udp > /dev/null 2>&1 || rc=$?
 if [ "$rc" -ne 2 ]; then
-    echo "FAIL: the standalone sluice-frame-send --udp exited $rc, not 2"
+    echo "FAIL: the standalone sluice-frame-send --udp without --host ... exited $rc, not 2 (usage)"
     fail=1
 fi
 [ "$fail" -eq 0 ] && echo "ok: the client builds as C11 from its own files and needs libc only"

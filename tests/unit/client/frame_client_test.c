@@ -681,3 +681,462 @@ Test(frame_client, init_refuses_small_memory_and_missing_fields)
     free(m);
     cr_assert_str_eq(sluice_frame_strerror(-ECONNREFUSED), strerror(ECONNREFUSED));
 }
+
+/* ---- §6 UDP: the datagram codec against §9, then the client against a
+ * scripted peer over socketpair(AF_UNIX, SOCK_DGRAM) ---- */
+
+static const char SESSION_KEY[] =
+    "4e2df11b0a8f6ee1a9dc1f4e52adccd91af2a553c7edb4bf1b661b2ce054a555";
+static const char SID[] = "025dd5f8edec9bdd";
+static const char DGRAM7[] = "025dd5f8edec9bdd 07 150101 100a7b2274223a32312e357d 761523fa5d457607";
+static const char SERVER_DGRAM3[] = "025dd5f8edec9bdd 03 200101 1065dc9b2b819444";
+
+Test(frame_client_udp, s9_session_id_from_the_session_key)
+{
+    uint8_t key[SHA256_LEN], sid[FRAME_CLIENT_SID_LEN];
+    unhex(SESSION_KEY, key);
+    frame_client_session_id(key, sid);
+    cr_assert_hex(sid, 8, SID);
+}
+
+Test(frame_client_udp, s9_device_datagram_7_sealed_byte_for_byte)
+{
+    uint8_t key[SHA256_LEN], sid[8], frames[64], out[128];
+    unhex(SESSION_KEY, key);
+    unhex(SID, sid);
+    size_t n = unhex("150101 100a7b2274223a32312e357d", frames);
+    size_t total = frame_client_dgram_seal(key, sid, 0, 7, frames, n, out, sizeof out);
+    cr_assert_eq(total, 32);
+    char want[128];
+    uint8_t w[64];
+    hex(w, unhex(DGRAM7, w), want);
+    cr_assert_hex(out, total, want);
+    /* in place: the frames already at out + 9 */
+    memset(out, 0, sizeof out);
+    memcpy(out + 9, frames, n);
+    cr_assert_eq(frame_client_dgram_seal(key, sid, 0, 7, out + 9, n, out, sizeof out), 32);
+    cr_assert_hex(out, total, want);
+    /* one byte short of room: refused, not cut */
+    cr_assert_eq(frame_client_dgram_seal(key, sid, 0, 7, frames, n, out, 31), 0);
+}
+
+Test(frame_client_udp, s9_server_datagram_3_opened_and_hostile_ones_refused)
+{
+    uint8_t key[SHA256_LEN], sid[8], d[64];
+    unhex(SESSION_KEY, key);
+    unhex(SID, sid);
+    size_t n = unhex(SERVER_DGRAM3, d);
+    uint64_t seq = 0;
+    const uint8_t *f;
+    size_t fn;
+    cr_assert_eq(frame_client_dgram_open(key, sid, 1, d, n, &seq, &f, &fn), 1);
+    cr_assert_eq(seq, 3);
+    cr_assert_hex(f, fn, "200101");
+    /* the device's direction: the MAC covers it */
+    cr_assert_eq(frame_client_dgram_open(key, sid, 0, d, n, &seq, &f, &fn), 0);
+    /* every bit flipped in turn: id, sequence, frames or MAC, never valid */
+    for (size_t i = 0; i < n * 8; i++) {
+        d[i / 8] ^= (uint8_t)(1u << (i % 8));
+        cr_assert_eq(frame_client_dgram_open(key, sid, 1, d, n, &seq, &f, &fn), 0, "bit %zu", i);
+        d[i / 8] ^= (uint8_t)(1u << (i % 8));
+    }
+    /* truncated at every length */
+    for (size_t k = 0; k < n; k++)
+        cr_assert_eq(frame_client_dgram_open(key, sid, 1, d, k, &seq, &f, &fn), 0, "len %zu", k);
+    /* the device's datagram 7 read as the server's: refused */
+    n = unhex(DGRAM7, d);
+    cr_assert_eq(frame_client_dgram_open(key, sid, 1, d, n, &seq, &f, &fn), 0);
+    cr_assert_eq(frame_client_dgram_open(key, sid, 0, d, n, &seq, &f, &fn), 1);
+    cr_assert_eq(seq, 7);
+}
+
+/* A handshake datagram, 00x8 | frames, as hex. */
+static const char *hs(char *buf, const char *frames_hex)
+{
+    uint8_t b[512];
+    memset(b, 0, 8);
+    size_t n = 8 + unhex(frames_hex, b + 8);
+    hex(b, n, buf);
+    return buf;
+}
+
+/* A session datagram of §9's session (the client's HELLO with next_seq 1
+ * and the fixed nonce makes it), dir 0 device, 1 server, as hex. */
+static const char *sdg(char *buf, uint8_t dir, uint64_t dseq, const char *frames_hex)
+{
+    uint8_t key[SHA256_LEN], sid[8], f[256], out[300];
+    unhex(SESSION_KEY, key);
+    unhex(SID, sid);
+    size_t n = unhex(frames_hex, f);
+    hex(out, frame_client_dgram_seal(key, sid, dir, dseq, f, n, out, sizeof out), buf);
+    return buf;
+}
+
+/* The datagram peer's ops: 'r' the next datagram must be exactly these
+ * bytes, 'i' the next datagram is taken and dropped (lost on the way), 'w'
+ * one datagram written, 'p' a pause of n ms (the hex string's value). */
+static void *dgram_peer_run(void *arg)
+{
+    struct peer *pe = arg;
+    for (const struct step *s = pe->script; s->op && !pe->why[0]; s++) {
+        uint8_t want[512], got[2048];
+        size_t n = s->hex && s->op != 'p' ? unhex(s->hex, want) : 0;
+        if (s->op == 'w') {
+            if (send(pe->fd, want, n, 0) != (ssize_t)n)
+                snprintf(pe->why, sizeof pe->why, "peer write failed: %s", strerror(errno));
+        } else if (s->op == 'r' || s->op == 'i') {
+            struct pollfd pf = {pe->fd, POLLIN, 0};
+            ssize_t k = poll(&pf, 1, 5000) == 1 ? recv(pe->fd, got, sizeof got, 0) : -1;
+            if (k < 0) {
+                snprintf(pe->why, sizeof pe->why, "step %zu: expected a datagram %s, none came",
+                         (size_t)(s - pe->script), s->hex ? s->hex : "");
+            } else if (s->op == 'r' && ((size_t)k != n || memcmp(got, want, n))) {
+                char h[2 * 256 + 1];
+                hex(got, (size_t)k > 256 ? 256 : (size_t)k, h);
+                snprintf(pe->why, sizeof pe->why, "step %zu: expected %s, got %s",
+                         (size_t)(s - pe->script), s->hex, h);
+            }
+        } else if (s->op == 'p') {
+            usleep((useconds_t)atoi(s->hex) * 1000);
+        }
+    }
+    close(pe->fd);
+    return NULL;
+}
+
+static int test_dial_dgram(void *arg, const char *host, unsigned port, unsigned timeout_ms)
+{
+    struct net *net = arg;
+    int sv[2];
+    (void)host, (void)port, (void)timeout_ms;
+    if (net->dials == 4 || !net->scripts[net->dials]) return -ECONNREFUSED;
+    if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv)) return -errno;
+    struct peer *pe = &net->peers[net->dials++];
+    pe->fd = sv[1];
+    pe->script = net->scripts[net->dials - 1];
+    pthread_create(&pe->thread, NULL, dgram_peer_run, pe);
+    return sv[0];
+}
+
+static sluice_frame_client *udp_client(struct net *net, uint32_t batch)
+{
+    sluice_frame_config cfg;
+    sluice_frame_client *c;
+    sluice_frame_config_init(&cfg);
+    cfg.host = "peer";
+    cfg.port = 7000;
+    cfg.token = TOKEN;
+    cfg.first_seq = 1; /* HELLO next_seq 1: §9's handshake, so §9's session */
+    cfg.batch = batch;
+    cfg.max_readings = 16;
+    cfg.ring_bytes = 4096;
+    cfg.timeout_ms = net->timeout_ms ? net->timeout_ms : 3000;
+    cfg.random = fixed_nonce;
+    cfg.udp = 1;
+    cfg.dial_dgram = test_dial_dgram;
+    cfg.arg = net;
+    cr_assert_leq(sluice_frame_client_size(&cfg), sizeof mem - 1);
+    cr_assert_eq(sluice_frame_client_init(&c, mem + 1, sizeof mem - 1, &cfg), 0);
+    return c;
+}
+
+static long ms_since(const struct timespec *a)
+{
+    struct timespec b;
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    return (b.tv_sec - a->tv_sec) * 1000 + (b.tv_nsec - a->tv_nsec) / 1000000;
+}
+
+/* The handshake's three datagrams from the client and the server's two. */
+struct hs_hex {
+    char hello[128], chal[128], step3[512], welcome[256];
+};
+
+static void hs_vectors(struct hs_hex *h)
+{
+    char all[512];
+    snprintf(all, sizeof all, "%s %s %s", HELLO, CHALLENGE, PROOF);
+    hs(h->hello, HELLO);
+    hs(h->chal, CHALLENGE);
+    hs(h->step3, all);
+    hs(h->welcome, WELCOME);
+}
+
+/* §6 + §9 end to end: the stateless handshake, then the client's own
+ * encoder puts §9's reading in its datagram 7 (six PONGs to the server's
+ * PINGs came first, since with cfg.batch 2 one reading waits for flush) and
+ * takes §9's server datagram 3 (ACK 1) though datagrams 4..7 came before it
+ * (the replay window keeps the ones it has not seen). */
+Test(frame_client_udp, s9_datagram_7_and_server_datagram_3_on_the_wire)
+{
+    struct hs_hex h;
+    hs_vectors(&h);
+    char ping[6][128], pong[6][128], bye[128], ack[128], dg7[128], sd3[128];
+    static const uint64_t ping_seq[6] = {1, 2, 4, 5, 6, 7};
+    for (int i = 0; i < 6; i++) {
+        sdg(ping[i], 1, ping_seq[i], "30 00");
+        sdg(pong[i], 0, (uint64_t)i + 1, "31 00");
+    }
+    sdg(bye, 0, 8, "40 00");
+    sdg(ack, 1, 8, "20 01 01");
+    uint8_t b[64];
+    hex(b, unhex(DGRAM7, b), dg7);
+    hex(b, unhex(SERVER_DGRAM3, b), sd3);
+    const struct step s[] = {
+        {'r', h.hello}, {'w', h.chal},  {'r', h.step3}, {'w', h.welcome}, {'w', ping[0]},
+        {'w', ping[1]}, {'w', ping[2]}, {'w', ping[3]}, {'w', ping[4]},   {'w', ping[5]},
+        {'r', pong[0]}, {'r', pong[1]}, {'r', pong[2]}, {'r', pong[3]},   {'r', pong[4]},
+        {'r', pong[5]}, {'r', dg7},     {'w', sd3},     {'r', bye},       {'w', ack},
+        {0, NULL},
+    };
+    struct net net = {.scripts = {s}};
+    sluice_frame_client *c = udp_client(&net, 2);
+    cr_assert_eq(sluice_frame_client_connect(c), 0);
+    usleep(100 * 1000); /* the PINGs are in */
+    cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), 0);
+    cr_assert_eq(sluice_frame_client_close(c), 0);
+    join(&net);
+    sluice_frame_stats st;
+    sluice_frame_client_stats(c, &st);
+    cr_assert(st.acked == 1 && st.held == 0 && st.sent == 1 && st.resent == 0);
+    cr_assert(st.first_seq == 1 && st.last_seq == 1 && st.durable_seq == 1);
+    cr_assert_eq(st.connects, 1);
+    cr_assert_eq(st.window, 4096);
+    cr_assert_eq(st.ignored, 0);
+}
+
+/* §6: a server datagram that is not the session's is ignored, whatever it
+ * says: an ERROR 0x02 with a bad MAC, an ERROR 0x06 of another session (a
+ * good MAC under another key), a replay of the real ACK, a stray handshake
+ * datagram. Acting on any of them would fail the flush. */
+Test(frame_client_udp, s6_forged_and_replayed_server_datagrams_are_ignored)
+{
+    struct hs_hex h;
+    hs_vectors(&h);
+    char r1[128], ack[128], forged[256], other[256], bye[128], ack2[128], stray[128];
+    sdg(r1, 0, 1, "150101 100a7b2274223a32312e357d");
+    sdg(ack, 1, 1, "20 01 01");
+    sdg(forged, 1, 2, "7f 06 02 00 62616421");
+    forged[strlen(forged) - 1] ^= 1; /* the MAC's last bit */
+    {
+        uint8_t key[SHA256_LEN], sid[8], f[16], out[64];
+        memset(key, 0x42, sizeof key);
+        unhex(SID, sid);
+        size_t n = unhex("7f 06 06 00 62616421", f);
+        hex(out, frame_client_dgram_seal(key, sid, 1, 3, f, n, out, sizeof out), other);
+    }
+    hs(stray, CHALLENGE);
+    sdg(bye, 0, 2, "40 00");
+    sdg(ack2, 1, 2, "20 01 01");
+    const struct step s[] = {
+        {'r', h.hello}, {'w', h.chal}, {'r', h.step3}, {'w', h.welcome}, {'r', r1},
+        {'w', forged},  {'w', other},  {'w', stray},   {'w', ack},       {'w', ack},
+        {'r', bye},     {'w', ack2},   {0, NULL},
+    };
+    struct net net = {.scripts = {s}};
+    sluice_frame_client *c = udp_client(&net, 1);
+    cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), 0);
+    cr_assert_eq(sluice_frame_client_close(c), 0);
+    join(&net);
+    sluice_frame_stats st;
+    sluice_frame_client_stats(c, &st);
+    cr_assert_eq(sluice_frame_client_last_error(c, NULL, NULL), 0);
+    cr_assert_eq(st.ignored, 4, "ignored %llu", (unsigned long long)st.ignored);
+    cr_assert(st.acked == 1 && st.held == 0);
+}
+
+/* §6: the reading's datagram is lost; no ACK comes, and after the resend
+ * timeout (2 RTTs, at least 200 ms) the reading goes again, with the same
+ * SEQ, in the session's next datagram. */
+Test(frame_client_udp, s6_resend_after_a_dropped_datagram)
+{
+    struct hs_hex h;
+    hs_vectors(&h);
+    char r1[128], r2[128], ack[128], bye[128], ack2[128];
+    sdg(r1, 0, 1, "150101 100a7b2274223a32312e357d");
+    sdg(r2, 0, 2, "150101 100a7b2274223a32312e357d");
+    sdg(ack, 1, 1, "20 01 01");
+    sdg(bye, 0, 3, "40 00");
+    sdg(ack2, 1, 2, "20 01 01");
+    const struct step s[] = {
+        {'r', h.hello}, {'w', h.chal}, {'r', h.step3}, {'w', h.welcome}, {'r', r1},
+        {'r', r2},      {'w', ack},    {'r', bye},     {'w', ack2},      {0, NULL},
+    };
+    struct net net = {.scripts = {s}};
+    sluice_frame_client *c = udp_client(&net, 1);
+    cr_assert_eq(sluice_frame_client_connect(c), 0);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), 0);
+    long ms = ms_since(&t0);
+    cr_assert(ms >= 190 && ms < 1500, "the resend came after %ld ms", ms);
+    cr_assert_eq(sluice_frame_client_close(c), 0);
+    join(&net);
+    sluice_frame_stats st;
+    sluice_frame_client_stats(c, &st);
+    cr_assert(st.sent == 2 && st.resent == 1 && st.acked == 1, "sent %llu resent %llu",
+              (unsigned long long)st.sent, (unsigned long long)st.resent);
+}
+
+/* §6 handshake: step 3 unanswered (a server still ending our older session
+ * stays silent) is repeated, the same bytes, after 1 s; a WELCOME whose
+ * signature does not verify is ignored (anyone can send a datagram), and
+ * the real one taken. */
+Test(frame_client_udp, s6_step_3_repeated_and_forged_welcome_ignored)
+{
+    struct hs_hex h;
+    hs_vectors(&h);
+    char bad[256], wbad[256];
+    memcpy(bad, WELCOME, sizeof WELCOME);
+    bad[6] = bad[6] == '0' ? '1' : '0';
+    hs(wbad, bad);
+    const struct step s[] = {
+        {'r', h.hello}, {'w', h.chal},    {'r', h.step3}, {'r', h.step3},
+        {'w', wbad},    {'w', h.welcome}, {0, NULL},
+    };
+    struct net net = {.scripts = {s}};
+    sluice_frame_client *c = udp_client(&net, 1);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_assert_eq(sluice_frame_client_connect(c), 0);
+    long ms = ms_since(&t0);
+    cr_assert(ms >= 950 && ms < 2000, "step 3 again after %ld ms", ms);
+    join(&net);
+    sluice_frame_stats st;
+    sluice_frame_client_stats(c, &st);
+    cr_assert(st.connects == 1 && st.ignored == 1);
+}
+
+/* §6: after 3 resends without any answer the session counts as lost (a
+ * restarted server knows none and says nothing): the client shakes hands
+ * again, on a new socket, HELLO's next_seq the oldest reading held, and the
+ * new session's datagrams count from 1 again. */
+Test(frame_client_udp, s6_new_handshake_after_3_unanswered_resends)
+{
+    struct hs_hex h;
+    hs_vectors(&h);
+    char r1[128], ack[128], bye[128], ack2[128];
+    sdg(r1, 0, 1, "150101 100a7b2274223a32312e357d");
+    sdg(ack, 1, 1, "20 01 01");
+    sdg(bye, 0, 2, "40 00");
+    sdg(ack2, 1, 2, "20 01 01");
+    const struct step s1[] = {
+        {'r', h.hello}, {'w', h.chal}, {'r', h.step3}, {'w', h.welcome}, {'i', NULL},
+        {'i', NULL},    {'i', NULL},   {'i', NULL},    {0, NULL},
+    };
+    const struct step s2[] = {
+        {'r', h.hello}, {'w', h.chal}, {'r', h.step3}, {'w', h.welcome}, {'r', r1},
+        {'w', ack},     {'r', bye},    {'w', ack2},    {0, NULL},
+    };
+    struct net net = {.scripts = {s1, s2}, .timeout_ms = 8000};
+    sluice_frame_client *c = udp_client(&net, 1);
+    cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), 0);
+    cr_assert_eq(sluice_frame_client_close(c), 0);
+    join(&net);
+    sluice_frame_stats st;
+    sluice_frame_client_stats(c, &st);
+    cr_assert(st.connects == 2 && st.acked == 1 && st.sent == 5 && st.resent == 4,
+              "connects %llu sent %llu resent %llu", (unsigned long long)st.connects,
+              (unsigned long long)st.sent, (unsigned long long)st.resent);
+}
+
+/* §6: an ERROR in a session datagram ends the session: 0x02 (revoked) is
+ * final and its words stay readable. */
+Test(frame_client_udp, s6_session_error_ends_it)
+{
+    struct hs_hex h;
+    hs_vectors(&h);
+    char r1[128], err[256];
+    sdg(r1, 0, 1, "150101 100a7b2274223a32312e357d");
+    sdg(err, 1, 1, "7f 0f 02 01 746f6b656e207265766f6b6564");
+    const struct step s[] = {
+        {'r', h.hello}, {'w', h.chal}, {'r', h.step3}, {'w', h.welcome},
+        {'r', r1},      {'w', err},    {0, NULL},
+    };
+    struct net net = {.scripts = {s}};
+    sluice_frame_client *c = udp_client(&net, 1);
+    cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), SLUICE_FRAME_EAUTH);
+    join(&net);
+    uint64_t seq;
+    const char *msg;
+    cr_assert_eq(sluice_frame_client_last_error(c, &seq, &msg), 2);
+    cr_assert(seq == 1 && !strcmp(msg, "token revoked"));
+    sluice_frame_stats st;
+    sluice_frame_client_stats(c, &st);
+    cr_assert_eq(st.held, 1);
+}
+
+/* §4 over UDP: WELCOME's durable_seq 1 covers the held reading 1 (an older
+ * session's commit completed after its ACK was lost). SEQ numbers readings
+ * explicitly, so the client takes it as acknowledged and sends reading 2
+ * under its own number in the same session: no new handshake. */
+Test(frame_client_udp, s4_welcome_covering_a_held_reading)
+{
+    struct hs_hex h;
+    hs_vectors(&h);
+    char wf[256], w1[256], r2[128], ack[128], bye[128], ack2[128];
+    welcome_hex(1, 4096, wf);
+    hs(w1, wf);
+    sdg(r2, 0, 1, "150102 100a7b2274223a32312e367d");
+    sdg(ack, 1, 1, "20 01 02");
+    sdg(bye, 0, 2, "40 00");
+    sdg(ack2, 1, 2, "20 01 02");
+    const struct step s[] = {
+        {'r', h.hello}, {'w', h.chal}, {'r', h.step3}, {'w', w1}, {'r', r2},
+        {'w', ack},     {'r', bye},    {'w', ack2},    {0, NULL},
+    };
+    struct net net = {.scripts = {s}};
+    sluice_frame_client *c = udp_client(&net, 1);
+    cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0); /* reading 1: the handshake */
+    cr_assert_eq(sluice_frame_client_send(c, "{\"t\":21.6}", 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), 0);
+    cr_assert_eq(sluice_frame_client_close(c), 0);
+    join(&net);
+    sluice_frame_stats st;
+    sluice_frame_client_stats(c, &st);
+    cr_assert(st.connects == 1 && st.acked == 2 && st.sent == 1 && st.held == 0,
+              "connects %llu acked %llu sent %llu", (unsigned long long)st.connects,
+              (unsigned long long)st.acked, (unsigned long long)st.sent);
+}
+
+/* §6 go-back-N: reading 1's datagram is lost and reading 2's arrives past
+ * the gap; the server drops it and answers ACK 0, which does not move. The
+ * client resends from reading 1 at once, well before the 200 ms timer. */
+Test(frame_client_udp, s6_ack_that_does_not_move_resends_at_once)
+{
+    struct hs_hex h;
+    hs_vectors(&h);
+    char r2[128], ack0[128], r1b[128], r2b[128], ack[128], bye[128], ack2[128];
+    sdg(r2, 0, 2, "150102 100a7b2274223a32312e367d");
+    sdg(ack0, 1, 1, "20 01 00");
+    sdg(r1b, 0, 3, "150101 100a7b2274223a32312e357d");
+    sdg(r2b, 0, 4, "150102 100a7b2274223a32312e367d");
+    sdg(ack, 1, 2, "20 01 02");
+    sdg(bye, 0, 5, "40 00");
+    sdg(ack2, 1, 3, "20 01 02");
+    const struct step s[] = {
+        {'r', h.hello}, {'w', h.chal}, {'r', h.step3}, {'w', h.welcome}, {'i', NULL},
+        {'r', r2},      {'p', "20"},   {'w', ack0},    {'r', r1b},       {'r', r2b},
+        {'w', ack},     {'r', bye},    {'w', ack2},    {0, NULL},
+    };
+    struct net net = {.scripts = {s}};
+    sluice_frame_client *c = udp_client(&net, 1);
+    cr_assert_eq(sluice_frame_client_connect(c), 0);
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0);
+    cr_assert_eq(sluice_frame_client_send(c, "{\"t\":21.6}", 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), 0);
+    long ms = ms_since(&t0);
+    cr_assert(ms < 150, "the resend waited %ld ms: the timer's, not the ACK's", ms);
+    cr_assert_eq(sluice_frame_client_close(c), 0);
+    join(&net);
+    sluice_frame_stats st;
+    sluice_frame_client_stats(c, &st);
+    cr_assert(st.sent == 4 && st.resent == 2 && st.acked == 2);
+}
