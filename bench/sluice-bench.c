@@ -336,8 +336,9 @@ struct stats {
     uint64_t welcomed;   /* handshakes completed */
     struct hist hs;      /* connect (UDP: HELLO) to WELCOME */
     unsigned min_window; /* the smallest window a WELCOME gave (0: none) */
-    /* UDP: readings sent again, the timeouts that sent them, new handshakes, datagrams */
-    uint64_t resent, resend_rounds, rehandshakes, dgrams;
+    /* UDP: readings sent again, the timeouts that sent them, new handshakes, datagrams
+     * sent, session datagrams received (ACKs) */
+    uint64_t resent, resend_rounds, rehandshakes, dgrams, dgrams_in;
 };
 
 struct bench;
@@ -2303,6 +2304,7 @@ static void udp_on_session(struct bench *b, struct conn *c, const uint8_t *p, si
         return;
     }
     c->unanswered = 0;
+    b->st.dgrams_in++;
     const uint8_t *body = p + h;
     size_t bn = n - h - UDP_MAC_LEN, off = 0;
     while (off < bn && c->state == CONN_OPEN && c->phase == FR_LIVE) {
@@ -2849,10 +2851,11 @@ static void report(const struct bench *b, double elapsed, uint64_t behind)
             if (st->min_window) printf(",\"server_window\":%u", st->min_window);
         }
         if (b->o.mode == MODE_UDP)
-            printf(",\"datagrams\":%llu,\"resent\":%llu,\"resend_timeouts\":%llu,"
-                   "\"rehandshakes\":%llu",
-                   (unsigned long long)st->dgrams, (unsigned long long)st->resent,
-                   (unsigned long long)st->resend_rounds, (unsigned long long)st->rehandshakes);
+            printf(",\"datagrams\":%llu,\"datagrams_in\":%llu,\"resent\":%llu,"
+                   "\"resend_timeouts\":%llu,\"rehandshakes\":%llu",
+                   (unsigned long long)st->dgrams, (unsigned long long)st->dgrams_in,
+                   (unsigned long long)st->resent, (unsigned long long)st->resend_rounds,
+                   (unsigned long long)st->rehandshakes);
         fputs("}\n", stdout);
         return;
     }
@@ -2876,10 +2879,11 @@ static void report(const struct bench *b, double elapsed, uint64_t behind)
                (unsigned long long)hist_quantile(&st->hs, 0.5),
                (unsigned long long)hist_quantile(&st->hs, 0.99));
         if (udp)
-            printf("datagrams    %llu sent; %llu readings sent again after %llu timeouts, %llu "
-                   "new handshakes\n",
-                   (unsigned long long)st->dgrams, (unsigned long long)st->resent,
-                   (unsigned long long)st->resend_rounds, (unsigned long long)st->rehandshakes);
+            printf("datagrams    %llu sent, %llu received; %llu readings sent again after %llu "
+                   "timeouts, %llu new handshakes\n",
+                   (unsigned long long)st->dgrams, (unsigned long long)st->dgrams_in,
+                   (unsigned long long)st->resent, (unsigned long long)st->resend_rounds,
+                   (unsigned long long)st->rehandshakes);
     } else if (mqtt) {
         printf("target       %s:%s topic %s, MQTT %s, QoS %ld, %ld connections, window %ld%s, "
                "%ld B payload\n",
