@@ -9,6 +9,11 @@ device over one connection per transport:
                HELLO, CHALLENGE, PROOF, WELCOME, the readings, the ACKs, BYE; with a
                capture, also the reference client clients/python/sluice_frame.py
                as a device runs it (--count, --batch), when it is there
+  frame/UDP    the same frames in datagrams (§6), a device of this script's own:
+               the stateless handshake (00x8 | HELLO, CHALLENGE, HELLO | CHALLENGE |
+               PROOF, WELCOME), then session datagrams session_id | dgram_seq | SEQ |
+               a READING or a BATCH of 10 | mac8, the server's ACK datagrams, and BYE
+               (with the ACK it gets)
   MQTT 3.1.1   QoS 0 and QoS 1: CONNECT (client id, username, password = the
                token), CONNACK, PUBLISH to "readings" (PUBACK at QoS 1), DISCONNECT
   HTTP/1.1     keep-alive: POST /v1/readings with X-Auth-Token, one reading per
@@ -22,23 +27,26 @@ buffered: the frame protocol's cumulative ACKs then cover several readings).
 QoS 0 has nothing to wait for; HTTP is one at a time only.
 
 Bytes are counted on the wire: with CAP_NET_RAW, an AF_PACKET socket on lo
-sees every segment of the connection, so the table gives TCP payload bytes
-(the application's) and, separately, bytes with the IPv4 and TCP headers
+sees every segment of the connection (every datagram of the UDP device's
+socket), so the table gives TCP (UDP) payload bytes (the application's) and,
+separately, bytes with the IPv4 and TCP (UDP: 8-byte) headers
 (loopback: no link header counted; segments are as large as the sender's
 writes, and every ACK a device waits for is answered at once, so a device on a
 real link that sleeps between readings also pays a pure TCP ACK per segment,
-which this does not show). Without CAP_NET_RAW it counts TCP payload bytes in
-the client's socket calls, and says so. Either way the connection's handshake,
+which this does not show; UDP has no such ACKs). Without CAP_NET_RAW it counts
+payload bytes in the client's socket calls, and says so. Either way the connection's handshake,
 acknowledgements and goodbye are included, amortised over the readings.
 
 Every run is checked: all readings acknowledged (QoS 0: all stored, by
 `sluice log cat`), and the capture's payload bytes equal the client's.
 
   bench/bytes-per-reading.py [--sluiced build/sluiced] [--cli build/sluice] [--count N]
-                             [--only frame,mqtt,http]
+                             [--only frame,udp,mqtt,http]
 
-Output: a Markdown table on stdout. Exit 0; 1 when a run fails; 77 when
-sluiced, the CLI, or sluiced's frame listener is missing.
+Output: a Markdown table on stdout. Exit 0; 1 when a run fails (a UDP run
+that had to resend counts as failed: its bytes would not be the protocol's
+alone); 77 when sluiced, the CLI, or sluiced's frame or udp listener is
+missing.
 """
 import argparse
 import hashlib
@@ -68,8 +76,9 @@ def die(why, code=1):
 # ---- counting on the wire ----
 
 class Capture:
-    """Every IPv4 TCP segment leaving lo (each crosses it once as outgoing),
-    kept as (src port, dst port, IP bytes, TCP payload bytes)."""
+    """Every IPv4 TCP segment and UDP datagram leaving lo (each crosses it once
+    as outgoing), kept as (IP protocol, src port, dst port, IP bytes, TCP / UDP
+    payload bytes)."""
 
     def __init__(self):
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
@@ -91,17 +100,20 @@ class Capture:
                 continue
             ip = d[14:]
             ihl = (ip[0] & 0x0F) * 4
-            if ip[9] != 6:
+            if ip[9] not in (6, 17):
                 continue
             total = struct.unpack(">H", ip[2:4])[0]
             sport, dport = struct.unpack(">HH", ip[ihl:ihl + 4])
-            doff = (ip[ihl + 12] >> 4) * 4
-            self.segments.append((sport, dport, total, total - ihl - doff))
+            head = (ip[ihl + 12] >> 4) * 4 if ip[9] == 6 else 8
+            self.segments.append((ip[9], sport, dport, total, total - ihl - head))
 
-    def flow(self, client_port, server_port):
-        """(up payload, up IP bytes, down payload, down IP bytes, segments)."""
-        up = [s for s in self.segments if s[0] == client_port and s[1] == server_port]
-        down = [s for s in self.segments if s[0] == server_port and s[1] == client_port]
+    def flow(self, client_port, server_port, proto=6):
+        """(up payload, up IP bytes, down payload, down IP bytes, segments) of
+        one TCP connection (proto 6) or UDP socket pair (17)."""
+        up = [s[1:] for s in self.segments
+              if s[0] == proto and s[1] == client_port and s[2] == server_port]
+        down = [s[1:] for s in self.segments
+                if s[0] == proto and s[1] == server_port and s[2] == client_port]
         return (sum(s[3] for s in up), sum(s[2] for s in up), sum(s[3] for s in down),
                 sum(s[2] for s in down), len(up) + len(down))
 
@@ -258,6 +270,134 @@ def frame_run(port, token, count, batch, window):
     return c
 
 
+# ---- frame protocol over UDP (docs/frame-protocol.md §6), the device side ----
+
+class UdpCounted:
+    """A connected UDP socket that counts the payload bytes of the datagrams
+    the device sends and receives."""
+
+    def __init__(self, port):
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.s.connect(("127.0.0.1", port))
+        self.port = self.s.getsockname()[1]
+        self.server_port = port
+        self.up = self.down = 0
+        self.resends = 0
+
+    def send(self, d):
+        self.s.send(d)
+        self.up += len(d)
+
+    def recv(self, timeout):
+        """The next datagram, or None after timeout seconds."""
+        self.s.settimeout(timeout)
+        try:
+            d = self.s.recv(65536)
+        except socket.timeout:
+            return None
+        self.down += len(d)
+        return d
+
+    def close(self):
+        self.s.close()
+
+
+def udp_mac(key, direction, head, frames):
+    return hmac.new(key, b"sluice udp v1" + bytes([direction]) + head + frames,
+                    hashlib.sha256).digest()[:8]
+
+
+def udp_run(port, token, count, batch, window):
+    """One device: the stateless handshake, `count` readings in datagrams of
+    SEQ + a READING (batch 1) or a BATCH, at most `window` unacknowledged
+    (a datagram not acknowledged within 1 s goes again, go-back-N, counted in
+    .resends), then BYE and the ACK it brings. Returns the UdpCounted socket."""
+    k = frame_keys(token)
+    c = UdpCounted(port)
+    zero = bytes(8)
+    hello = frame(0x01, b"\x01\x00" + k["id"] + os.urandom(16) + varint(0))
+    challenge = None
+    while challenge is None:  # step 1, again after a second unanswered
+        c.send(zero + hello)
+        d = c.recv(1.0)
+        if d is not None and d[:8] == zero and d[8] == 0x02:
+            challenge = d[8:]
+        elif d is not None and d[8] == 0x7F:
+            raise RuntimeError("udp: HELLO answered with ERROR 0x%02x" % d[10])
+    sig = hmac.new(k["stored"], hello + challenge, hashlib.sha256).digest()
+    proof = frame(0x03, bytes(a ^ b for a, b in zip(k["client"], sig)))
+    auth = hello + challenge + proof
+    welcome = None
+    while welcome is None:  # step 3 is idempotent: again after a second
+        c.send(zero + auth)
+        d = c.recv(1.0)
+        if d is not None and d[:8] == zero and d[8] == 0x04:
+            welcome = d[8:]
+        elif d is not None and d[:8] == zero and d[8] == 0x7F:
+            raise RuntimeError("udp: PROOF answered with ERROR 0x%02x" % d[10])
+    _, i = get_varint(welcome, 1)
+    body = welcome[i:]
+    if body[:32] != hmac.new(k["server"], auth, hashlib.sha256).digest():
+        raise RuntimeError("udp: WELCOME's server signature is wrong")
+    base = get_varint(body, 32)[0]
+    key = hmac.new(k["client"], b"sluice session key v1" + auth, hashlib.sha256).digest()
+    sid = hmac.new(key, b"sluice udp id v1", hashlib.sha256).digest()[:8]
+    if batch == 1:
+        unit = frame(0x10, PAYLOAD)
+    else:
+        unit = frame(0x12, varint(batch) + (varint(len(PAYLOAD)) + PAYLOAD) * batch)
+    st = {"dseq": 0, "acked": 0}
+
+    def send_frames(frames):
+        st["dseq"] += 1
+        head = sid + varint(st["dseq"])
+        c.send(head + frames + udp_mac(key, 0, head, frames))
+
+    def on_datagram(d):
+        if d[:8] != sid:
+            raise RuntimeError("udp: a datagram of another session")
+        _, i = get_varint(d, 8)
+        frames = d[i:-8]
+        if udp_mac(key, 1, d[:i], frames) != d[-8:]:
+            raise RuntimeError("udp: a server datagram whose MAC is wrong")
+        j = 0
+        while j < len(frames):
+            t = frames[j]
+            n, k2 = get_varint(frames, j + 1)
+            fb = frames[k2:k2 + n]
+            j = k2 + n
+            if t == 0x20:
+                st["acked"] = max(st["acked"], get_varint(fb, 0)[0] - base)
+            elif t == 0x7F:
+                raise RuntimeError("udp: ERROR 0x%02x %r" % (fb[0], fb[1:]))
+            else:
+                raise RuntimeError("udp: unexpected type 0x%02x" % t)
+
+    sent = 0
+    while st["acked"] < count:
+        while sent < count and sent + batch - st["acked"] <= window:
+            send_frames(frame(0x15, varint(base + sent + 1)) + unit)
+            sent += batch
+        d = c.recv(1.0)
+        if d is None:  # go-back-N from the oldest not acknowledged
+            c.resends += 1
+            sent = st["acked"] - st["acked"] % batch
+            continue
+        on_datagram(d)
+    send_frames(frame(0x40, b""))  # BYE: the server acks what it has and forgets the session
+    d = c.recv(2.0)
+    if d is None:
+        raise RuntimeError("udp: no ACK after BYE")
+    on_datagram(d)
+    while True:  # anything more the server says is counted too
+        d = c.recv(0.3)
+        if d is None:
+            break
+        on_datagram(d)
+    c.close()
+    return c
+
+
 # ---- MQTT 3.1.1 and HTTP/1.1, the device side ----
 
 def mstr(b):
@@ -333,7 +473,8 @@ class Server:
         self.log = open(os.path.join(work, "sluiced.log"), "wb")
         self.proc = subprocess.Popen(
             [sluiced, "--data-dir", self.data, "--threads", "1", "--http", "127.0.0.1:0",
-             "--mqtt", "127.0.0.1:0", "--frame", "127.0.0.1:0", "--https", "off", "--mqtts",
+             "--mqtt", "127.0.0.1:0", "--frame", "127.0.0.1:0", "--udp", "127.0.0.1:0",
+             "--https", "off", "--mqtts",
              "off", "--admin", "127.0.0.1:0", "--auth-fail-rate", "0", "--ports-file",
              ports_file], stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
@@ -342,8 +483,10 @@ class Server:
                 self.log.flush()
                 with open(self.log.name, "rb") as f:
                     out = f.read().decode("utf-8", "replace")
-                if "frame" in out and ("not implemented" in out or "unknown" in out):
-                    die("this sluiced does not serve the frame protocol: %s" % out.strip(), SKIP)
+                if ("frame" in out or "udp" in out) and ("not implemented" in out or
+                                                         "unknown" in out):
+                    die("this sluiced does not serve the frame protocol over TCP and UDP: %s"
+                        % out.strip(), SKIP)
                 die("sluiced exited at start: %s" % out.strip())
             if time.monotonic() > deadline:
                 die("sluiced wrote no ports file in 10 s")
@@ -399,12 +542,12 @@ def main():
     ap.add_argument("--cli", default=os.environ.get("SLUICE_CLI",
                                                     os.path.join(ROOT, "build", "sluice")))
     ap.add_argument("--count", type=int, default=1000)
-    ap.add_argument("--only", default="frame,mqtt,http",
-                    help="transports to measure, comma-separated (frame,mqtt,http)")
+    ap.add_argument("--only", default="frame,udp,mqtt,http",
+                    help="transports to measure, comma-separated (frame,udp,mqtt,http)")
     a = ap.parse_args()
     only = set(a.only.split(","))
-    if not only or only - {"frame", "mqtt", "http"}:
-        die("--only wants some of frame,mqtt,http", 2)
+    if not only or only - {"frame", "udp", "mqtt", "http"}:
+        die("--only wants some of frame,udp,mqtt,http", 2)
     for what, path in (("sluiced", a.sluiced), ("the sluice CLI", a.cli)):
         if not os.access(path, os.X_OK):
             die("%s not found at %s (meson compile -C build, or --sluiced/--cli)" % (what, path),
@@ -417,11 +560,20 @@ def main():
     srv = Server(a.sluiced, a.cli, work, only)
     n = a.count
     fp, mp, hp, tok = srv.ports.get("frame"), srv.ports.get("mqtt"), srv.ports["http"], srv.token
+    up_ = srv.ports.get("udp")
     runs = [
         ("frame/TCP, READING, one at a time", "frame", lambda: frame_run(fp, tok, n, 1, 1)),
         ("frame/TCP, READING, window 64", "frame", lambda: frame_run(fp, tok, n, 1, 64)),
         ("frame/TCP, BATCH of 10, one at a time", "frame", lambda: frame_run(fp, tok, n, 10, 10)),
         ("frame/TCP, BATCH of 10, window 64", "frame", lambda: frame_run(fp, tok, n, 10, 64)),
+        ("frame/UDP, READING per datagram, one at a time", "udp",
+         lambda: udp_run(up_, tok, n, 1, 1)),
+        ("frame/UDP, READING per datagram, window 64", "udp",
+         lambda: udp_run(up_, tok, n, 1, 64)),
+        ("frame/UDP, BATCH of 10 per datagram, one at a time", "udp",
+         lambda: udp_run(up_, tok, n, 10, 10)),
+        ("frame/UDP, BATCH of 10 per datagram, window 64", "udp",
+         lambda: udp_run(up_, tok, n, 10, 64)),
         ("MQTT 3.1.1 QoS 0", "mqtt", lambda: mqtt_run(mp, tok, n, 0, 0)),
         ("MQTT 3.1.1 QoS 1, one at a time", "mqtt", lambda: mqtt_run(mp, tok, n, 1, 1)),
         ("MQTT 3.1.1 QoS 1, window 64", "mqtt", lambda: mqtt_run(mp, tok, n, 1, 64)),
@@ -433,7 +585,7 @@ def main():
         def reference(batch):
             """The reference client as a device runs it; the capture finds its
             one connection (a new client port to the frame port)."""
-            before = set(s[0] for s in cap.segments)
+            before = set(s[1] for s in cap.segments if s[0] == 6)
             p = subprocess.run([sys.executable, ref, "--host", "127.0.0.1", "--port", str(fp),
                                 "--token", tok, "--count", str(n), "--batch", str(batch),
                                 "--payload", PAYLOAD.decode()], capture_output=True, timeout=60)
@@ -441,7 +593,7 @@ def main():
                 raise RuntimeError("sluice_frame.py exit %d: %s" % (p.returncode,
                                                                     p.stderr[-300:]))
             time.sleep(0.3)
-            ports = set(s[0] for s in cap.segments if s[1] == fp) - before
+            ports = set(s[1] for s in cap.segments if s[0] == 6 and s[2] == fp) - before
             if len(ports) != 1:
                 raise RuntimeError("sluice_frame.py used %d connections" % len(ports))
             return ports.pop()
@@ -464,10 +616,15 @@ def main():
             print("bytes-per-reading: %s: %d readings stored, %d sent" % (name, grown, n),
                   file=sys.stderr)
             failed = True
+        if getattr(c, "resends", 0):
+            print("bytes-per-reading: %s: %d resends on loopback (a datagram or an ACK lost)"
+                  % (name, c.resends), file=sys.stderr)
+            failed = True
         if isinstance(c, int):  # the reference client: the capture alone counts
             up, up_ip, down, down_ip, segs = cap.flow(c, fp)
         elif cap:
-            up, up_ip, down, down_ip, segs = cap.flow(c.port, c.server_port)
+            up, up_ip, down, down_ip, segs = cap.flow(c.port, c.server_port,
+                                                      17 if proto == "udp" else 6)
             if (up, down) != (c.up, c.down):
                 print("bytes-per-reading: %s: the capture saw %d/%d payload bytes, the client "
                       "%d/%d" % (name, up, down, c.up, c.down), file=sys.stderr)
@@ -481,17 +638,18 @@ def main():
     if not os.environ.get("SLUICE_KEEP_TMP"):
         shutil.rmtree(work, True)
 
-    how = ("TCP payload bytes captured on lo (AF_PACKET); IPv4+TCP header bytes from the same "
-           "capture" if cap else
-           "TCP payload bytes counted in the client's socket calls (no CAP_NET_RAW: no capture, "
+    how = ("TCP (UDP) payload bytes captured on lo (AF_PACKET); IPv4+TCP (IPv4+UDP) header "
+           "bytes from the same capture" if cap else
+           "payload bytes counted in the client's socket calls (no CAP_NET_RAW: no capture, "
            "no header bytes)")
-    print("Bytes per reading, %d readings of a %d-byte payload (%s) over one connection each, "
+    print("Bytes per reading, %d readings of a %d-byte payload (%s) over one connection (UDP: "
+          "one socket) each, "
           "against sluiced on loopback; both directions; the handshake, acknowledgements and "
           "close amortised. Counted: %s." % (n, len(PAYLOAD), PAYLOAD.decode(), how))
     print()
     head = "| transport | up (device→server) | down | total | overhead over %d B |" % len(PAYLOAD)
     if cap:
-        head += " total with IP+TCP headers | segments |"
+        head += " total with IP+TCP (UDP) headers | segments (datagrams) |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for name, up, down, up_ip, down_ip, segs in rows:

@@ -10,12 +10,16 @@
  *   sluice-bench frame --target HOST:PORT --token T|--token-file FILE [--connections C]
  *                [--duration S] [--payload BYTES] [--batch N] [--pipeline N] [--rate R/s]
  *                [--json]
+ *   sluice-bench udp --target HOST:PORT --token T|--token-file FILE [--connections C]
+ *                [--duration S] [--payload BYTES] [--batch N] [--pipeline N] [--rate R/s]
+ *                [--json]
  *
- * One thread, one epoll loop, C connections; the loop, the connection life
- * cycle (connect, reconnect after a loss, timeouts), the --rate schedule, the
- * histogram and the report are shared, and each protocol supplies a small
- * table of hooks (struct proto): what to send on connect, how to start one
- * request, when a connection has room for another, how to read answers.
+ * One thread, one epoll loop, C connections (udp: C devices, a UDP socket
+ * each); the loop, the connection life cycle (connect, reconnect after a
+ * loss, timeouts), the --rate schedule, the histogram and the report are
+ * shared, and each protocol supplies a small table of hooks (struct proto):
+ * what to send on connect, how to start one request, when a connection has
+ * room for another, how to read answers (a datagram protocol: how to read).
  *
  * HTTP: every connection keeps up to --pipeline POSTs in flight; each response
  * is matched to the oldest outstanding request on its connection (HTTP/1.1
@@ -57,6 +61,29 @@
  * waits (up to DRAIN_NS) for the ACKs of those in flight. --rate counts
  * frames (R x --batch readings/s).
  *
+ * UDP (docs/frame-protocol.md §6): the frame protocol in datagrams, one
+ * connected UDP socket per device (--connections), each with its own token as
+ * in frame mode, on the same loop (the "connect" of a UDP socket completes at
+ * once; struct proto's recv hook reads datagrams instead of a stream). The
+ * stateless handshake: 00x8 | HELLO (next_seq 0 the first time), 00x8 |
+ * CHALLENGE, 00x8 | HELLO | CHALLENGE | PROOF, 00x8 | WELCOME, whose server
+ * signature is checked; step 1 or 3 goes again after 1 s, doubling, and no
+ * WELCOME within REQUEST_TIMEOUT_NS is "no_welcome" and a new handshake.
+ * Readings wait for WELCOME (its durable_seq numbers them), then go in session
+ * datagrams, session_id | dgram_seq | SEQ | READING or BATCH of --batch | mac8,
+ * each at most UDP_DGRAM_MAX (1,200) bytes: a --batch x --payload that cannot
+ * fit is refused at the start. --pipeline readings per device may be
+ * unacknowledged (capped by WELCOME's window); the server's ACK datagrams
+ * (MAC checked) are cumulative. Readings not acknowledged within 2 RTTs (the
+ * smoothed ACK round trip, at least 200 ms, doubling up to 5 s) go again,
+ * go-back-N from the oldest one not acknowledged, counted as "resends"
+ * (readings sent again); after UDP_SILENT_RESENDS resends without any answer
+ * the device shakes hands again with next_seq = its oldest reading not
+ * acknowledged, keeping what it holds, as after an ERROR it may retry (quota,
+ * storage, taken over, shutdown) or an ICMP port unreachable ("connect").
+ * Latency runs from a reading's first send (--rate: when it was due) to the
+ * ACK covering it. At the end each device says BYE.
+ *
  * --rate R runs an open loop instead: request i is due at start + i/R seconds
  * whatever the answers do, and goes out on the next connection (round robin)
  * with room for it (under its window); when none has room it waits, and its
@@ -79,7 +106,7 @@
  * that cannot be parsed or answers nothing we sent; "server_max_qos",
  * "server_max_packet_size" a 5.0 CONNACK that rules out the run's --qos or
  * publish size; "unacknowledged" publishes never acknowledged (QoS 0: never
- * followed by a PINGRESP) by the end. Frame: "error_<name>" per ERROR code
+ * followed by a PINGRESP) by the end. Frame and UDP: "error_<name>" per ERROR code
  * (error_version, error_auth, error_quota, error_too_large, error_storage,
  * error_taken_over, error_protocol, error_shutdown, error_timeout, else
  * error_0xNN); "bad_signature" a WELCOME not signed with the token's
@@ -90,11 +117,15 @@
  * order or acknowledges readings never sent; "unacknowledged" readings no ACK
  * covered by the end. Version, auth, too-large, protocol, signature and limit
  * failures are not retried on that connection; quota and storage errors are
- * retried after a second, the rest after RECONNECT_DELAY_NS.
+ * retried after a second, the rest after RECONNECT_DELAY_NS. UDP also:
+ * "resends" readings sent again after a timeout (on loopback the server
+ * should never need them: each is a datagram it dropped or an ACK later than
+ * 2 RTTs), "connect" an ICMP port unreachable (nothing listens), "malformed"
+ * also a datagram with our session id whose MAC is wrong.
  *
- * Exit: 0 run completed (HTTP: whatever the statuses; MQTT, frame: with no
- * errors of any kind); 1 cannot connect at all or a system failure; 2 bad
- * usage or a mode / option that is not implemented yet; 3 (MQTT, frame) the
+ * Exit: 0 run completed (HTTP: whatever the statuses; MQTT, frame, UDP: with
+ * no errors of any kind); 1 cannot connect at all or a system failure; 2 bad
+ * usage or a mode / option that is not implemented yet; 3 (MQTT, frame, UDP) the
  * run completed but a reading was refused or left unacknowledged, or a
  * connection was refused or dropped.
  */
@@ -141,6 +172,20 @@
 #define NS_PER_S           1000000000LL
 #define NS_PER_MS          1000000LL
 
+/* UDP (§6) */
+#define UDP_SID_LEN   8
+#define UDP_MAC_LEN   8
+#define UDP_DGRAM_MAX 1200 /* what a datagram of ours may take: any path MTU carries it (§6) */
+/* a session datagram's bytes besides its READING / BATCH frame, at the widest:
+ * session_id, dgram_seq, SEQ (type, length, seq), mac */
+#define UDP_OVERHEAD       (UDP_SID_LEN + FRAME_VARINT_MAX + 2 + FRAME_VARINT_MAX + UDP_MAC_LEN)
+#define UDP_HS_RETRY_NS    NS_PER_S /* handshake step 1 or 3 again after 1 s, doubling */
+#define UDP_RTO_MIN_NS     (200 * NS_PER_MS)
+#define UDP_RTO_MAX_NS     (5 * NS_PER_S)
+#define UDP_SILENT_RESENDS 3  /* resends without any answer before a new handshake */
+#define UDP_PUMP_DGRAMS    64 /* datagrams per pump call before yielding to the loop */
+#define UDP_RECV_DGRAMS    64 /* datagrams per readable event */
+
 #define MQTT_KEEPALIVE_S 60
 #define MQTT_OBUF_FILL   16384 /* QoS 0: publishes queued per send() */
 #define MQTT_PUMP_ROUNDS 16    /* sends per pump call before yielding to the loop */
@@ -152,7 +197,7 @@
 #define HIST_OCT    16
 #define HIST_N      (HIST_LINEAR + HIST_OCT * HIST_SUB)
 
-enum mode { MODE_HTTP, MODE_MQTT, MODE_FRAME };
+enum mode { MODE_HTTP, MODE_MQTT, MODE_FRAME, MODE_UDP };
 /* frame: where a connection's handshake is */
 enum fr_phase { FR_HELLO, FR_PROOF, FR_LIVE }; /* awaiting CHALLENGE, WELCOME; welcomed */
 enum conn_state { CONN_DEAD, CONN_CONNECTING, CONN_OPEN };
@@ -168,11 +213,14 @@ struct slot {
     uint8_t state;
 };
 
-/* frame: one READING / BATCH frame not yet covered by an ACK. */
+/* frame: one READING / BATCH frame not yet covered by an ACK (UDP: one
+ * datagram's readings). */
 struct fr_out {
     int64_t start_ns; /* latency counts from here (--rate: when it was due) */
-    int64_t sent_ns;  /* the timeout counts from here */
+    int64_t sent_ns;  /* the timeout counts from here (UDP: its latest send) */
     uint64_t end;     /* readings of the connection up to and including this frame */
+    uint64_t first;   /* UDP: readings before this datagram's */
+    unsigned sends;   /* UDP: how often it went out (Karn: a resent one times no RTT) */
 };
 
 struct conn {
@@ -220,6 +268,17 @@ struct conn {
     uint64_t fsent, facked;       /* readings queued, and acknowledged, on this connection */
     unsigned fhead, fcount, fcap; /* ring of frames in flight */
     struct fr_out *fring;
+    /* UDP: readings are numbered base + k across handshakes (base: the first
+     * WELCOME's durable_seq); what a device holds survives a new handshake */
+    bool welcomed;                   /* a WELCOME came once: base is known */
+    unsigned fnext;                  /* datagrams from fhead sent in this pass (go-back-N: 0) */
+    uint8_t ukey[FRAME_KEY_LEN];     /* the session key */
+    uint8_t usid[UDP_SID_LEN];       /* the session id */
+    uint64_t udseq;                  /* our datagrams in this session */
+    int64_t hs_start, hs_at, hs_rto; /* handshake: begun, last datagram, wait before again */
+    int64_t srtt;                    /* smoothed ACK round trip (ns; 0: none yet) */
+    unsigned backoff;                /* resend timeouts since the last ACK that moved */
+    unsigned unanswered;             /* resends since the server was last heard */
     char rbuf[RBUF_CAP];
 };
 
@@ -275,8 +334,11 @@ struct stats {
     uint64_t ferror[256]; /* ERROR frames by code */
     uint64_t err_signature, err_no_welcome, err_window, err_max_frame;
     uint64_t welcomed;   /* handshakes completed */
-    struct hist hs;      /* connect to WELCOME */
+    struct hist hs;      /* connect (UDP: HELLO) to WELCOME */
     unsigned min_window; /* the smallest window a WELCOME gave (0: none) */
+    /* UDP: readings sent again, the timeouts that sent them, new handshakes, datagrams
+     * sent, session datagrams received (ACKs) */
+    uint64_t resent, resend_rounds, rehandshakes, dgrams, dgrams_in;
 };
 
 struct bench;
@@ -290,6 +352,7 @@ struct proto {
     void (*begin)(struct bench *b, struct conn *c, int64_t start_ns); /* one more request */
     void (*tick)(struct bench *b, struct conn *c, int64_t now);       /* every 100 ms: timeouts */
     bool (*drained)(const struct bench *b, const struct conn *c);     /* nothing left to await */
+    void (*recv)(struct bench *b, struct conn *c); /* datagrams: reads them (NULL: a stream) */
 };
 
 struct bench {
@@ -350,7 +413,7 @@ static void usage_error(const char *fmt, ...)
 }
 
 static const char usage_text[] =
-    "usage: sluice-bench http|https|mqtt|mqtts|frame --target HOST:PORT --token T\n"
+    "usage: sluice-bench http|https|mqtt|mqtts|frame|udp --target HOST:PORT --token T\n"
     "         [--connections C (1)] [--duration S (10, max 3600)] [--payload BYTES (64)]\n"
     "         [--pipeline N (1)] [--rate R/s] [--json]\n"
     "  http:  [--readings N (1)] [--path P (/v1/readings)]\n"
@@ -372,7 +435,13 @@ static const char usage_text[] =
     "         frames, else BATCH); --pipeline: readings unacknowledged per connection\n"
     "         (64, or 4 x --batch when more; capped by the server's window); --rate counts\n"
     "         frames; latency runs from a reading's send to the ACK that says it is durable\n"
-    "modes udp and replay are not implemented yet\n";
+    "udp:   the same protocol in datagrams (sluiced --udp): --connections devices, a UDP\n"
+    "         socket and a token each; --batch readings per datagram, each datagram at most\n"
+    "         1200 bytes (a --batch x --payload that cannot fit is refused); --pipeline:\n"
+    "         readings unacknowledged per device; what no ACK covers within 2 RTTs (at\n"
+    "         least 200 ms) is sent again from the oldest one (errors: \"resends\"); --rate\n"
+    "         counts datagrams\n"
+    "mode replay is not implemented yet\n";
 
 /* ---- histogram ---- */
 
@@ -516,6 +585,24 @@ static void read_tokens(struct opts *o)
     if (o->ntokens == 0) usage_error("--token-file %s holds no token", o->token_file);
 }
 
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+    for (; v >= 0x80; v >>= 7)
+        n++;
+    return n;
+}
+
+/* The bytes of the frame fr_build makes: a READING (batch 1), else a BATCH
+ * of `batch` readings, of `payload` bytes each. */
+static size_t fr_unit_len(long batch, long payload)
+{
+    size_t item = varint_len((uint64_t)payload) + (size_t)payload;
+    if (batch == 1) return 1 + item;
+    size_t body = varint_len((uint64_t)batch) + (size_t)batch * item;
+    return 1 + varint_len(body) + body;
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -545,7 +632,7 @@ static void check_frame_tokens(const struct opts *o)
 
 static void parse_args(int argc, char **argv, struct opts *o)
 {
-    static const char *const later[] = {"udp", "replay"};
+    static const char *const later[] = {"replay"};
     if (argc < 2) usage_error("missing mode (http, mqtt); try --help");
     const char *mode = argv[1];
     if (!strcmp(mode, "--help") || !strcmp(mode, "-h")) {
@@ -555,10 +642,11 @@ static void parse_args(int argc, char **argv, struct opts *o)
     for (size_t i = 0; i < sizeof later / sizeof later[0]; i++)
         if (!strcmp(mode, later[i])) usage_error("%s is not implemented yet", mode);
     if (strcmp(mode, "http") && strcmp(mode, "mqtt") && strcmp(mode, "https") &&
-        strcmp(mode, "mqtts") && strcmp(mode, "frame"))
+        strcmp(mode, "mqtts") && strcmp(mode, "frame") && strcmp(mode, "udp"))
         usage_error("unknown mode '%s' (http, https, mqtt, mqtts, frame, udp, replay)", mode);
 
     *o = (struct opts){.mode = !strcmp(mode, "frame")     ? MODE_FRAME
+                               : !strcmp(mode, "udp")     ? MODE_UDP
                                : strncmp(mode, "http", 4) ? MODE_MQTT
                                                           : MODE_HTTP,
                        .tls = !strcmp(mode, "https") || !strcmp(mode, "mqtts"),
@@ -572,7 +660,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
                        .topic = "readings",
                        .path = "/v1/readings",
                        .batch = 1};
-    bool mqtt = o->mode == MODE_MQTT, frame = o->mode == MODE_FRAME;
+    /* frame: the frame protocol over TCP or UDP (tokens, --batch, windows alike) */
+    bool mqtt = o->mode == MODE_MQTT, frame = o->mode == MODE_FRAME || o->mode == MODE_UDP;
     bool pipeline_given = false;
     char *target = NULL;
     for (int i = 2; i < argc; i++) {
@@ -668,6 +757,20 @@ static void parse_args(int argc, char **argv, struct opts *o)
     }
     if (frame && o->payload * o->batch > MAX_BODY)
         usage_error("--payload x --batch is over %d bytes", MAX_BODY);
+    if (o->mode == MODE_UDP && UDP_OVERHEAD + fr_unit_len(o->batch, o->payload) > UDP_DGRAM_MAX) {
+        long fit = o->batch;
+        while (fit > 0 && UDP_OVERHEAD + fr_unit_len(fit, o->payload) > UDP_DGRAM_MAX)
+            fit--;
+        char why[96];
+        if (fit)
+            snprintf(why, sizeof why, "at most %ld readings of %ld bytes fit", fit, o->payload);
+        else
+            snprintf(why, sizeof why, "not even one reading of %ld bytes fits", o->payload);
+        usage_error("udp: --batch %ld x --payload %ld makes datagrams of up to %zu bytes, over "
+                    "%d (what any path carries): %s",
+                    o->batch, o->payload, UDP_OVERHEAD + fr_unit_len(o->batch, o->payload),
+                    UDP_DGRAM_MAX, why);
+    }
     if (o->path[0] != '/' || !header_safe(o->path) || strchr(o->path, ' '))
         usage_error("--path must start with '/' and hold no spaces or control characters");
     /* a topic name, not a filter: no wildcards (MQTT-3.3.2-2) */
@@ -971,8 +1074,8 @@ static bool http_drained(const struct bench *b, const struct conn *c)
     return true;
 }
 
-static const struct proto proto_http = {http_opened, http_pump, http_parse,  http_has_room,
-                                        http_begin,  http_tick, http_drained};
+static const struct proto proto_http = {http_opened, http_pump, http_parse,   http_has_room,
+                                        http_begin,  http_tick, http_drained, NULL};
 
 /* ---- MQTT: packets out ---- */
 
@@ -1559,8 +1662,8 @@ static bool mqtt_drained(const struct bench *b, const struct conn *c)
     return c->inflight == 0 && !c->ping_out && (b->o.qos || c->confirmed == c->pubs);
 }
 
-static const struct proto proto_mqtt = {mqtt_opened, obuf_pump, mqtt_parse,  mqtt_has_room,
-                                        mqtt_begin,  mqtt_tick, mqtt_drained};
+static const struct proto proto_mqtt = {mqtt_opened, obuf_pump, mqtt_parse,   mqtt_has_room,
+                                        mqtt_begin,  mqtt_tick, mqtt_drained, NULL};
 
 /* ---- frame (docs/frame-protocol.md) ---- */
 
@@ -1868,8 +1971,448 @@ static bool fr_drained(const struct bench *b, const struct conn *c)
     return c->state != CONN_OPEN || c->fsent == c->facked;
 }
 
-static const struct proto proto_frame = {fr_opened, obuf_pump, fr_parse,  fr_has_room,
-                                         fr_begin,  fr_tick,   fr_drained};
+static const struct proto proto_frame = {fr_opened, obuf_pump, fr_parse,   fr_has_room,
+                                         fr_begin,  fr_tick,   fr_drained, NULL};
+
+/* ---- frame over UDP (docs/frame-protocol.md §6) ---- */
+
+/* The wait before the oldest datagram in flight goes again: 2 smoothed RTTs,
+ * at least UDP_RTO_MIN_NS, doubling with each timeout that brought no ACK
+ * forward, at most UDP_RTO_MAX_NS. */
+static int64_t udp_rto(const struct conn *c)
+{
+    int64_t rto = 2 * c->srtt < UDP_RTO_MIN_NS ? UDP_RTO_MIN_NS : 2 * c->srtt;
+    for (unsigned i = 0; i < c->backoff && rto < UDP_RTO_MAX_NS; i++)
+        rto *= 2;
+    return rto < UDP_RTO_MAX_NS ? rto : UDP_RTO_MAX_NS;
+}
+
+/* An ICMP port unreachable (ECONNREFUSED on a connected UDP socket): nothing
+ * listens. Counted as "connect"; the device comes back after
+ * RECONNECT_DELAY_NS with what it holds. */
+static void udp_unreachable(struct bench *b, struct conn *c)
+{
+    b->last_connect_errno = ECONNREFUSED;
+    b->st.err_connect++;
+    conn_kill(b, c, RECONNECT_DELAY_NS);
+}
+
+/* Sends one datagram on c's connected socket. Returns 0, or -1 with errno:
+ * EAGAIN when the socket buffer is full (ENOBUFS, which loopback also gives,
+ * is taken for it), ECONNREFUSED after udp_unreachable closed c, else the
+ * kernel's. */
+static int udp_send(struct bench *b, struct conn *c, const void *p, size_t n)
+{
+    ssize_t r = send(c->fd, p, n, MSG_DONTWAIT);
+    if (r == (ssize_t)n) {
+        b->st.bytes_sent += n;
+        return 0;
+    }
+    if (r >= 0 || errno == ENOBUFS || errno == EINTR) errno = EAGAIN;
+    if (errno == ECONNREFUSED) udp_unreachable(b, c);
+    return -1;
+}
+
+/* Handshake step 1 (phase FR_HELLO) or 3 (FR_PROOF): 00x8 then the frames so
+ * far, HELLO or HELLO | CHALLENGE | PROOF (c->auth). A datagram the socket
+ * could not take goes with the next retry. */
+static void udp_handshake_send(struct bench *b, struct conn *c)
+{
+    uint8_t d[UDP_SID_LEN + sizeof c->auth];
+    size_t n = c->phase == FR_HELLO ? c->hello_len : c->auth_len;
+    memset(d, 0, UDP_SID_LEN);
+    memcpy(d + UDP_SID_LEN, c->auth, n);
+    c->hs_at = now_ns();
+    udp_send(b, c, d, UDP_SID_LEN + n);
+}
+
+/* A new handshake (a new socket, or the same one after UDP_SILENT_RESENDS
+ * unanswered resends): HELLO with next_seq 0 the first time (a device without
+ * stored state: WELCOME's durable_seq numbers the readings), afterwards the
+ * oldest reading not acknowledged, so that what the device holds keeps its
+ * numbers; it all goes again under the new session. */
+static void udp_opened(struct bench *b, struct conn *c)
+{
+    const struct frame_keys *k = &b->keys[c - b->conns];
+    uint8_t nonce[FRAME_NONCE_LEN];
+    if (wc_RNG_GenerateBlock(&b->rng, nonce, sizeof nonce)) {
+        fprintf(stderr, "\nsluice-bench: wolfCrypt: the random generator failed\n");
+        exit(1);
+    }
+    uint64_t next = c->welcomed ? c->base + c->facked + 1 : 0;
+    c->hello_len = frame_encode_hello(c->auth, sizeof c->auth, k->token_id, nonce, next, NULL, 0);
+    c->auth_len = c->hello_len;
+    c->phase = FR_HELLO;
+    c->window = (unsigned)b->o.pipeline;
+    c->fnext = 0;
+    c->udseq = 0;
+    c->unanswered = 0;
+    c->backoff = 0;
+    c->hs_start = now_ns();
+    c->hs_rto = UDP_HS_RETRY_NS;
+    udp_handshake_send(b, c);
+}
+
+static bool udp_has_room(const struct bench *b, const struct conn *c)
+{
+    return c->state == CONN_OPEN && c->phase == FR_LIVE && c->fcount < c->fcap &&
+           c->fsent - c->facked + (uint64_t)b->o.batch <= c->window;
+}
+
+/* Queues one datagram of --batch readings; udp_pump sends it. */
+static void udp_begin(struct bench *b, struct conn *c, int64_t start_ns)
+{
+    struct fr_out *f = &c->fring[(c->fhead + c->fcount++) % c->fcap];
+    f->start_ns = start_ns;
+    f->sent_ns = 0;
+    f->first = c->fsent;
+    c->fsent += (uint64_t)b->o.batch;
+    f->end = c->fsent;
+    f->sends = 0;
+    b->st.sent += (uint64_t)b->o.batch;
+}
+
+/* Sends the datagrams of the current pass not sent yet (after a timeout the
+ * pass starts again at the oldest: go-back-N) and, in a closed loop, queues
+ * new ones while the window has room; a bounded number per call so that one
+ * device does not starve the loop (EPOLLOUT, always ready on a UDP socket
+ * with room, brings it back). Each datagram: session_id | dgram_seq | SEQ
+ * (its first reading's number) | the READING or BATCH frame | mac8. */
+static void udp_pump(struct bench *b, struct conn *c)
+{
+    uint8_t d[UDP_DGRAM_MAX];
+    for (int k = 0; c->state == CONN_OPEN && c->phase == FR_LIVE; k++) {
+        if (b->o.rate <= 0 && !b->stopping && udp_has_room(b, c)) {
+            int64_t now = now_ns();
+            while (udp_has_room(b, c))
+                udp_begin(b, c, now);
+        }
+        if (c->fnext == c->fcount) break;
+        if (k == UDP_PUMP_DGRAMS) {
+            conn_set_out(b, c, true);
+            return;
+        }
+        struct fr_out *f = &c->fring[(c->fhead + c->fnext) % c->fcap];
+        memcpy(d, c->usid, UDP_SID_LEN);
+        size_t h = UDP_SID_LEN + frame_put_varint(d + UDP_SID_LEN, c->udseq + 1);
+        size_t n = h + frame_encode_num(d + h, sizeof d - h, FRAME_SEQ, c->base + f->first + 1);
+        memcpy(d + n, b->req, b->req_len); /* fits: parse_args checked UDP_OVERHEAD */
+        n += b->req_len;
+        if (frame_auth_udp_mac(c->ukey, 0, d, h, d + h, n - h, d + n)) {
+            fprintf(stderr, "\nsluice-bench: wolfCrypt: HMAC-SHA-256 failed\n");
+            exit(1);
+        }
+        if (udp_send(b, c, d, n + UDP_MAC_LEN) < 0) {
+            if (errno == EAGAIN)
+                conn_set_out(b, c, true);
+            else if (c->state == CONN_OPEN)
+                conn_kill(b, c, RECONNECT_DELAY_NS);
+            return;
+        }
+        c->udseq++;
+        b->st.dgrams++;
+        f->sends++;
+        f->sent_ns = now_ns();
+        c->fnext++;
+    }
+    if (c->state == CONN_OPEN) conn_set_out(b, c, false);
+}
+
+/* ACK durable_seq (or a later WELCOME's): the readings it covers are done,
+ * each one's latency recorded, a datagram's part at a time (the server may
+ * store a datagram's readings only in part: its window, a full batch). An
+ * older ACK is one UDP reordered; one beyond what was sent is malformed. */
+static void udp_on_ack(struct bench *b, struct conn *c, uint64_t seq)
+{
+    if (seq <= c->base + c->facked) return;
+    uint64_t done = seq - c->base;
+    if (done > c->fsent) {
+        b->st.err_bad++;
+        return;
+    }
+    int64_t now = now_ns(), sample = 0;
+    while (c->fcount) {
+        struct fr_out *f = &c->fring[c->fhead];
+        uint64_t from = f->first > c->facked ? f->first : c->facked;
+        uint64_t to = f->end < done ? f->end : done;
+        if (to > from) hist_add(&b->st.lat, now - f->start_ns, to - from);
+        if (f->end > done) break;
+        if (f->sends == 1) sample = now - f->sent_ns;
+        c->fhead = (c->fhead + 1) % c->fcap;
+        c->fcount--;
+        if (c->fnext) c->fnext--;
+    }
+    b->st.ok += done - c->facked;
+    b->st.responses += done - c->facked;
+    c->facked = done;
+    c->backoff = 0;
+    if (sample) c->srtt = c->srtt ? (7 * c->srtt + sample) / 8 : sample;
+}
+
+/* ERROR, in a handshake or a session datagram: counted by code. Quota and
+ * storage (also a server out of sessions): a new handshake a second later;
+ * taken over, shutting down, timeouts: after RECONNECT_DELAY_NS; either way
+ * with every reading not acknowledged kept and sent again. The rest
+ * (version, auth, too large, protocol) would fail again: the device is done,
+ * its readings from the ERROR's seq on refused (those before it may be
+ * durable without their ACK: unacknowledged). */
+static void udp_on_error(struct bench *b, struct conn *c, const struct frame *f)
+{
+    uint8_t code = f->u.error.code;
+    uint64_t from = f->u.error.seq;
+    if (!b->st.ferror[code]++)
+        fprintf(stderr, "\nsluice-bench: ERROR 0x%02x from the server: %.*s\n", code,
+                (int)f->u.error.message.n, (const char *)f->u.error.message.p);
+    switch (code) {
+    case -FRAME_E_QUOTA:
+    case -FRAME_E_STORAGE:
+        conn_kill(b, c, NS_PER_S);
+        return;
+    case -FRAME_E_TAKEN:
+    case -FRAME_E_SHUTDOWN:
+    case -FRAME_E_TIMEOUT:
+        conn_kill(b, c, RECONNECT_DELAY_NS);
+        return;
+    default:
+        break;
+    }
+    uint64_t kept = c->facked;
+    if (c->welcomed && from > c->base + c->facked)
+        kept = from - c->base - 1 < c->fsent ? from - c->base - 1 : c->fsent;
+    b->st.refused += c->fsent - kept;
+    c->facked = c->fsent; /* nothing left to await: the rest stays unacknowledged */
+    c->refused = true;
+    b->nrefused++;
+    conn_kill(b, c, 0);
+}
+
+/* CHALLENGE: the proof over HELLO || CHALLENGE, then step 3, HELLO |
+ * CHALLENGE | PROOF in one datagram (the server keeps nothing between). The
+ * first answer of the run starts the --rate schedule; a device's first
+ * answer gives its first RTT. */
+static void udp_on_challenge(struct bench *b, struct conn *c, const uint8_t *raw, size_t total)
+{
+    const struct frame_keys *k = &b->keys[c - b->conns];
+    int64_t now = now_ns();
+    if (!b->ever_connected) {
+        b->t0 = now;
+        b->ever_connected = true;
+    }
+    if (!c->srtt && c->hs_rto == UDP_HS_RETRY_NS) c->srtt = now - c->hs_at;
+    uint8_t proof[FRAME_MAC_LEN];
+    if (c->auth_len + total + 2 + FRAME_MAC_LEN > sizeof c->auth) {
+        b->st.err_bad++;
+        return;
+    }
+    memcpy(c->auth + c->auth_len, raw, total);
+    c->auth_len += total;
+    if (frame_auth_proof(k, c->auth, c->auth_len, proof)) {
+        fprintf(stderr, "\nsluice-bench: wolfCrypt: HMAC-SHA-256 failed\n");
+        exit(1);
+    }
+    c->auth_len += frame_encode_proof(c->auth + c->auth_len, sizeof c->auth - c->auth_len, proof);
+    c->phase = FR_PROOF;
+    c->hs_rto = UDP_HS_RETRY_NS;
+    udp_handshake_send(b, c);
+}
+
+/* WELCOME: signed with the token's ServerKey over HELLO | CHALLENGE | PROOF;
+ * the session key and id follow from the same bytes. The first one's
+ * durable_seq is the base the device's readings are numbered from; a later
+ * one's acknowledges (it is final) what the device still held. */
+static void udp_on_welcome(struct bench *b, struct conn *c, const struct frame *f)
+{
+    const struct frame_keys *k = &b->keys[c - b->conns];
+    uint8_t want[FRAME_MAC_LEN];
+    if (frame_auth_server_signature(k->server_key, c->auth, c->auth_len, want) ||
+        frame_auth_session_key(k->client_key, c->auth, c->auth_len, c->ukey, c->usid)) {
+        fprintf(stderr, "\nsluice-bench: wolfCrypt: HMAC-SHA-256 failed\n");
+        exit(1);
+    }
+    uint64_t w = f->u.welcome.window, durable = f->u.welcome.durable_seq;
+    uint64_t *why = NULL;
+    if (memcmp(want, f->u.welcome.server_signature, FRAME_MAC_LEN)) {
+        if (!b->st.err_signature)
+            fprintf(stderr, "\nsluice-bench: the server's signature in WELCOME is wrong: it "
+                            "does not know this token's ServerKey\n");
+        why = &b->st.err_signature;
+    } else if (w < (uint64_t)b->o.batch) {
+        why = &b->st.err_window;
+    } else if (f->u.welcome.max_frame < UDP_OVERHEAD + b->req_len) {
+        why = &b->st.err_max_frame;
+    } else if (c->welcomed && (durable < c->base + c->facked || durable > c->base + c->fsent)) {
+        why = &b->st.err_bad; /* it forgot readings it acknowledged, or has some we never sent */
+    }
+    if (why) {
+        (*why)++;
+        b->st.refused += c->fsent - c->facked;
+        c->facked = c->fsent;
+        c->refused = true;
+        b->nrefused++;
+        conn_kill(b, c, 0);
+        return;
+    }
+    if (w < c->window) c->window = (unsigned)w;
+    if (w < UINT32_MAX && (!b->st.min_window || w < b->st.min_window))
+        b->st.min_window = (unsigned)w;
+    if (!c->welcomed) c->base = durable;
+    c->welcomed = true;
+    c->phase = FR_LIVE;
+    c->udseq = 0;
+    c->fnext = 0;
+    b->st.welcomed++;
+    hist_record(&b->st.hs, now_ns() - c->hs_start);
+    udp_on_ack(b, c, durable);
+    udp_pump(b, c);
+}
+
+/* A handshake answer (session_id 00x8): one frame, for the step we are at;
+ * a late answer to a step repeated (a second CHALLENGE, WELCOME) is dropped. */
+static void udp_on_handshake(struct bench *b, struct conn *c, const uint8_t *p, size_t n)
+{
+    uint8_t type;
+    size_t total;
+    struct frame f;
+    if (frame_peek(p, n, &type, &total) || total != n || frame_parse(p, n, &f) < 0) {
+        b->st.err_bad++;
+        return;
+    }
+    if (f.type == FRAME_CHALLENGE && c->phase == FR_HELLO)
+        udp_on_challenge(b, c, p, total);
+    else if (f.type == FRAME_WELCOME && c->phase == FR_PROOF)
+        udp_on_welcome(b, c, &f);
+    else if (f.type == FRAME_ERROR && c->phase != FR_LIVE)
+        udp_on_error(b, c, &f);
+    else if (f.type != FRAME_CHALLENGE && f.type != FRAME_WELCOME && f.type != FRAME_ERROR)
+        b->st.err_bad++;
+}
+
+/* A session datagram: ours only when it names this session and its MAC (from
+ * the server, direction 1) verifies; an older session's are dropped. Its
+ * frames: ACKs, PONG, ERROR. */
+static void udp_on_session(struct bench *b, struct conn *c, const uint8_t *p, size_t n)
+{
+    if (c->phase != FR_LIVE || n < UDP_SID_LEN + 1 + UDP_MAC_LEN || memcmp(p, c->usid, UDP_SID_LEN))
+        return;
+    uint64_t dseq;
+    int vl = frame_varint(p + UDP_SID_LEN, n - UDP_SID_LEN - UDP_MAC_LEN, &dseq);
+    uint8_t mac[UDP_MAC_LEN];
+    size_t h = UDP_SID_LEN + (size_t)(vl > 0 ? vl : 0);
+    if (vl <= 0 || frame_auth_udp_mac(c->ukey, 1, p, h, p + h, n - h - UDP_MAC_LEN, mac) ||
+        memcmp(mac, p + n - UDP_MAC_LEN, UDP_MAC_LEN)) {
+        b->st.err_bad++;
+        return;
+    }
+    c->unanswered = 0;
+    b->st.dgrams_in++;
+    const uint8_t *body = p + h;
+    size_t bn = n - h - UDP_MAC_LEN, off = 0;
+    while (off < bn && c->state == CONN_OPEN && c->phase == FR_LIVE) {
+        uint8_t type;
+        size_t total;
+        struct frame f;
+        if (frame_peek(body + off, bn - off, &type, &total) || total > bn - off ||
+            frame_parse(body + off, total, &f) < 0) {
+            b->st.err_bad++;
+            return;
+        }
+        off += total;
+        if (f.type == FRAME_ACK)
+            udp_on_ack(b, c, f.u.num.value);
+        else if (f.type == FRAME_ERROR)
+            udp_on_error(b, c, &f);
+        else if (f.type != FRAME_PONG)
+            b->st.err_bad++;
+    }
+    if (c->state == CONN_OPEN) udp_pump(b, c); /* an ACK opened the window */
+}
+
+/* Readable: up to UDP_RECV_DGRAMS datagrams (level-triggered epoll brings
+ * the rest). An ICMP port unreachable shows here as ECONNREFUSED. */
+static void udp_recv(struct bench *b, struct conn *c)
+{
+    static const uint8_t zero[UDP_SID_LEN];
+    for (int i = 0; i < UDP_RECV_DGRAMS && c->state == CONN_OPEN; i++) {
+        ssize_t n = recv(c->fd, c->rbuf, RBUF_CAP, MSG_DONTWAIT | MSG_TRUNC);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR) return;
+            if (errno == ECONNREFUSED) {
+                udp_unreachable(b, c);
+            } else {
+                b->st.err_reset++;
+                conn_kill(b, c, RECONNECT_DELAY_NS);
+            }
+            return;
+        }
+        if (n > RBUF_CAP) { /* truncated: no server datagram is that long */
+            b->st.err_bad++;
+            continue;
+        }
+        const uint8_t *p = (const uint8_t *)c->rbuf;
+        if ((size_t)n > UDP_SID_LEN && !memcmp(p, zero, UDP_SID_LEN))
+            udp_on_handshake(b, c, p + UDP_SID_LEN, (size_t)n - UDP_SID_LEN);
+        else
+            udp_on_session(b, c, p, (size_t)n);
+    }
+}
+
+/* Every 100 ms: a handshake step unanswered within hs_rto goes again, and
+ * one without WELCOME within REQUEST_TIMEOUT_NS starts over ("no_welcome");
+ * the oldest datagram unacknowledged past the RTO sends the whole window
+ * again from it (go-back-N), and after UDP_SILENT_RESENDS such resends
+ * without any answer, a new handshake (the server may have restarted: it
+ * then knows no session, and answers none). */
+static void udp_tick(struct bench *b, struct conn *c, int64_t now)
+{
+    if (c->state != CONN_OPEN) return;
+    if (c->phase != FR_LIVE) {
+        if (now - c->hs_start > REQUEST_TIMEOUT_NS) {
+            b->st.err_no_welcome++;
+            conn_kill(b, c, RECONNECT_DELAY_NS);
+        } else if (now - c->hs_at >= c->hs_rto) {
+            c->hs_rto *= 2;
+            udp_handshake_send(b, c);
+        }
+        return;
+    }
+    if (!c->fnext || now - c->fring[c->fhead].sent_ns < udp_rto(c)) return;
+    if (c->unanswered >= UDP_SILENT_RESENDS) {
+        b->st.rehandshakes++;
+        udp_opened(b, c);
+        return;
+    }
+    for (unsigned i = 0; i < c->fnext; i++) {
+        const struct fr_out *f = &c->fring[(c->fhead + i) % c->fcap];
+        b->st.resent += f->end - (f->first > c->facked ? f->first : c->facked);
+    }
+    b->st.resend_rounds++;
+    c->unanswered++;
+    c->backoff++;
+    c->fnext = 0;
+    udp_pump(b, c);
+}
+
+static bool udp_drained(const struct bench *b, const struct conn *c)
+{
+    (void)b;
+    return c->state != CONN_OPEN || c->fsent == c->facked;
+}
+
+/* The end: BYE in the session (the server acks what it has and forgets it),
+ * not awaited. */
+static void udp_bye(struct bench *b, struct conn *c)
+{
+    uint8_t d[UDP_SID_LEN + FRAME_VARINT_MAX + 2 + UDP_MAC_LEN];
+    if (c->state != CONN_OPEN || c->phase != FR_LIVE) return;
+    memcpy(d, c->usid, UDP_SID_LEN);
+    size_t h = UDP_SID_LEN + frame_put_varint(d + UDP_SID_LEN, ++c->udseq);
+    size_t n = h + frame_encode_empty(d + h, sizeof d - h, FRAME_BYE);
+    if (frame_auth_udp_mac(c->ukey, 0, d, h, d + h, n - h, d + n)) return;
+    udp_send(b, c, d, n + UDP_MAC_LEN);
+}
+
+static const struct proto proto_udp = {udp_opened, udp_pump, NULL,        udp_has_room,
+                                       udp_begin,  udp_tick, udp_drained, udp_recv};
 
 /* ---- connections (shared) ---- */
 
@@ -1891,7 +2434,7 @@ static void conn_open(struct bench *b, struct conn *c)
         exit(1);
     }
     int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (ai->ai_socktype == SOCK_STREAM) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     c->fd = fd;
     c->state = CONN_CONNECTING;
     c->want_out = true;
@@ -1908,8 +2451,10 @@ static void conn_open(struct bench *b, struct conn *c)
     c->ooff = c->olen = 0;
     c->phase = FR_HELLO;
     c->auth_len = c->hello_len = 0;
-    c->base = c->fsent = c->facked = 0;
-    c->fhead = c->fcount = 0;
+    if (b->o.mode != MODE_UDP) { /* a UDP device keeps what it holds for the new handshake */
+        c->base = c->fsent = c->facked = 0;
+        c->fhead = c->fcount = 0;
+    }
     struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
     if (epoll_ctl(b->ep, EPOLL_CTL_ADD, fd, &ev) < 0) {
         fprintf(stderr, "\nsluice-bench: epoll_ctl: %s\n", strerror(errno));
@@ -1977,8 +2522,10 @@ static void conn_ready(struct bench *b, struct conn *c)
 {
     c->state = CONN_OPEN;
     c->opened_at = now_ns();
-    if (!b->ever_connected) b->t0 = c->opened_at; /* --rate: the schedule starts here */
-    b->ever_connected = true;
+    if (b->o.mode != MODE_UDP) { /* UDP: "connected" once the server answers (a CHALLENGE) */
+        if (!b->ever_connected) b->t0 = c->opened_at; /* --rate: the schedule starts here */
+        b->ever_connected = true;
+    }
     b->p->opened(b, c);
 }
 
@@ -2041,7 +2588,9 @@ static void conn_event(struct bench *b, struct conn *c, uint32_t events)
         tls_handshake(b, c);
         return;
     }
-    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+    if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP)) && b->p->recv) {
+        b->p->recv(b, c);
+    } else if (events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
         /* TLS: wolfSSL may hold decrypted bytes epoll cannot see: read until it waits */
         for (;;) {
             ssize_t n = io_recv(b, c, c->rbuf + c->rlen, RBUF_CAP - c->rlen);
@@ -2129,6 +2678,12 @@ static bool all_drained(const struct bench *b)
 
 /* ---- reporting ---- */
 
+/* The frame protocol, over TCP or UDP: reported alike. */
+static bool framed(const struct bench *b)
+{
+    return b->o.mode == MODE_FRAME || b->o.mode == MODE_UDP;
+}
+
 /* Publishes never acknowledged (QoS 0: never followed by a PINGRESP); frame:
  * readings (frame mode passes qos 1). */
 static uint64_t mqtt_unacked(const struct stats *st, long qos)
@@ -2142,7 +2697,7 @@ static uint64_t error_total(const struct bench *b)
     const struct stats *st = &b->st;
     uint64_t n = st->err_connect + st->err_reset + st->err_timeout + st->err_bad +
                  st->err_no_connack + st->err_max_qos + st->err_max_packet + st->err_signature +
-                 st->err_no_welcome + st->err_window + st->err_max_frame;
+                 st->err_no_welcome + st->err_window + st->err_max_frame + st->resent;
     for (int s = 100; s < 600; s++)
         if (s < 200 || s >= 300) n += st->status[s];
     for (int r = 0; r < 256; r++)
@@ -2150,7 +2705,7 @@ static uint64_t error_total(const struct bench *b)
              st->ferror[r];
     /* not while the end still waits for them (the progress line then) */
     if (b->o.mode == MODE_MQTT && b->drained) n += mqtt_unacked(st, b->o.qos);
-    if (b->o.mode == MODE_FRAME && b->drained) n += mqtt_unacked(st, 1);
+    if (framed(b) && b->drained) n += mqtt_unacked(st, 1);
     return n;
 }
 
@@ -2159,7 +2714,7 @@ static uint64_t error_total(const struct bench *b)
 static uint64_t readings(const struct bench *b, const struct stats *st)
 {
     if (b->o.mode == MODE_HTTP) return st->ok * (uint64_t)b->o.readings;
-    if (b->o.mode == MODE_FRAME) return st->ok;
+    if (framed(b)) return st->ok;
     return b->o.qos ? st->ok : st->sent;
 }
 
@@ -2172,7 +2727,7 @@ static void progress(const struct bench *b, double t, const struct stats *last, 
         fprintf(stderr,
                 "\r%6.1fs  %10.0f publishes/s  %11.0f readings/s  %8.2f MB/s  errors %llu   ", t,
                 (double)(b->st.sent - last->sent) / dt, rd, mb, (unsigned long long)error_total(b));
-    else if (b->o.mode == MODE_FRAME)
+    else if (framed(b))
         fprintf(stderr,
                 "\r%6.1fs  %11.0f readings/s sent  %11.0f durable/s  %8.2f MB/s  errors %llu   ", t,
                 (double)(b->st.sent - last->sent) / dt, rd, mb, (unsigned long long)error_total(b));
@@ -2224,7 +2779,7 @@ static void print_errors_json(FILE *f, const struct bench *b)
             snprintf(name, sizeof name, "error_0x%02x", r);
         print_kind(f, &sep, name, st->ferror[r]);
     }
-    bool mqtt = b->o.mode == MODE_MQTT, frame = b->o.mode == MODE_FRAME;
+    bool mqtt = b->o.mode == MODE_MQTT, frame = framed(b);
     print_kind(f, &sep, "connect", st->err_connect);
     print_kind(f, &sep, "tls", st->err_tls);
     print_kind(f, &sep, "no_connack", st->err_no_connack);
@@ -2239,6 +2794,7 @@ static void print_errors_json(FILE *f, const struct bench *b)
     print_kind(f, &sep, mqtt || frame ? "malformed" : "bad_response", st->err_bad);
     if (mqtt) print_kind(f, &sep, "unacknowledged", mqtt_unacked(st, b->o.qos));
     if (frame) print_kind(f, &sep, "unacknowledged", mqtt_unacked(st, 1));
+    if (b->o.mode == MODE_UDP) print_kind(f, &sep, "resends", st->resent);
     fputc('}', f);
 }
 
@@ -2282,7 +2838,7 @@ static void report(const struct bench *b, double elapsed, uint64_t behind)
                    (unsigned long long)st->ping.max_us);
             if (st->recv_max) printf(",\"server_receive_maximum\":%u", st->recv_max);
         }
-        if (b->o.mode == MODE_FRAME) {
+        if (framed(b)) {
             printf(",\"batch\":%ld,\"window\":%ld,\"sent\":%llu,\"acknowledged\":%llu,"
                    "\"refused\":%llu,\"handshakes\":%llu",
                    b->o.batch, b->o.pipeline, (unsigned long long)st->sent,
@@ -2294,13 +2850,21 @@ static void report(const struct bench *b, double elapsed, uint64_t behind)
                    (unsigned long long)st->hs.max_us);
             if (st->min_window) printf(",\"server_window\":%u", st->min_window);
         }
+        if (b->o.mode == MODE_UDP)
+            printf(",\"datagrams\":%llu,\"datagrams_in\":%llu,\"resent\":%llu,"
+                   "\"resend_timeouts\":%llu,\"rehandshakes\":%llu",
+                   (unsigned long long)st->dgrams, (unsigned long long)st->dgrams_in,
+                   (unsigned long long)st->resent, (unsigned long long)st->resend_rounds,
+                   (unsigned long long)st->rehandshakes);
         fputs("}\n", stdout);
         return;
     }
-    if (b->o.mode == MODE_FRAME) {
-        printf("target       %s:%s frame protocol, %ld connections, window %ld reading(s)%s, "
+    if (framed(b)) {
+        bool udp = b->o.mode == MODE_UDP;
+        printf("target       %s:%s frame protocol%s, %ld %s, window %ld reading(s)%s, "
                "%ld per %s, %ld B payload\n",
-               b->o.host, b->o.port, b->o.connections, b->o.pipeline,
+               b->o.host, b->o.port, udp ? " over UDP" : "", b->o.connections,
+               udp ? "devices" : "connections", b->o.pipeline,
                st->min_window && st->min_window < (unsigned)b->o.pipeline
                    ? " (capped by the server)"
                    : "",
@@ -2310,9 +2874,16 @@ static void report(const struct bench *b, double elapsed, uint64_t behind)
                elapsed, (unsigned long long)st->sent, (unsigned long long)st->ok,
                (unsigned long long)st->refused, (unsigned long long)mqtt_unacked(st, 1));
         printf("throughput   %.1f readings/s acknowledged, %.3f MB/s sent\n", rps, mbps);
-        printf("handshakes   %llu, connect to WELCOME p50 %llu us  p99 %llu us\n",
-               (unsigned long long)st->welcomed, (unsigned long long)hist_quantile(&st->hs, 0.5),
+        printf("handshakes   %llu, %s to WELCOME p50 %llu us  p99 %llu us\n",
+               (unsigned long long)st->welcomed, udp ? "HELLO" : "connect",
+               (unsigned long long)hist_quantile(&st->hs, 0.5),
                (unsigned long long)hist_quantile(&st->hs, 0.99));
+        if (udp)
+            printf("datagrams    %llu sent, %llu received; %llu readings sent again after %llu "
+                   "timeouts, %llu new handshakes\n",
+                   (unsigned long long)st->dgrams, (unsigned long long)st->dgrams_in,
+                   (unsigned long long)st->resent, (unsigned long long)st->resend_rounds,
+                   (unsigned long long)st->rehandshakes);
     } else if (mqtt) {
         printf("target       %s:%s topic %s, MQTT %s, QoS %ld, %ld connections, window %ld%s, "
                "%ld B payload\n",
@@ -2342,13 +2913,19 @@ static void report(const struct bench *b, double elapsed, uint64_t behind)
     }
     if (b->o.rate > 0)
         printf("open loop    %.1f %s/s offered, %llu due but never sent%s\n", b->o.rate,
-               b->o.mode == MODE_FRAME ? "frames" : "requests", (unsigned long long)behind,
-               behind ? " (fell behind the offered rate)" : "");
+               b->o.mode == MODE_FRAME ? "frames"
+               : b->o.mode == MODE_UDP ? "datagrams"
+                                       : "requests",
+               (unsigned long long)behind, behind ? " (fell behind the offered rate)" : "");
     if (timed)
         printf("latency us   p50 %llu  p90 %llu  p99 %llu  p99.9 %llu  max %llu%s\n", p50, p90, p99,
                p999, max,
-               b->o.mode == MODE_FRAME
-                   ? (b->o.rate > 0 ? "  (from when each frame was due to the ACK covering it)"
+               framed(b)
+                   ? (b->o.rate > 0 ? (b->o.mode == MODE_UDP
+                                           ? "  (from when each datagram was due to the ACK "
+                                             "covering it)"
+                                           : "  (from when each frame was due to the ACK covering "
+                                             "it)")
                                     : "  (from a reading's send to the ACK covering it)")
                : b->o.rate > 0 ? "  (from when each request was due)"
                                : "");
@@ -2405,7 +2982,11 @@ static void setup_conns(struct bench *b)
     for (long i = 0; i < nc; i++) {
         struct conn *c = &b->conns[i];
         c->fd = -1;
-        if (b->o.mode == MODE_FRAME) {
+        if (b->o.mode == MODE_UDP) { /* no output buffer: each datagram is made as it goes */
+            c->fcap = (unsigned)(p / (size_t)b->o.batch);
+            c->fring = calloc(c->fcap, sizeof *c->fring);
+            if (!c->fring) goto fail;
+        } else if (b->o.mode == MODE_FRAME) {
             c->fcap = (unsigned)(p / (size_t)b->o.batch);
             c->fring = calloc(c->fcap, sizeof *c->fring);
             c->obuf = malloc(b->obuf_cap);
@@ -2525,10 +3106,10 @@ int main(int argc, char **argv)
             wolfSSL_CTX_set_verify(b->tls, WOLFSSL_VERIFY_NONE, NULL); /* measuring, not trusting */
         }
     }
-    bool frame = b->o.mode == MODE_FRAME;
-    b->p = frame ? &proto_frame : mqtt ? &proto_mqtt : &proto_http;
+    bool frame = framed(b), udp = b->o.mode == MODE_UDP;
+    b->p = udp ? &proto_udp : frame ? &proto_frame : mqtt ? &proto_mqtt : &proto_http;
 
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = udp ? SOCK_DGRAM : SOCK_STREAM};
     int rc = getaddrinfo(b->o.host, b->o.port, &hints, &b->ai);
     if (rc) {
         fprintf(stderr, "sluice-bench: cannot resolve %s: %s\n", b->o.host, gai_strerror(rc));
@@ -2564,6 +3145,9 @@ int main(int argc, char **argv)
     }
     uint64_t behind = unsent(b, now);
     b->stopping = true;
+    /* UDP: nothing answered, and nothing said that nobody listens (ICMP): a
+     * silent server, reported as no_welcome rather than "cannot connect" */
+    if (udp && !b->ever_connected && !b->st.err_connect) b->ever_connected = true;
     if (frame && b->ever_connected) {
         /* what is in flight gets its ACKs */
         run_loop(b, t0, now + DRAIN_NS, true, &now);
@@ -2573,6 +3157,9 @@ int main(int argc, char **argv)
         for (long i = 0; i < b->o.connections; i++)
             if (b->conns[i].state == CONN_OPEN && b->conns[i].phase != FR_LIVE)
                 b->st.err_no_welcome++;
+        if (udp)
+            for (long i = 0; i < b->o.connections; i++)
+                udp_bye(b, &b->conns[i]);
     }
     if (mqtt && b->ever_connected) {
         /* what is in flight gets its acks (QoS 0: a last PINGRESP) */
@@ -2601,8 +3188,8 @@ int main(int argc, char **argv)
         fputs("sluice-bench: errors ", stderr);
         print_errors_json(stderr, b);
         if (b->nrefused)
-            fprintf(stderr, "; the server refused %ld of %ld connections", b->nrefused,
-                    b->o.connections);
+            fprintf(stderr, "; the server refused %ld of %ld %s", b->nrefused, b->o.connections,
+                    udp ? "devices" : "connections");
         fputc('\n', stderr);
     }
     free_conns(b);

@@ -259,12 +259,14 @@ def _():
 
 @suite.case("modes not implemented yet: exit 2")
 def _():
-    for args in (["udp", "--target", S["target"], "--token", "t"],
-                 ["udp"],
-                 ["replay", "x.pcap", "--target", S["target"]]):
+    for args in (["replay", "x.pcap", "--target", S["target"]],
+                 ["replay"]):
         rc, out, err = bench(*args)
         check_eq(rc, 2, "exit status of %r (stderr %r)" % (args, err))
         check("not implemented yet" in err, "stderr of %r: %r" % (args, err))
+    rc, out, err = bench("udp")  # a mode now (test_bench_udp.py): its usage, not "later"
+    check_eq(rc, 2, "exit status of udp without --target (stderr %r)" % err)
+    check("--target" in err and "not implemented" not in err, "stderr of udp: %r" % err)
 
 
 @suite.case("https against a plain HTTP port: the handshake fails, said in one line, exit 1; TLS "
