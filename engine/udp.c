@@ -323,14 +323,25 @@ static void on_proof(struct worker *w, const struct sockaddr_storage *peer, sock
         send_error(u, NULL, peer, plen, 0x05, 0, "server busy");
         return;
     }
-    uint32_t me = u->free_slots[u->nfree - 1];
-    s = &u->s[me];
-    struct conn_ref ref = {w->id, UDP_SLOT_BIT | me, s->gen}, kick;
+    uint32_t me;
+    struct conn_ref ref, kick;
     bool must_kick;
     uint64_t durable, gap;
-    rc = devseq_claim(&w->eng->devseq, e->device, ref, h->u.hello.next_seq, &durable, &kick,
-                      &must_kick, &gap);
-    if (must_kick) clients_kick(w->eng, kick);
+    for (int tries = 0;; tries++) {
+        me = u->free_slots[u->nfree - 1];
+        s = &u->s[me];
+        ref = (struct conn_ref){w->id, UDP_SLOT_BIT | me, s->gen};
+        rc = devseq_claim(&w->eng->devseq, e->device, ref, h->u.hello.next_seq, &durable, &kick,
+                          &must_kick, &gap);
+        if (!must_kick) break;
+        if (!(kick.slot & UDP_SLOT_BIT) || kick.worker != w->id || tries) {
+            clients_kick(w->eng, kick); /* a TCP connection, on its own worker's turn */
+            break;
+        }
+        /* the device's older UDP session is ours: ended now, and the claim
+         * goes again (it waits only if that session's commits are in flight) */
+        udp_kick(w, kick.slot, kick.gen);
+    }
     if (rc < 0) send_error(u, NULL, peer, plen, 0x05, 0, "out of memory");
     if (rc <= 0) return; /* an older connection is ending: the device asks again */
     u->nfree--;
