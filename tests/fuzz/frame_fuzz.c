@@ -6,9 +6,11 @@
  * on violation): peek and parse agree on the length; every slice lies inside
  * its frame; a BATCH walks exactly count items; any proper prefix of a frame
  * is FRAME_INCOMPLETE (or a total beyond it); a parsed READING / ACK / ERROR
- * encodes back to the same bytes. Each frame is parsed from an exactly sized
+ * encodes back to the same bytes; frame_readings walks every reading of a
+ * READING / BATCH once, inside the frame. Each frame is parsed from an exactly sized
  * heap copy, so ASan sees any over-read.
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +32,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static int inside(struct frame_slice s, const uint8_t *b, size_t n)
 {
     return s.p == NULL ? s.n == 0 : (s.p >= b && s.p + s.n <= b + n);
+}
+
+struct walk {
+    const uint8_t *b;
+    size_t n;
+    uint64_t calls;
+};
+
+static int each(void *ctx, uint64_t dev_ms, const struct frame_slice *pl)
+{
+    struct walk *w = ctx;
+    (void)dev_ms;
+    CHECK(inside(*pl, w->b, w->n));
+    w->calls++;
+    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -66,6 +83,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     n++;
                 }
                 CHECK(n == f.u.batch.count);
+            }
+            if (type >= FRAME_READING && type <= FRAME_BATCH_TIMED) {
+                /* the sessions' walk: every reading once, inside the frame;
+                 * timed ones refused until a TIME set the clock */
+                struct walk wk = {b, total, 0};
+                struct frame_clock clk = {0};
+                int wr = frame_readings(&f, &clk, each, &wk);
+                bool timed = type == FRAME_READING_TIMED || type == FRAME_BATCH_TIMED;
+                uint64_t want = type <= FRAME_READING_TIMED ? 1 : f.u.batch.count;
+                if (timed)
+                    CHECK(wr == FRAME_E_PROTOCOL || want == 0);
+                else
+                    CHECK(wr == 0 && wk.calls == want);
+                clk = (struct frame_clock){.t_ms = 1, .set = 1};
+                wk.calls = 0;
+                CHECK(frame_readings(&f, &clk, each, &wk) == 0 && wk.calls == want);
             }
             uint8_t out[1 << 12];
             size_t en = 0;
