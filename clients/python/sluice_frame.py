@@ -301,7 +301,25 @@ class ConnectionLost(Exception):
 
 # ---- the client ----
 
-class FrameClient:
+class _Holding:
+    """What both clients share: the readings held until an ACK covers them
+    (self._held, oldest first), and self._run(done, deadline, partial), each
+    transport's loop of sending, reading and reconnecting."""
+
+    def flush(self, timeout=30.0):
+        """Sends everything held and waits until an ACK covers it. True when
+        it did within timeout, False otherwise (the readings stay held).
+        Reconnects (over UDP: shakes hands again) as needed; raises like
+        connect()."""
+        deadline = time.monotonic() + timeout
+        return self._run(lambda: not self._held, deadline, partial=True)
+
+    def held(self):
+        """How many readings are waiting for an ACK."""
+        return len(self._held)
+
+
+class FrameClient(_Holding):
     """A device's connection to sluiced, kept across reconnects.
 
     token: the device token (`sluice device add`). batch: readings per BATCH
@@ -404,17 +422,6 @@ class FrameClient:
         if self._sock is not None:
             self._out.append(item)
         self._run(lambda: len(self._out) < self.batch, None)
-        return len(self._held)
-
-    def flush(self, timeout=30.0):
-        """Sends everything held and waits until an ACK covers it. True when
-        it did within timeout, False otherwise (the readings stay held).
-        Reconnects as needed; raises like connect()."""
-        deadline = time.monotonic() + timeout
-        return self._run(lambda: not self._held, deadline, partial=True)
-
-    def held(self):
-        """How many readings are waiting for an ACK."""
         return len(self._held)
 
     def ping(self):
@@ -789,7 +796,7 @@ class ReplayWindow:
         return True
 
 
-class UdpFrameClient:
+class UdpFrameClient(_Holding):
     """A device's session with sluiced over UDP (§6), kept across lost
     sessions; the same public shape as FrameClient.
 
@@ -909,17 +916,6 @@ class UdpFrameClient:
         if self.session_id is not None:
             self._number()
         self._run(lambda: not self._full_dgram_waiting(), None)
-        return len(self._held)
-
-    def flush(self, timeout=30.0):
-        """Sends everything held and waits until an ACK covers it: True then,
-        False when timeout passed first (the readings stay held). Shakes hands
-        again as needed; raises like connect()."""
-        deadline = time.monotonic() + timeout
-        return self._run(lambda: not self._held, deadline, partial=True)
-
-    def held(self):
-        """How many readings are waiting for an ACK."""
         return len(self._held)
 
     def ping(self):
