@@ -192,6 +192,14 @@ const struct auth_entry *auth_table_lookup(const struct auth_table *t,
     return *slot ? &t->entries[*slot - 1] : NULL;
 }
 
+bool auth_id_still_names(const struct auth_table *t, const uint8_t *token_id, uint32_t device,
+                         uint32_t org)
+{
+    const struct auth_keys *k;
+    const struct auth_entry *e = auth_table_lookup_id(t, token_id, &k);
+    return e && e->state == STORE_DEVICE_ACTIVE && e->device == device && e->org == org;
+}
+
 size_t auth_table_size(const struct auth_table *t)
 {
     return t ? t->n : 0;

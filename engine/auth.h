@@ -8,6 +8,7 @@
 #ifndef SLUICE_ENGINE_AUTH_H
 #define SLUICE_ENGINE_AUTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -52,6 +53,10 @@ size_t auth_table_size(const struct auth_table *t);
  * none (t may be NULL). The state is the caller's to check. */
 const struct auth_entry *auth_table_lookup_id(const struct auth_table *t, const uint8_t *token_id,
                                               const struct auth_keys **keys);
+/* Whether token_id still names an active token of (device, org): a live
+ * frame session asks after the table changed (revocation, rotation). */
+bool auth_id_still_names(const struct auth_table *t, const uint8_t *token_id, uint32_t device,
+                         uint32_t org);
 
 enum auth_result { AUTH_OK = 0, AUTH_FAIL, AUTH_THROTTLED };
 

@@ -141,6 +141,15 @@ static void send_ack(struct worker *w, struct conn *c)
     s->acked = s->durable;
 }
 
+/* The handshake's state (the verifiers, AuthMessage) is wiped and freed. */
+static void drop_handshake(struct frame_sess *s)
+{
+    if (!s->hs) return;
+    explicit_bzero(s->hs, sizeof *s->hs);
+    free(s->hs);
+    s->hs = NULL;
+}
+
 static void release(struct worker *w, struct conn *c)
 {
     struct frame_sess *s = sess(c);
@@ -229,9 +238,7 @@ static void try_claim(struct worker *w, struct conn *c)
     send_frame(
         w, c, out,
         frame_encode_welcome(out, sizeof out, sig, durable, max_frame(w), FRAME_WINDOW, NULL, 0));
-    explicit_bzero(s->hs, sizeof *s->hs);
-    free(s->hs);
-    s->hs = NULL;
+    drop_handshake(s);
     s->state = FS_READY;
     worker_count(&w->st.frame_sessions, 1);
 }
@@ -263,10 +270,7 @@ static bool still_authorized(struct worker *w, struct conn *c)
 {
     struct frame_sess *s = sess(c);
     if (s->auth_gen == w->auth_gen) return true;
-    const struct auth_keys *k;
-    const struct auth_entry *e = auth_table_lookup_id(w->auth, s->token_id, &k);
-    if (!e || e->state != STORE_DEVICE_ACTIVE || e->device != s->device || e->org != s->org)
-        return false;
+    if (!auth_id_still_names(w->auth, s->token_id, s->device, s->org)) return false;
     s->auth_gen = w->auth_gen;
     return true;
 }
@@ -552,11 +556,7 @@ static void close_conn(struct worker *w, struct conn *c)
 {
     struct frame_sess *s = sess(c);
     release(w, c);
-    if (s->hs) {
-        explicit_bzero(s->hs, sizeof *s->hs);
-        free(s->hs);
-        s->hs = NULL;
-    }
+    drop_handshake(s);
 }
 
 const struct session_ops session_frame_ops = {

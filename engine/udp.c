@@ -486,9 +486,7 @@ static void commit_dg(struct worker *w, struct udp_sess *s, struct dg *x)
 static bool still_authorized(struct worker *w, struct udp_sess *s)
 {
     if (s->auth_gen == w->auth_gen) return true;
-    const struct auth_keys *k;
-    const struct auth_entry *e = auth_table_lookup_id(w->auth, s->token_id, &k);
-    if (!e || e->state != STORE_DEVICE_ACTIVE || e->device != s->device) return false;
+    if (!auth_id_still_names(w->auth, s->token_id, s->device, s->org)) return false;
     s->auth_gen = w->auth_gen;
     return true;
 }

@@ -360,6 +360,12 @@ Test(auth, lookup_by_token_id)
         cr_assert_eq(got->stored_key[0], i / 2);
         cr_assert_eq(got->server_key[0], 100 + i / 2);
     }
+    /* a live session's check: the id, active, of the same device and org */
+    cr_assert(auth_id_still_names(t, e[2].digest, e[2].device, e[2].org) ==
+              (e[2].state == STORE_DEVICE_ACTIVE));
+    cr_assert(!auth_id_still_names(t, e[2].digest, e[2].device + 1, e[2].org));
+    cr_assert(!auth_id_still_names(t, e[2].digest, e[2].device, e[2].org + 1));
+    cr_assert(!auth_id_still_names(t, e[0].digest, e[0].device, e[0].org), "entry 0 is revoked");
     uint8_t unknown[STORE_TOKEN_ID_LEN] = {1, 2, 3, 4, 5, 6, 7, 8};
     const struct auth_keys *got = (const void *)1;
     cr_assert_null(auth_table_lookup_id(t, unknown, &got));
