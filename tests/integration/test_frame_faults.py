@@ -138,7 +138,7 @@ def _():
 
 
 @suite.case("a failed sync, then kill -9 before the device reconnects: WELCOME after the "
-            "restart covers no reading that was not acknowledged, and the resend stores each once")
+            "restart covers no reading the log does not hold, and the resend stores each once")
 def _():
     data, cli, tok = fresh("restart")
     d = start(data, "restart", "sync:EIO:after=1:count=1")
@@ -162,9 +162,15 @@ def _():
     d = start(data, "restart2", None)
     # a device resends from its oldest unacknowledged reading
     r = Raw(d.frame, tok, next_seq=acked + 1)
-    check(r.durable <= acked,
-          "WELCOME after the restart says %d durable, but only %d were acknowledged and "
-          "%d failed: readings after the hole were kept" % (r.durable, acked, acked + 1))
+    # a batch whose sync failed may still be whole on disk when kill -9 comes
+    # before it is cut back: recovery keeps it (storage-format.md), and the
+    # mark may then pass what was acknowledged, but never a reading the log
+    # does not hold
+    if r.durable > acked:
+        count, _ = seqs(cli)
+        missing = [q for q in range(1, r.durable + 1) if count[q] != 1]
+        check(not missing, "WELCOME after the restart says %d durable (%d acknowledged), but "
+              "the log does not hold each of those once: %s" % (r.durable, acked, missing[:10]))
     r.s.sendall(b"".join(sf.reading_frame(b'{"i":%d}' % i) for i in range(acked, n)))
     while acked < n:
         t, body = r.frame()
