@@ -1,17 +1,28 @@
 /* engine/commit.c — group commit of readings into the org's log.
  *
- * Each (worker, org) log has two batches: one filling with the readings of the
- * current loop turn, one in the kernel as a write linked to an fdatasync. At the
+ * Each (worker, org) log has a ring of batches: one filling with the readings
+ * of the current loop turn, and up to --commits-in-flight (K) in the kernel,
+ * each a write linked to an fdatasync (or one RWF_DSYNC write, --dsync). At the
  * end of a turn the filling batch is sealed (sequence numbers and checksums
- * assigned) and submitted if no sync is in flight on that file; its waiters are
- * completed when the sync completes. Throughput therefore rises with load
- * while a lone client waits about one fdatasync.
+ * assigned) and submitted when fewer than K are in flight and no write is:
+ * writes go one at a time, in log order, so a direct write may rewrite the
+ * block holding the previous batch's end, while the syncs overlap. A batch's
+ * waiters are completed when it and every batch before it are durable:
+ * acknowledgements leave strictly in log order. With K = 1 throughput rises
+ * with load while a lone client waits about one fdatasync; with K > 1 a few
+ * clients each waiting for their own reading no longer queue behind one sync.
  *
- * A failed write or sync is final for its batch: the file is cut back to where
- * the batch began, every waiter of it gets the error, and nothing is retried
- * and then acknowledged (a failed fsync may have dropped the dirty pages). The
- * batch filling behind it fails too, so nothing received after a lost reading
- * becomes durable ahead of it.
+ * Every record carries the log's durable end when its batch was sealed (the
+ * first seq not yet durable), so recovery can tell a batch lost in flight,
+ * with later unacknowledged batches on disk, from damage to durable data
+ * (docs/storage-format.md).
+ *
+ * A failed write or sync is final for its batch: every waiter of it gets the
+ * error, and nothing is retried and then acknowledged (a failed fsync may have
+ * dropped the dirty pages). Every later batch in flight and the batch filling
+ * behind them fail too, whatever their own syncs say, so nothing received
+ * after a lost reading is acknowledged ahead of it; once they have all come
+ * back the file is cut back to where the failed batch began.
  *
  * What blocks — opening a log, rolling a segment, writing zeros ahead when the
  * background write-ahead fell behind, cutting a failed batch off, closing an
@@ -44,13 +55,28 @@ struct batch {
     uint32_t nrec;
     struct waiter *w;
     uint32_t nw, wcap;
+    /* once started (sealed and submitted): */
+    uint64_t off;          /* file offset of its first byte */
+    uint64_t first_seq;    /* seq of its first record */
+    size_t done;           /* bytes written so far */
+    uint64_t dio_off;      /* direct writes: the staged write */
+    size_t dio_len;
+    unsigned short_writes; /* direct writes: times it came back short */
+    int err;
+    int inject_write, inject_sync; /* fault seam: results to substitute */
+    bool complete;                 /* durable, or failed: waits to be retired in order */
 };
 
 struct commit_log {
     struct log_writer lw;
-    struct batch b[2];
-    int fill; /* index of the filling batch; the other is in flight when busy */
-    bool busy;
+    struct batch *b;   /* ring of nb: the batches in flight from head, then the filling one */
+    unsigned nb;       /* --commits-in-flight + 1 */
+    unsigned head;     /* the oldest batch in flight */
+    unsigned inflight; /* batches started and not yet retired */
+    bool writing;      /* one of them has its write in flight (writes go one at a time) */
+    bool failing;      /* one of them failed: start nothing until all are retired */
+    int fail_err;      /* the first failure met in log order while retiring ... */
+    uint64_t fail_off, fail_seq; /* ... and where its batch began: the cut */
     bool on_dirty;
     struct commit_log *next_dirty;
     bool open;       /* lw holds descriptors: batches can be written */
@@ -60,14 +86,8 @@ struct commit_log {
     struct iojob io;
     uint64_t last_write_ms; /* for idle suspension and the choice of which log to close */
     uint64_t roll_retry_ms; /* a failed roll: not before then */
-    size_t done;            /* bytes of the in-flight batch written so far */
-    uint64_t dio_off;       /* direct writes: the staged write of the in-flight batch */
-    size_t dio_len;
-    unsigned short_writes; /* direct writes: times the in-flight batch came back short */
-    uint64_t first_seq;    /* seq of the in-flight batch's first record */
-    int err;
-    int inject_write, inject_sync; /* fault seam: results to substitute */
-    bool unsynced;                 /* --fsync interval: written but not yet synced */
+    int inject_bgsync;      /* fault seam: the result to substitute for a background sync */
+    bool unsynced;          /* --fsync interval: written but not yet synced */
     bool truncate_pending;         /* a failed batch could not be cut off the file yet */
     bool bgsync;                   /* --fsync interval: a background fdatasync is in flight */
     bool ahead;                    /* direct writers: zeros being written ahead (write + fsync) */
@@ -94,6 +114,40 @@ static int logs_reserve(struct worker *w, uint32_t org)
     return 0;
 }
 
+/* A log with its ring of batches (empty until first filled). */
+static struct commit_log *log_new(struct worker *w)
+{
+    struct commit_log *l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    l->nb = w->eng->cfg.commits_in_flight + 1;
+    if (l->nb < 2 || l->nb > SLUICE_COMMITS_IN_FLIGHT_MAX + 1) l->nb = 2;
+    if (!(l->b = calloc(l->nb, sizeof *l->b))) {
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+static void log_free(struct commit_log *l)
+{
+    for (unsigned k = 0; k < l->nb; k++) {
+        free(l->b[k].buf);
+        free(l->b[k].w);
+    }
+    free(l->b);
+    free(l);
+}
+
+static struct batch *filling(struct commit_log *l)
+{
+    return &l->b[(l->head + l->inflight) % l->nb];
+}
+
+static const struct batch *filling_c(const struct commit_log *l)
+{
+    return &l->b[(l->head + l->inflight) % l->nb];
+}
+
 static void logs_open_changed(struct worker *w, int d)
 {
     w->logs_open = (unsigned)((int)w->logs_open + d);
@@ -103,7 +157,7 @@ static void logs_open_changed(struct worker *w, int d)
 int commit_log_adopt(struct worker *w, const struct log_writer *lw)
 {
     struct commit_log *l;
-    if (logs_reserve(w, lw->org) || !(l = calloc(1, sizeof *l))) return -ENOMEM;
+    if (logs_reserve(w, lw->org) || !(l = log_new(w))) return -ENOMEM;
     l->lw = *lw;
     l->open = true;
     w->logs[lw->org] = l;
@@ -124,8 +178,8 @@ static void start_job(struct worker *w, struct commit_log *l, enum iojob_kind ki
 
 static bool log_idle(const struct commit_log *l)
 {
-    return l->open && !l->job && !l->busy && !l->bgsync && !l->ahead && !l->unsynced &&
-           !l->b[l->fill].len && !l->truncate_pending;
+    return l->open && !l->job && !l->inflight && !l->bgsync && !l->ahead && !l->unsynced &&
+           !filling_c(l)->len && !l->truncate_pending;
 }
 
 static void suspend(struct worker *w, struct commit_log *l)
@@ -160,7 +214,7 @@ int commit_log_get(struct worker *w, uint32_t org, struct commit_log **out)
     struct commit_log *l = org < w->nlogs ? w->logs[org] : NULL;
     if (!l) {
         /* an org first seen after start-up (recovery opened the others) */
-        if (logs_reserve(w, org) || !(l = calloc(1, sizeof *l))) return -ENOMEM;
+        if (logs_reserve(w, org) || !(l = log_new(w))) return -ENOMEM;
         l->lw.fd = l->lw.dfd = -1;
         l->lw.org = org;
         w->logs[org] = l;
@@ -173,19 +227,19 @@ int commit_log_get(struct worker *w, uint32_t org, struct commit_log **out)
 
 void commit_mark(struct commit_log *l, struct commit_mark *m)
 {
-    m->len = l->b[l->fill].len;
-    m->nrec = l->b[l->fill].nrec;
+    m->len = filling(l)->len;
+    m->nrec = filling(l)->nrec;
 }
 
 void commit_rollback(struct commit_log *l, const struct commit_mark *m)
 {
-    l->b[l->fill].len = m->len;
-    l->b[l->fill].nrec = m->nrec;
+    filling(l)->len = m->len;
+    filling(l)->nrec = m->nrec;
 }
 
 size_t commit_since(const struct commit_log *l, const struct commit_mark *m)
 {
-    return l->b[l->fill].len - m->len;
+    return filling_c(l)->len - m->len;
 }
 
 /* Appends one record with an unsealed header (the struct record parked in the
@@ -195,7 +249,7 @@ size_t commit_since(const struct commit_log *l, const struct commit_mark *m)
 int commit_append(struct commit_log *l, const struct record *r, const void *topic, size_t topic_len,
                   const void *payload, size_t n)
 {
-    struct batch *b = &l->b[l->fill];
+    struct batch *b = filling(l);
     size_t need = RECORD_HEADER_SIZE + topic_len + n;
     if (topic_len + n > RECORD_MAX_BODY || topic_len > UINT16_MAX) return -E2BIG;
     if (b->len + need > b->cap) {
@@ -238,7 +292,7 @@ static void pending_changed(struct worker *w, uint64_t added, uint64_t removed)
 int commit_wait(struct worker *w, struct commit_log *l, uint32_t slot, uint32_t gen,
                 uint64_t cookie, size_t bytes)
 {
-    struct batch *b = &l->b[l->fill];
+    struct batch *b = filling(l);
     if (b->nw == b->wcap) {
         uint32_t cap = b->wcap ? b->wcap * 2 : 64;
         struct waiter *p = realloc(b->w, cap * sizeof *p);
@@ -253,8 +307,9 @@ int commit_wait(struct worker *w, struct commit_log *l, uint32_t slot, uint32_t 
 }
 
 /* Assigns sequence numbers and computes checksums: done at submit time so a
- * failed batch gives its sequence numbers back and the log stays gap-free. */
-static void seal(struct commit_log *l, struct batch *b)
+ * failed batch gives its sequence numbers back and the log stays gap-free.
+ * `durable` is the first seq not yet durable (the oldest batch in flight). */
+static void seal(struct commit_log *l, struct batch *b, uint64_t durable)
 {
     size_t off = 0;
     b->nrec = 0;
@@ -263,6 +318,7 @@ static void seal(struct commit_log *l, struct batch *b)
         uint8_t *hdr = (uint8_t *)b->buf + off;
         memcpy(&r, hdr, sizeof r);
         r.seq = l->lw.next_seq++;
+        (void)durable; // MERGE: r.durable_seq = durable;
         if (off == 0) r.flags |= RECORD_F_BATCH_START;
         log_writer_note(&l->lw, l->lw.end + off, r.seq, r.recv_ns);
         const uint8_t *body = hdr + RECORD_HEADER_SIZE;
@@ -283,7 +339,7 @@ static void split_first_request(struct commit_log *l, struct batch *b)
     while (k < b->nw && b->w[k].end <= b->w[0].end)
         k++;
     if (k == b->nw) return;
-    struct batch *rest = &l->b[l->fill];
+    struct batch *rest = filling(l);
     size_t cut = b->w[0].end, n = b->len - cut;
     struct batch t = *rest;
     if (t.cap < n || t.wcap < b->nw - k) {
@@ -313,7 +369,6 @@ static void split_first_request(struct commit_log *l, struct batch *b)
     b->len = cut;
     b->nw = k;
 }
-
 /* The fault seam: io_uring bypasses libc, so LD_PRELOAD cannot fail a write. When
  * SLUICE_FAULT_INJECT selects this operation, a NOP stands in for it and its
  * completion carries the chosen error (see engine.c for the syntax). */
@@ -329,11 +384,19 @@ static bool inject(struct worker *w, struct commit_log *l, int op, int *slot)
     return true;
 }
 
-static void submit_io(struct worker *w, struct commit_log *l)
+/* Whether a batch is made durable by one RWF_DSYNC write (else write +
+ * linked fdatasync, or, --fsync interval|never, a plain write). */
+static bool dsync_writes(const struct worker *w)
 {
-    struct batch *b = &l->b[!l->fill];
-    uint32_t org = l->lw.org;
-    bool sync = commit_syncs_batches(w);
+    return w->eng->dsync && commit_syncs_batches(w);
+}
+
+/* Submits b's write (what is left of it) and, syncing batches, its linked
+ * fdatasync. The batch's ring index rides in the completions. */
+static void submit_io(struct worker *w, struct commit_log *l, struct batch *b)
+{
+    uint32_t org = l->lw.org, idx = (uint32_t)(b - l->b);
+    bool dsync = dsync_writes(w), linked = commit_syncs_batches(w) && !dsync;
     /* The pair goes in a submission of its own. io_uring plugs block I/O for
      * a whole submission, so a direct write queued with the turn's responses
      * would reach the device only after all those sends ran (measured: ~150 µs
@@ -341,23 +404,26 @@ static void submit_io(struct worker *w, struct commit_log *l)
     if (io_uring_sq_ready(&w->ring)) io_uring_submit(&w->ring);
     if (io_uring_sq_space_left(&w->ring) < 2) io_uring_submit(&w->ring);
     struct io_uring_sqe *sqe = io_uring_get_sqe(&w->ring);
-    if (inject(w, l, FAULT_WRITE, &l->inject_write))
+    if (inject(w, l, FAULT_WRITE, &b->inject_write) ||
+        (dsync && inject(w, l, FAULT_SYNC, &b->inject_sync)))
         io_uring_prep_nop(sqe);
     else if (l->lw.dfd >= 0) /* staged whole; a short write is redone whole */
-        io_uring_prep_write(sqe, l->lw.dfd, l->lw.stage, (unsigned)l->dio_len, l->dio_off);
+        io_uring_prep_write(sqe, l->lw.dfd, l->lw.stage, (unsigned)b->dio_len, b->dio_off);
     else
-        io_uring_prep_write(sqe, l->lw.fd, b->buf + l->done, (unsigned)(b->len - l->done),
-                            l->lw.end + l->done);
-    io_uring_sqe_set_data64(sqe, op_pack(OP_LOG_WRITE, 0, org));
-    if (sync) {
+        io_uring_prep_write(sqe, l->lw.fd, b->buf + b->done, (unsigned)(b->len - b->done),
+                            b->off + b->done);
+    if (dsync && sqe->opcode == IORING_OP_WRITE) sqe->rw_flags = RWF_DSYNC;
+    io_uring_sqe_set_data64(sqe, op_pack(OP_LOG_WRITE, idx, org));
+    if (linked) {
         sqe->flags |= IOSQE_IO_LINK;
         sqe = io_uring_get_sqe(&w->ring);
-        if (inject(w, l, FAULT_SYNC, &l->inject_sync))
+        if (inject(w, l, FAULT_SYNC, &b->inject_sync))
             io_uring_prep_nop(sqe);
         else
             io_uring_prep_fsync(sqe, l->lw.fd, IORING_FSYNC_DATASYNC);
-        io_uring_sqe_set_data64(sqe, op_pack(OP_LOG_SYNC, 0, org));
+        io_uring_sqe_set_data64(sqe, op_pack(OP_LOG_SYNC, idx, org));
     }
+    l->writing = true;
     io_uring_submit(&w->ring);
 }
 
@@ -383,7 +449,7 @@ static bool roll_due(struct worker *w, struct commit_log *l, size_t incoming)
     return full || old;
 }
 
-static void finish(struct worker *w, struct commit_log *l);
+static void retire(struct worker *w, struct commit_log *l);
 static void cut_failed(struct worker *w, struct commit_log *l);
 
 /* Direct writers keep the space ahead written in the background: the next step
@@ -432,7 +498,7 @@ static void release(struct worker *w, struct batch *b, int err)
  * it): its waiters get err; nothing was sealed, no sequence number used. */
 static void fail_unwritten(struct worker *w, struct commit_log *l, int err)
 {
-    struct batch *b = &l->b[l->fill];
+    struct batch *b = filling(l);
     if (!b->len) return;
     worker_count(&w->st.commit_failures, 1);
     errlog_say(&w->errlog[ERRLOG_COMMIT], w->now_ms,
@@ -442,28 +508,40 @@ static void fail_unwritten(struct worker *w, struct commit_log *l, int err)
     release(w, b, err);
 }
 
-/* Starts the filling batch's write (+ linked fdatasync). Called with nothing
- * in flight, the log open, space reserved and no roll due. */
+/* Starts the filling batch's write (+ linked fdatasync). Called with no write
+ * in flight, fewer than K batches in flight, the log open, space reserved and
+ * no roll due. The batch's bytes are placed at lw.end, which moves past them
+ * now: the next batch follows them whether or not they are durable yet. */
 static void start_batch(struct worker *w, struct commit_log *l)
 {
-    struct batch *b = &l->b[l->fill];
-    l->fill = !l->fill;
+    struct batch *b = filling(l);
+    uint64_t durable = l->inflight ? l->b[l->head].first_seq : l->lw.next_seq;
+    l->inflight++;
     if (w->eng->cfg.fsync == SLUICE_FSYNC_ALWAYS) split_first_request(l, b);
-    l->first_seq = l->lw.next_seq;
-    seal(l, b);
-    l->busy = true;
-    l->done = 0;
-    l->err = 0;
-    l->short_writes = 0;
+    b->first_seq = l->lw.next_seq;
+    b->off = l->lw.end;
+    seal(l, b, durable);
+    b->done = 0;
+    b->err = 0;
+    b->short_writes = 0;
+    b->complete = false;
     l->last_write_ms = w->now_ms;
     w->logs_busy++;
     bool direct = l->lw.dfd >= 0;
-    if (direct && !log_writer_dio_stage(&l->lw, b->buf, b->len, &l->dio_off, &l->dio_len)) {
-        l->err = -ENOMEM;
-        finish(w, l);
-        return;
+    if (direct) {
+        if (!log_writer_dio_stage(&l->lw, b->buf, b->len, &b->dio_off, &b->dio_len)) {
+            b->err = -ENOMEM;
+            b->complete = true;
+            l->failing = true;
+            retire(w, l);
+            return;
+        }
+        /* the block that will hold the new end, as it will be on disk: the
+         * next batch's head (written after this write has completed) */
+        log_writer_dio_done(&l->lw, b->len);
     }
-    submit_io(w, l);
+    l->lw.end += b->len;
+    submit_io(w, l, b);
     if (direct) write_ahead(w, l);
 }
 
@@ -471,15 +549,16 @@ static void start_batch(struct worker *w, struct commit_log *l)
  * (a storage job) or will complete on its own (a write in flight). */
 static bool ready_to_write(struct worker *w, struct commit_log *l)
 {
-    struct batch *fb = &l->b[l->fill];
+    struct batch *fb = filling(l);
     if (l->job) return false;
     if (!l->open) {
         start_open(w, l);
         return false;
     }
-    /* one write+sync in flight per file, or a background sync of it (--fsync
-     * interval, which a roll must not overtake) */
-    if (l->busy || l->bgsync) return false;
+    /* one write at a time, at most K batches in flight, none after a failed
+     * one until all are back, nothing while a background sync of the file
+     * runs (--fsync interval, which a roll must not overtake) */
+    if (l->writing || l->failing || l->inflight >= l->nb - 1 || l->bgsync) return false;
     if (l->truncate_pending) {
         /* a failed batch's bytes may remain past end: nothing may be written
          * after them (a later batch start would make them look durable to
@@ -491,6 +570,9 @@ static bool ready_to_write(struct worker *w, struct commit_log *l)
     /* zeros being written ahead where this batch would go, or that a roll
      * would cut: go when that completes */
     if (l->ahead && (roll || l->lw.end + space_needed(l, fb->len) > l->lw.alloc)) return false;
+    bool room = l->lw.end + space_needed(l, fb->len) <= l->lw.alloc;
+    /* a storage job owns the writer: it starts once nothing is in flight */
+    if ((roll || !room) && l->inflight) return false;
     if (roll) {
         l->io.sync_first = l->unsynced;
         l->io.was_direct = l->lw.dfd >= 0;
@@ -498,7 +580,7 @@ static bool ready_to_write(struct worker *w, struct commit_log *l)
         start_job(w, l, IOJOB_ROLL);
         return false;
     }
-    if (l->lw.end + space_needed(l, fb->len) > l->lw.alloc) {
+    if (!room) {
         /* space written ahead, so the sync has no file size to persist; no
          * space at all (ENOSPC) fails this batch before it is written */
         l->io.need = space_needed(l, fb->len);
@@ -516,7 +598,7 @@ void commit_submit(struct worker *w)
     while (l) {
         struct commit_log *next = l->next_dirty;
         l->on_dirty = false;
-        if (l->b[l->fill].len) {
+        if (filling(l)->len) {
             if (ready_to_write(w, l)) {
                 start_batch(w, l);
             } else {
@@ -528,7 +610,7 @@ void commit_submit(struct worker *w)
         }
         l = next;
     }
-    /* finish() above may have queued logs anew: keep those as well */
+    /* start_batch() above may have queued logs anew: keep those as well */
     while (keep) {
         struct commit_log *next = keep->next_dirty;
         keep->next_dirty = w->dirty_logs;
@@ -542,41 +624,59 @@ void commit_submit(struct worker *w)
  * (the cut takes them too). */
 static void cut_failed(struct worker *w, struct commit_log *l)
 {
-    if (l->truncate_pending && !l->job && !l->busy && !l->ahead) start_job(w, l, IOJOB_TRUNCATE);
+    if (l->truncate_pending && !l->job && !l->inflight && !l->ahead)
+        start_job(w, l, IOJOB_TRUNCATE);
 }
 
-static void finish(struct worker *w, struct commit_log *l)
+/* Completes, in log order, the batches in flight that are done: a batch's
+ * waiters hear only once every earlier batch has. The first failure met
+ * fails every batch after it, done or not; when the last of them is back
+ * the log is cut back to where the failed one began, and the filling batch
+ * fails too. */
+static void retire(struct worker *w, struct commit_log *l)
 {
-    struct batch *b = &l->b[!l->fill];
-    bool ok = l->err == 0;
-    if (ok) {
-        if (l->lw.dfd >= 0) log_writer_dio_done(&l->lw, b->len);
-        l->lw.end += b->len;
-        l->unsynced = !commit_syncs_batches(w);
-        worker_count(&w->st.commits, 1);
-    } else {
-        /* cut the file back to the last durable batch (a storage job, before
-         * the next batch); the sequence numbers of the failed batch are reused
-         * by the next one */
-        l->truncate_pending = true;
-        l->lw.next_seq = l->first_seq;
-        log_writer_unnote(&l->lw);
-        worker_count(&w->st.commit_failures, 1);
-        errlog_say(&w->errlog[ERRLOG_COMMIT], w->now_ms,
-                   "worker %u: commit of %u readings to org %u failed: %s (answered as failed, "
-                   "nothing acknowledged)",
-                   w->id, b->nrec, l->lw.org, strerror(-l->err));
+    while (l->inflight && l->b[l->head].complete) {
+        struct batch *b = &l->b[l->head];
+        int err = l->fail_err ? l->fail_err : b->err;
+        if (err && !l->fail_err) {
+            l->fail_err = err;
+            l->fail_off = b->off;
+            l->fail_seq = b->first_seq;
+            errlog_say(&w->errlog[ERRLOG_COMMIT], w->now_ms,
+                       "worker %u: commit of %u readings to org %u failed: %s (answered as "
+                       "failed with every later one, nothing acknowledged)",
+                       w->id, b->nrec, l->lw.org, strerror(-err));
+        }
+        if (err) {
+            worker_count(&w->st.commit_failures, 1);
+        } else {
+            l->unsynced = !commit_syncs_batches(w);
+            worker_count(&w->st.commits, 1);
+        }
+        l->head = (l->head + 1) % l->nb;
+        l->inflight--;
+        w->logs_busy--;
+        release(w, b, err);
     }
-    l->busy = false;
-    w->logs_busy--;
-    release(w, b, ok ? 0 : l->err);
-    /* what queued behind a failed batch fails with it: written after the cut,
-     * it would be durable while the readings before it are not, and a device
-     * that numbers its readings (frames) would find, after a restart, a mark
-     * past readings it was never told were stored, and not send them again */
-    if (!ok) fail_unwritten(w, l, l->err);
-    cut_failed(w, l);
-    if (l->b[l->fill].len) mark_dirty(w, l);
+    if (l->fail_err && !l->inflight) {
+        /* cut the file back to the last durable batch (a storage job, before
+         * the next batch); the sequence numbers of the failed batches are
+         * reused by the next one. What queued behind fails with them: written
+         * after the cut, it would be durable while the readings before it are
+         * not, and a device that numbers its readings (frames) would find,
+         * after a restart, a mark past readings it was never told were
+         * stored, and not send them again. */
+        int err = l->fail_err;
+        l->lw.end = l->fail_off;
+        l->lw.next_seq = l->fail_seq;
+        log_writer_unnote(&l->lw);
+        l->truncate_pending = true;
+        l->fail_err = 0;
+        l->failing = false;
+        fail_unwritten(w, l, err);
+        cut_failed(w, l);
+    }
+    if (filling(l)->len) mark_dirty(w, l);
 }
 
 void commit_job_done(struct worker *w, struct iojob *j)
@@ -638,9 +738,9 @@ void commit_job_done(struct worker *w, struct iojob *j)
         l->suspended = true;
         logs_open_changed(w, -1);
         worker_count(&w->st.logs_suspended, 1);
-        if (!l->b[l->fill].len) {
+        if (!filling(l)->len) {
             /* an idle log costs only its position until it is written again */
-            for (int k = 0; k < 2; k++) {
+            for (unsigned k = 0; k < l->nb; k++) {
                 free(l->b[k].buf);
                 free(l->b[k].w);
                 l->b[k] = (struct batch){0};
@@ -650,8 +750,9 @@ void commit_job_done(struct worker *w, struct iojob *j)
     case IOJOB_CALL: /* not a log's: loop.c hands these to their own done() */
         break;
     }
-    if (l->b[l->fill].len) mark_dirty(w, l);
+    if (filling(l)->len) mark_dirty(w, l);
 }
+
 
 void commit_tick(struct worker *w)
 {
@@ -668,15 +769,19 @@ void commit_complete(struct worker *w, struct io_uring_cqe *cqe)
 {
     uint32_t org = op_slot(cqe->user_data);
     struct commit_log *l = w->logs[org];
-    struct batch *b = &l->b[!l->fill];
+    struct batch *b = &l->b[op_gen(cqe->user_data) % l->nb];
+    bool linked = commit_syncs_batches(w) && !dsync_writes(w);
     int res = cqe->res;
     switch (op_kind(cqe->user_data)) {
     case OP_LOG_WRITE:
-        if (l->inject_write) {
-            res = l->inject_write;
-            l->inject_write = 0;
+        if (b->inject_write) {
+            res = b->inject_write;
+            b->inject_write = 0;
+        } else if (b->inject_sync && !linked) { /* a RWF_DSYNC write is its own sync */
+            res = b->inject_sync;
+            b->inject_sync = 0;
         }
-        if (res == -EINVAL && l->lw.dfd >= 0 && !l->err) {
+        if (res == -EINVAL && l->lw.dfd >= 0 && !b->err) {
             /* the filesystem took O_DIRECT but not this write (alignment it did
              * not announce): nothing was written; write the batch again through
              * the page cache, now and from now on. With a linked sync, its
@@ -686,41 +791,52 @@ void commit_complete(struct worker *w, struct io_uring_cqe *cqe)
                     "the page cache\n",
                     w->id, l->lw.path, strerror(-res));
             log_writer_buffered(&l->lw);
-            l->done = 0;
-            if (!commit_syncs_batches(w)) submit_io(w, l);
+            b->done = 0;
+            if (!linked) submit_io(w, l, b);
             return;
         }
-        if (res < 0 && !l->err)
-            l->err = res;
+        if (res < 0 && !b->err)
+            b->err = res;
         else if (res > 0 && l->lw.dfd < 0)
-            l->done += (size_t)res;
-        else if (res > 0 && (size_t)res == l->dio_len)
-            l->done = b->len;
-        else if (res > 0 && ++l->short_writes > 3 && !l->err)
-            l->err = -EIO; /* a direct write that keeps coming back short */
-        else if (res == 0 && !l->err)
-            l->err = -EIO; /* no progress on a regular file: treat as failure */
-        if (!commit_syncs_batches(w)) {
-            if (!l->err && l->done < b->len)
-                submit_io(w, l);
-            else
-                finish(w, l);
+            b->done += (size_t)res;
+        else if (res > 0 && (size_t)res == b->dio_len)
+            b->done = b->len;
+        else if (res > 0 && ++b->short_writes > 3 && !b->err)
+            b->err = -EIO; /* a direct write that keeps coming back short */
+        else if (res == 0 && !b->err)
+            b->err = -EIO; /* no progress on a regular file: treat as failure */
+        if (b->err) l->failing = true;
+        if (b->err || b->done == b->len) {
+            /* the write is over: the next batch's may start (its sync, if
+             * linked, runs on) */
+            l->writing = false;
+            if (filling(l)->len) mark_dirty(w, l);
+        }
+        if (!linked) {
+            if (!b->err && b->done < b->len) {
+                submit_io(w, l, b);
+            } else {
+                b->complete = true;
+                retire(w, l);
+            }
         }
         return;
     case OP_LOG_SYNC:
-        if (l->inject_sync) {
-            res = l->inject_sync;
-            l->inject_sync = 0;
+        if (b->inject_sync) {
+            res = b->inject_sync;
+            b->inject_sync = 0;
         }
         /* the sync CQE ends the batch, unless its write came back short (the
          * sync was cancelled) or refused and to be redone through the page
          * cache: then it covered nothing of the rest, which goes again */
-        if (!l->err && l->done < b->len) {
-            submit_io(w, l);
+        if (!b->err && b->done < b->len) {
+            submit_io(w, l, b);
             return;
         }
-        if (res < 0 && !l->err) l->err = res;
-        finish(w, l);
+        if (res < 0 && !b->err) b->err = res;
+        if (b->err) l->failing = true;
+        b->complete = true;
+        retire(w, l);
         return;
     case OP_LOG_AHEAD:
         if (res != (int)l->ahead_len) l->ahead_err = res < 0 ? res : -EIO;
@@ -735,12 +851,12 @@ void commit_complete(struct worker *w, struct io_uring_cqe *cqe)
         l->ahead = false;
         w->logs_busy--;
         cut_failed(w, l);
-        if (l->b[l->fill].len) mark_dirty(w, l);
+        if (filling(l)->len) mark_dirty(w, l);
         return;
     case OP_LOG_BGSYNC:
-        if (l->inject_sync) {
-            res = l->inject_sync;
-            l->inject_sync = 0;
+        if (l->inject_bgsync) {
+            res = l->inject_bgsync;
+            l->inject_bgsync = 0;
         }
         l->bgsync = false;
         w->logs_busy--;
@@ -752,7 +868,7 @@ void commit_complete(struct worker *w, struct io_uring_cqe *cqe)
                        "acknowledged since the last good sync may be lost",
                        w->id, l->lw.org, strerror(-res));
         }
-        if (l->b[l->fill].len) mark_dirty(w, l);
+        if (filling(l)->len) mark_dirty(w, l);
         return;
     }
 }
@@ -761,12 +877,12 @@ void commit_interval_sync(struct worker *w)
 {
     for (uint32_t i = 0; i < w->nlogs; i++) {
         struct commit_log *l = w->logs[i];
-        if (!l || !l->open || l->job || !l->unsynced || l->bgsync || l->busy) continue;
+        if (!l || !l->open || l->job || !l->unsynced || l->bgsync || l->inflight) continue;
         struct io_uring_sqe *sqe = worker_sqe(w);
         int fake = 0;
         if (inject(w, l, FAULT_SYNC, &fake)) {
             io_uring_prep_nop(sqe);
-            l->inject_sync = fake; /* substituted for the NOP's 0 on completion */
+            l->inject_bgsync = fake; /* substituted for the NOP's 0 on completion */
         } else {
             io_uring_prep_fsync(sqe, l->lw.fd, IORING_FSYNC_DATASYNC);
         }
@@ -793,11 +909,7 @@ void commit_close_all(struct worker *w)
             free(l->lw.stage);
             free(l->lw.idx.e);
         }
-        for (int k = 0; k < 2; k++) {
-            free(l->b[k].buf);
-            free(l->b[k].w);
-        }
-        free(l);
+        log_free(l);
     }
     free(w->logs);
     w->logs = NULL;

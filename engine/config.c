@@ -9,6 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* --commits-in-flight: chosen by measurement (docs/BENCHMARKS.md, S11) */
+#define COMMITS_IN_FLIGHT_DEFAULT   2
+#define COMMITS_IN_FLIGHT_DEFAULT_S "2"
+
 void sluice_config_init(sluice_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -34,6 +38,8 @@ void sluice_config_init(sluice_config *cfg)
     cfg->segment_bytes = 64u << 20;
     cfg->segment_age_ms = 3600 * 1000;
     cfg->auth_fail_rate = 10;
+    cfg->commits_in_flight = COMMITS_IN_FLIGHT_DEFAULT;
+    cfg->dsync = SLUICE_DSYNC_AUTO;
 }
 
 static const char help_text[] =
@@ -55,6 +61,11 @@ static const char help_text[] =
     "  --direct-io on|off     with --fsync batch|always, append to logs with O_DIRECT\n"
     "                         where the filesystem allows; off: through the page cache\n"
     "                         (default on)\n"
+    "  --commits-in-flight N  per log, batches written and synced at once, acknowledged\n"
+    "                         in log order (1..16, default " COMMITS_IN_FLIGHT_DEFAULT_S ")\n"
+    "  --dsync auto|on|off    make a batch durable with one RWF_DSYNC write (FUA) instead\n"
+    "                         of write + fdatasync; auto: where the device has FUA\n"
+    "                         (default auto)\n"
     "  --ports-file FILE      write the bound ports as JSON after binding (default none)\n"
     "  --max-body SIZE        largest request body, also after gunzip (default 1MiB)\n"
     "  --header-timeout DUR   absolute deadline for a request's headers (default 10s)\n"
@@ -270,6 +281,30 @@ int sluice_config_set(sluice_config *cfg, const char *key, const char *value, ch
             cfg->direct_io = false;
         else {
             why = "expected on or off";
+            goto fail;
+        }
+        return SLUICE_OK;
+    }
+    if (!strcmp(k, "commits-in-flight")) {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(value, &end, 10);
+        if (errno || end == value || *end || v < 1 || v > SLUICE_COMMITS_IN_FLIGHT_MAX) {
+            why = "expected a number from 1 to 16";
+            goto fail;
+        }
+        cfg->commits_in_flight = (unsigned)v;
+        return SLUICE_OK;
+    }
+    if (!strcmp(k, "dsync")) {
+        if (!strcmp(value, "auto"))
+            cfg->dsync = SLUICE_DSYNC_AUTO;
+        else if (!strcmp(value, "on"))
+            cfg->dsync = SLUICE_DSYNC_ON;
+        else if (!strcmp(value, "off"))
+            cfg->dsync = SLUICE_DSYNC_OFF;
+        else {
+            why = "expected auto, on or off";
             goto fail;
         }
         return SLUICE_OK;

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -115,6 +116,26 @@ static int write_ports_file(const struct sluice_engine *e, char *err, size_t err
 
 /* SLUICE_FAULT_INJECT="write|sync:ERRNO[:org=N][:after=K][:count=C]": the test
  * seam of the commit path (engine/commit.c). Loudly announced when set. */
+/* Whether the block device holding dir says it honours FUA writes
+ * (queue/fua 1): a write with RWF_DSYNC then reaches stable media without a
+ * flush of the device's whole cache. A partition's queue is its disk's. */
+static bool device_has_fua(const char *dir)
+{
+    struct stat st;
+    if (stat(dir, &st)) return false;
+    char path[96];
+    const char *fmt[] = {"/sys/dev/block/%u:%u/queue/fua", "/sys/dev/block/%u:%u/../queue/fua"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, fmt[i], major(st.st_dev), minor(st.st_dev));
+        FILE *f = fopen(path, "re");
+        if (!f) continue;
+        int c = fgetc(f);
+        fclose(f);
+        return c == '1';
+    }
+    return false;
+}
+
 static int parse_fault(struct sluice_engine *e, char *err, size_t errcap)
 {
     const char *spec = getenv("SLUICE_FAULT_INJECT");
@@ -690,6 +711,8 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
         }
     }
     if ((rc = parse_fault(e, err, errcap))) goto fail;
+    e->dsync = cfg->dsync == SLUICE_DSYNC_ON ||
+               (cfg->dsync == SLUICE_DSYNC_AUTO && device_has_fua(cfg->data_dir));
 
     /* every worker gets its own SO_REUSEPORT socket on the HTTP port; the admin
      * listener is served by worker 0 alone */

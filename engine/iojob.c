@@ -78,8 +78,7 @@ static void run(struct sluice_engine *e, struct iojob *j)
         j->rc = log_writer_reserve(lw, j->need, j->cap);
         break;
     case IOJOB_TRUNCATE:
-        j->rc = ftruncate(lw->fd, (off_t)lw->end) ? -errno : 0;
-        if (!j->rc) lw->alloc = lw->end; /* the space ahead went too */
+        j->rc = log_writer_cut(lw);
         break;
     case IOJOB_SUSPEND:
         j->rc = writer_suspend(lw);

@@ -264,6 +264,7 @@ struct sluice_engine {
     uint64_t store_gen;
 
     struct fault fault;
+    bool dsync; /* batches made durable by RWF_DSYNC writes (--dsync, resolved at start) */
 
     /* the storage helper thread (engine/iojob.c) */
     pthread_t io_thread;

@@ -39,6 +39,17 @@ enum sluice_error {
     SLUICE_ELISTEN = -7,    /* a listener could not be created (bad address, permission) */
 };
 
+/* How a batch is made durable (--fsync batch|always): its write followed by a
+ * linked fdatasync, or one write with RWF_DSYNC, which a device that honours
+ * FUA completes without flushing its whole cache. */
+#define SLUICE_COMMITS_IN_FLIGHT_MAX 16 /* --commits-in-flight */
+
+enum sluice_dsync {
+    SLUICE_DSYNC_AUTO, /* RWF_DSYNC where the data dir's device says queue/fua 1 */
+    SLUICE_DSYNC_OFF,  /* write + fdatasync */
+    SLUICE_DSYNC_ON,   /* RWF_DSYNC writes */
+};
+
 enum sluice_fsync {
     SLUICE_FSYNC_BATCH = 0, /* group commit: ack after the batch's fdatasync */
     SLUICE_FSYNC_ALWAYS,    /* one fdatasync per request, no batching across requests */
@@ -86,6 +97,9 @@ typedef struct sluice_config {
                                     past it a Content-Length body waits for room,
                                     a chunked one is answered 503 */
     uint64_t log_idle_timeout_ms; /* an org log unwritten this long is closed (0: never) */
+    unsigned commits_in_flight;   /* per log: batches being written and synced at once, each
+                                     acknowledged only after every earlier one (1..16) */
+    enum sluice_dsync dsync;      /* how a batch is made durable */
 } sluice_config;
 
 /* Fills cfg with the defaults of INTERFACE.md (data dir ./data, all listeners on

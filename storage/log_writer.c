@@ -502,3 +502,17 @@ void log_writer_close(struct log_writer *w)
     w->idx.e = NULL;
     w->idx.n = w->idx.cap = 0;
 }
+
+int log_writer_cut(struct log_writer *w)
+{
+    if (ftruncate(w->fd, (off_t)w->end)) return -errno;
+    w->alloc = w->end; /* the space ahead went too */
+    if (w->dfd < 0) return 0;
+    uint64_t at = w->end & ~(uint64_t)(LOG_DIO_ALIGN - 1);
+    size_t head = (size_t)(w->end - at);
+    memset(w->tail, 0, LOG_DIO_ALIGN);
+    ssize_t got = head ? pread(w->dfd, w->tail, LOG_DIO_ALIGN, (off_t)at) : 0;
+    if (got < 0 || (size_t)got < head) return got < 0 ? -errno : -EIO;
+    memset(w->tail + head, 0, LOG_DIO_ALIGN - head);
+    return 0;
+}

@@ -32,6 +32,8 @@ struct seen {
     int calls;
     uint64_t cookie;
     int err;
+    uint64_t order[16]; /* cookies in the order they were answered */
+    int errs[16];
 };
 
 static struct seen seen;
@@ -40,6 +42,10 @@ static void t_durable(struct worker *w, struct conn *c, uint64_t cookie, int err
 {
     (void)w;
     (void)c;
+    if (seen.calls < 16) {
+        seen.order[seen.calls] = cookie;
+        seen.errs[seen.calls] = err;
+    }
     seen.calls++;
     seen.cookie = cookie;
     seen.err = err;
@@ -357,4 +363,204 @@ Test(commit, fsync_always_syncs_each_request_alone)
     cr_expect_eq(seen.calls, 3);
     cr_expect_eq(sync_cqes, 3, "three requests, %d fdatasyncs", sync_cqes);
     cr_expect_eq(stored(1), 3);
+}
+
+/* ---- several commits in flight (--commits-in-flight) ---- */
+
+/* Waits for the next completion and hands back a copy, marked seen: the test
+ * dispatches it when it chooses, to play the kernel completing syncs out of
+ * order. */
+static struct io_uring_cqe take_cqe(void)
+{
+    struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts = {.tv_sec = 2};
+    io_uring_submit(&wk.ring);
+    cr_assert_eq(io_uring_wait_cqe_timeout(&wk.ring, &cqe, &ts), 0, "no completion came");
+    struct io_uring_cqe copy = *cqe;
+    io_uring_cqe_seen(&wk.ring, cqe);
+    return copy;
+}
+
+static void deliver(struct io_uring_cqe c)
+{
+    unsigned kind = op_kind(c.user_data);
+    if (kind == OP_LOG_SYNC) sync_cqes++;
+    if (kind == OP_LOG_WRITE) write_cqes++;
+    commit_complete(&wk, &c);
+}
+
+/* Starts one batch of a request of n readings: its write completes (and is
+ * dispatched, so the next write may go), its sync's completion is held. */
+static struct io_uring_cqe batch_in_flight(uint32_t org, int n, uint64_t cookie)
+{
+    cr_assert_eq(request(org, n, cookie), 0);
+    do
+        commit_submit(&wk);
+    while (take_jobs(50));
+    struct io_uring_cqe c = take_cqe();
+    cr_assert_eq(op_kind(c.user_data), OP_LOG_WRITE, "the batch's write did not come first");
+    deliver(c);
+    c = take_cqe();
+    cr_assert_eq(op_kind(c.user_data), OP_LOG_SYNC, "no fdatasync behind the write");
+    return c;
+}
+
+static void out_of_order(void)
+{
+    eng.cfg.commits_in_flight = 4;
+    struct io_uring_cqe s1 = batch_in_flight(1, 2, 1);
+    struct io_uring_cqe s2 = batch_in_flight(1, 3, 2);
+    struct io_uring_cqe s3 = batch_in_flight(1, 1, 3);
+    cr_expect_eq(wk.logs_busy, 3, "three batches should be in flight at once");
+    deliver(s3);
+    deliver(s2);
+    cr_expect_eq(seen.calls, 0, "a later batch was acknowledged before the first was durable");
+    deliver(s1);
+    cr_assert_eq(seen.calls, 3);
+    for (int i = 0; i < 3; i++) {
+        cr_expect_eq(seen.order[i], (uint64_t)i + 1, "answer %d went to request %llu", i,
+                     (unsigned long long)seen.order[i]);
+        cr_expect_eq(seen.errs[i], 0);
+    }
+    settle_all();
+    cr_expect_eq(stored(1), 6);
+}
+
+Test(commit, with_syncs_completing_out_of_order_acknowledgements_leave_in_log_order)
+{
+    out_of_order();
+}
+
+/* Direct writes rewrite the block holding the previous batch's end: the next
+ * write goes only once the previous one has completed, and the syncs overlap.
+ * (Where the filesystem refuses O_DIRECT the log falls back to the page cache
+ * and this repeats the test above.) */
+Test(commit, direct_writes_with_k_in_flight_keep_every_batch)
+{
+    eng.cfg.direct_io = true;
+    out_of_order();
+}
+
+
+Test(commit, no_more_than_k_batches_are_in_flight)
+{
+    eng.cfg.commits_in_flight = 2;
+    struct io_uring_cqe s1 = batch_in_flight(1, 1, 1);
+    struct io_uring_cqe s2 = batch_in_flight(1, 1, 2);
+    /* a third request waits in the filling batch: no write goes */
+    cr_assert_eq(request(1, 1, 3), 0);
+    commit_submit(&wk);
+    io_uring_submit(&wk.ring);
+    struct io_uring_cqe *cqe;
+    cr_expect_neq(io_uring_peek_cqe(&wk.ring, &cqe), 0, "a third batch went with two in flight");
+    cr_expect_eq(wk.logs_busy, 2);
+    deliver(s1);
+    cr_expect_eq(seen.calls, 1);
+    /* one retired: the third goes */
+    commit_submit(&wk);
+    struct io_uring_cqe c = take_cqe();
+    cr_assert_eq(op_kind(c.user_data), OP_LOG_WRITE, "the third batch did not go");
+    deliver(c);
+    struct io_uring_cqe s3 = take_cqe();
+    deliver(s2);
+    deliver(s3);
+    settle_all();
+    cr_expect_eq(seen.calls, 3);
+    cr_expect_eq(stored(1), 3);
+}
+
+/* The fault seam with K in flight: a sync failing for batch n fails n and
+ * every later batch in flight, although their own syncs succeed (and complete
+ * first), and none of them is acknowledged; what was before n stays. */
+static void failing_batch(int n_fail)
+{
+    eng.cfg.commits_in_flight = 4;
+    eng.fault = (struct fault){.op = FAULT_SYNC, .err = EIO, .after = (uint64_t)n_fail - 1,
+                               .count = 1};
+    struct io_uring_cqe s[3];
+    for (int i = 0; i < 3; i++)
+        s[i] = batch_in_flight(1, i + 1, (uint64_t)i + 1); /* 1, 2, 3 readings */
+    cr_assert_eq(request(1, 4, 9), 0); /* filling behind them */
+    deliver(s[2]);
+    deliver(s[1]);
+    deliver(s[0]);
+    cr_assert_eq(seen.calls, 4, "%d answers", seen.calls);
+    for (int i = 0; i < 3; i++)
+        cr_expect_eq(seen.errs[i], i + 1 < n_fail ? 0 : -EIO, "batch %d: %d", i + 1,
+                     seen.errs[i]);
+    cr_expect_eq(seen.order[3], 9);
+    cr_expect_eq(seen.errs[3], -EIO, "the batch filling behind them did not fail");
+    settle_all();
+    size_t kept = 0;
+    for (int i = 1; i < n_fail; i++)
+        kept += (size_t)i;
+    cr_expect_eq(stored(1), kept, "%zu readings stored, want %zu", stored(1), kept);
+    /* the log goes on from the cut, gap-free */
+    cr_assert_eq(request(1, 1, 10), 0);
+    settle_all();
+    cr_expect_eq(seen.err, 0);
+    cr_expect_eq(stored(1), kept + 1);
+    struct log_cursor *c;
+    cr_assert_eq(log_cursor_open(root, 1, &c), 0);
+    struct record r;
+    const uint8_t *body;
+    uint64_t want = 0;
+    while (log_cursor_next(c, &r, &body) == 1)
+        cr_expect_eq(r.seq, want++, "a gap in the log after the cut");
+    log_cursor_close(c);
+}
+
+Test(commit, a_failed_first_sync_fails_every_later_batch_in_flight)
+{
+    failing_batch(1);
+}
+
+Test(commit, a_failed_middle_sync_keeps_the_batch_before_and_fails_the_rest)
+{
+    failing_batch(2);
+}
+
+Test(commit, a_failed_write_in_flight_fails_it_and_the_later_batches)
+{
+    eng.cfg.commits_in_flight = 3;
+    struct io_uring_cqe s1 = batch_in_flight(1, 1, 1);
+    eng.fault = (struct fault){.op = FAULT_WRITE, .err = ENOSPC, .count = 1};
+    cr_assert_eq(request(1, 2, 2), 0);
+    commit_submit(&wk);
+    deliver(take_cqe()); /* its write fails ... */
+    deliver(take_cqe()); /* ... and its sync ends it */
+    cr_expect_eq(seen.calls, 0, "answered before the batch before it was durable");
+    deliver(s1);
+    settle_all();
+    cr_assert_eq(seen.calls, 2);
+    cr_expect_eq(seen.errs[0], 0);
+    cr_expect_eq(seen.errs[1], -ENOSPC);
+    cr_expect_eq(stored(1), 1);
+}
+
+/* --dsync on: one RWF_DSYNC write per batch, no fdatasync; the acknowledgement
+ * follows the write's completion, and the fault seam's sync failure is that
+ * write's. */
+Test(commit, dsync_writes_make_a_batch_durable_without_an_fdatasync)
+{
+    eng.dsync = true;
+    cr_assert_eq(request(1, 2, 1), 0);
+    cr_assert_eq(request(1, 1, 2), 0);
+    settle_all();
+    cr_expect_eq(seen.calls, 2);
+    cr_expect_eq(seen.err, 0);
+    cr_expect_eq(sync_cqes, 0, "an fdatasync with --dsync on");
+    cr_expect_geq(write_cqes, 1);
+    cr_expect_eq(stored(1), 3);
+    eng.fault = (struct fault){.op = FAULT_SYNC, .err = EIO, .count = 1};
+    cr_assert_eq(request(1, 1, 3), 0);
+    settle_all();
+    cr_expect_eq(seen.err, -EIO, "a failed RWF_DSYNC write was acknowledged");
+    cr_expect_eq(stored(1), 3);
+}
+
+Test(commit, direct_writes_cut_back_after_a_failed_batch_and_go_on)
+{
+    eng.cfg.direct_io = true;
+    failing_batch(2);
 }
