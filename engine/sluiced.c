@@ -186,6 +186,8 @@ int main(int argc, char **argv)
         {"tls-client-ca", required_argument, 0, 0},
         {"fsync", required_argument, 0, 0},
         {"direct-io", required_argument, 0, 0},
+        {"commits-in-flight", required_argument, 0, 0},
+        {"dsync", required_argument, 0, 0},
         {"ports-file", required_argument, 0, 0},
         {"max-body", required_argument, 0, 0},
         {"header-timeout", required_argument, 0, 0},

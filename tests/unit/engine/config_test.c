@@ -82,6 +82,29 @@ Test(config, direct_io_on_by_default_and_switchable)
     cr_assert(strstr(err, "direct-io"), "reason does not name the key: %s", err);
 }
 
+Test(config, commits_in_flight_and_dsync)
+{
+    cr_assert_eq(cfg.commits_in_flight, 2);
+    cr_assert_eq(cfg.dsync, SLUICE_DSYNC_AUTO);
+    cr_assert_eq(sluice_config_set(&cfg, "commits-in-flight", "8", err, sizeof err), 0);
+    cr_assert_eq(cfg.commits_in_flight, 8);
+    cr_assert_eq(sluice_config_set(&cfg, "commits_in_flight", "1", err, sizeof err), 0);
+    cr_assert_eq(cfg.commits_in_flight, 1);
+    const char *bad[] = {"0", "17", "-1", "2x", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        cr_assert_eq(sluice_config_set(&cfg, "commits-in-flight", bad[i], err, sizeof err),
+                     SLUICE_EINVAL, "'%s' taken", bad[i]);
+        cr_assert(strstr(err, "commits-in-flight"), "reason does not name the key: %s", err);
+    }
+    cr_assert_eq(cfg.commits_in_flight, 1);
+    cr_assert_eq(sluice_config_set(&cfg, "dsync", "on", err, sizeof err), 0);
+    cr_assert_eq(cfg.dsync, SLUICE_DSYNC_ON);
+    cr_assert_eq(sluice_config_set(&cfg, "dsync", "off", err, sizeof err), 0);
+    cr_assert_eq(cfg.dsync, SLUICE_DSYNC_OFF);
+    cr_assert_eq(sluice_config_set(&cfg, "dsync", "yes", err, sizeof err), SLUICE_EINVAL);
+    cr_assert(strstr(err, "dsync"), "reason does not name the key: %s", err);
+}
+
 Test(config, sizes_and_durations)
 {
     cr_assert_eq(sluice_config_set(&cfg, "max-body", "512KiB", err, sizeof err), 0);
