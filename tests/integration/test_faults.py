@@ -268,11 +268,19 @@ def _():
     check_exactly(cli, "acme", c)
 
 
-@suite.case("8 concurrent clients through a burst of failed syncs: 202s stored once, 503s not")
+# With K commits in flight (--commits-in-flight, default 2) a failed sync also
+# fails every later batch in flight and the one filling behind them.
+@suite.case("8 concurrent clients through a burst of failed syncs, 1, 2 (the default) and 4 commits "
+            "in flight: 202s stored once, 503s not")
 def _():
-    data, cli, made = fresh("burst")
+    for k in (1, 2, 4):
+        burst(k)
+
+
+def burst(k):
+    data, cli, made = fresh("burst%d" % k)
     _, tok = made["acme"]
-    d = start(data, "burst", "sync:EIO:after=40:count=15")
+    d = start(data, "burst%d" % k, "sync:EIO:after=40:count=15", ["--commits-in-flight", str(k)])
     wait_token_live(d.http, tok)
     lock = threading.Lock()
     acked, refused, unknown, bad = set(), set(), set(), []
@@ -314,11 +322,13 @@ def _():
     check(refused, "no request got 503 during the failure burst")
     check(acked, "no request got 202")
     m = metrics(d.admin)
-    # 15 failed syncs; each may take the batch filling behind it along (failed
-    # unwritten, so nothing behind a lost reading becomes durable before it)
+    # 15 failed syncs; each may take the later batches in flight (K - 1) and
+    # the batch filling behind them along (failed unwritten, so nothing behind
+    # a lost reading becomes durable before it)
     nfail = m.get("sluice_commit_failures_total")
-    check(nfail is not None and 15 <= nfail <= 30,
-          "sluice_commit_failures_total: want 15..30 (15 syncs failed), got %r" % nfail)
+    check(nfail is not None and 15 <= nfail <= 15 * (k + 1),
+          "K=%d: sluice_commit_failures_total: want 15..%d (15 syncs failed), got %r"
+          % (k, 15 * (k + 1), nfail))
     check_eq(d.terminate(10), 0, "exit status of SIGTERM")
     got = stored(cli, "acme")
     dups = [x for x, c in got.items() if c > 1]
@@ -327,7 +337,8 @@ def _():
     check(not (refused & got.keys()), "answered 503 but stored: %s" %
           sorted(refused & got.keys())[:3])
     check(not (got.keys() - acked - unknown - refused), "stored but never sent")
-    note("burst: %d readings acknowledged, %d refused with 503" % (len(acked), len(refused)))
+    note("burst, K=%d: %d readings acknowledged, %d refused with 503, %d commits failed"
+         % (k, len(acked), len(refused), nfail))
 
 
 @suite.case("a malformed SLUICE_FAULT_INJECT refuses to start")
