@@ -8,7 +8,10 @@ PKGS     := meson ninja-build pkg-config gcc liburing-dev libwolfssl-dev liblmdb
             lmdb-utils
 RUN_ARGS ?=
 
-.PHONY: all deps build run test clean
+# what the comparisons in bench/ run against (not needed by make test)
+BENCH_PKGS := wrk nginx-light util-linux
+
+.PHONY: all deps bench-deps build run test clean
 
 all: build
 
@@ -23,6 +26,9 @@ deps:
 		echo "sluice: installing $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+
+bench-deps:
+	@$(MAKE) --no-print-directory deps PKGS="$(BENCH_PKGS)"
 
 $(BUILD)/build.ninja:
 	meson setup $(BUILD)
