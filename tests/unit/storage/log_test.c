@@ -58,8 +58,9 @@ struct batch {
     uint64_t first_seq, n; /* its records */
 };
 
-/* Writes one batch of n records at w->end the way the engine does and
- * advances w. fixed > 0: every payload has that size. */
+/* Writes one batch of n records at w->end the way the engine does with one
+ * batch in flight (everything before it durable: its durable_seq is its first
+ * seq) and advances w. fixed > 0: every payload has that size. */
 static uint8_t *build_batch(struct log_writer *w, unsigned n, size_t fixed, struct batch *out);
 
 static struct batch append_batch(struct log_writer *w, unsigned n, size_t fixed)
@@ -91,7 +92,8 @@ static uint8_t *build_batch(struct log_writer *w, unsigned n, size_t fixed, stru
                            .ctype = RECORD_CTYPE_OCTET,
                            .device = 1,
                            .recv_ns = NS0 + seq,
-                           .seq = seq};
+                           .seq = seq,
+                           .durable_seq = b.first_seq};
         record_encode(hdr, &r, w->seed, NULL, hdr + RECORD_HEADER_SIZE, plen);
         log_writer_note(w, w->end + len, seq, r.recv_ns);
         len += RECORD_HEADER_SIZE + plen;
@@ -1210,12 +1212,13 @@ Test(log, direct_batch_ending_on_a_block_boundary_leaves_an_all_zero_tail)
 {
     struct log_writer w;
     open_direct(&w, root);
-    /* 48-byte header + 31 records of 56 + 72 = 128 bytes end at 4016; one
-     * more of 56 + 24 brings end to 4096 exactly */
+    /* 48-byte header + 31 records of 64 + 64 = 128 bytes end at 4016; one
+     * more of 64 + 16 brings end to 4096 exactly */
+    _Static_assert(RECORD_HEADER_SIZE == 64, "the sizes below add up to a block");
     for (int i = 0; i < 31; i++)
-        direct_batch(&w, 1, 72, SEG_CAP);
+        direct_batch(&w, 1, 128 - RECORD_HEADER_SIZE, SEG_CAP);
     cr_assert_eq(w.end, 4016);
-    direct_batch(&w, 1, 24, SEG_CAP);
+    direct_batch(&w, 1, 80 - RECORD_HEADER_SIZE, SEG_CAP);
     cr_assert_eq(w.end, 4096);
     for (int i = 0; i < (int)LOG_DIO_ALIGN; i++)
         cr_assert_eq(w.tail[i], 0, "tail byte %d of a block-aligned end is not zero", i);
@@ -1336,13 +1339,14 @@ Test(log, direct_writer_asks_for_the_next_step_ahead_only_past_half_a_step)
 
 /* ---- format v1 newest segments ---- */
 
-/* Writes a v1 segment of n records (payload_of, recv_ns NS0 + seq), as a
- * writer before format v2 left it. Its path to path (LOG_PATH_MAX). */
-static void v1_segment(unsigned n, char *path)
+/* Writes a segment of format `version` (1 or 2) of n records (payload_of,
+ * recv_ns NS0 + seq), as a writer of that format left it. Its path to path
+ * (LOG_PATH_MAX). */
+static void old_segment(unsigned version, unsigned n, char *path)
 {
     struct seg s;
     uint8_t p[128];
-    seg_begin_v1(&s, WORKER, ORG, 0);
+    seg_begin_version(&s, version, WORKER, ORG, 0);
     for (unsigned i = 0; i < n; i++) {
         size_t len = payload_of(i, 0, p, sizeof p);
         seg_add_full(&s, NS0 + i, 1, NULL, p, len);
@@ -1353,7 +1357,12 @@ static void v1_segment(unsigned n, char *path)
     free(s.data);
 }
 
-Test(log, v1_newest_segment_is_sealed_and_writing_goes_on_in_v2)
+static void v1_segment(unsigned n, char *path)
+{
+    old_segment(1, n, path);
+}
+
+Test(log, v1_newest_segment_is_sealed_and_writing_goes_on_in_v3)
 {
     struct log_writer w;
     char report[LOG_PATH_MAX + 256], old[LOG_PATH_MAX], idx[LOG_PATH_MAX];
@@ -1362,7 +1371,7 @@ Test(log, v1_newest_segment_is_sealed_and_writing_goes_on_in_v2)
     uint8_t *before = slurp(old, &len);
 
     must_open(&w, root, report, sizeof report);
-    cr_expect(strstr(report, "version 1") && strstr(report, "version 2"),
+    cr_expect(strstr(report, "version 1") && strstr(report, "version 3"),
               "report does not say the v1 segment was sealed: '%s'", report);
     cr_assert_str_neq(w.path, old, "still appending to the v1 segment");
     cr_expect_eq(w.next_seq, 5);
@@ -1378,7 +1387,7 @@ Test(log, v1_newest_segment_is_sealed_and_writing_goes_on_in_v2)
     idx_path(idx, sizeof idx, old);
     cr_expect(exists(idx), "the sealed v1 segment has no index");
 
-    /* the v2 segment holds the new records; both read as one log */
+    /* the v3 segment holds the new records; both read as one log */
     int fd = open(w.path, O_RDONLY);
     struct log_scan sc;
     cr_assert_eq(log_scan_segment(fd, &sc), 0);
@@ -1389,7 +1398,7 @@ Test(log, v1_newest_segment_is_sealed_and_writing_goes_on_in_v2)
     cr_expect_null(sc.why, "%s", sc.why);
     cr_expect_eq(read_clean(root), 8);
 
-    /* reopened: a v2 newest segment is written on, nothing reported */
+    /* reopened: a v3 newest segment is written on, nothing reported */
     must_open(&w, root, report, sizeof report);
     cr_expect_str_empty(report, "second open reported '%s'", report);
     cr_expect_eq(w.next_seq, 8);
@@ -1399,7 +1408,7 @@ Test(log, v1_newest_segment_is_sealed_and_writing_goes_on_in_v2)
     cr_expect_eq(read_clean(root), 9);
 }
 
-Test(log, empty_v1_newest_segment_is_replaced_by_a_v2_one)
+Test(log, empty_v1_newest_segment_is_replaced_by_a_v3_one)
 {
     struct log_writer w;
     char report[LOG_PATH_MAX + 256], old[LOG_PATH_MAX];
