@@ -257,12 +257,16 @@ int commit_wait(struct worker *w, struct commit_log *l, uint32_t slot, uint32_t 
 static void seal(struct commit_log *l, struct batch *b)
 {
     size_t off = 0;
+    /* one batch in flight: every record before this batch is durable (or,
+     * --fsync interval/never, acknowledged) when it is sealed */
+    uint64_t durable = l->lw.next_seq;
     b->nrec = 0;
     while (off < b->len) {
         struct record r;
         uint8_t *hdr = (uint8_t *)b->buf + off;
         memcpy(&r, hdr, sizeof r);
         r.seq = l->lw.next_seq++;
+        r.durable_seq = durable;
         if (off == 0) r.flags |= RECORD_F_BATCH_START;
         log_writer_note(&l->lw, l->lw.end + off, r.seq, r.recv_ns);
         const uint8_t *body = hdr + RECORD_HEADER_SIZE;
