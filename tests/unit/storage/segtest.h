@@ -175,12 +175,11 @@ static inline size_t seg_rec_hdr(const struct seg *s)
     return record_header_size(s->version);
 }
 
-/* Appends a record with the next seq; returns its offset. */
-static inline size_t seg_add_full(struct seg *s, uint64_t ns, uint32_t device, const char *topic,
-                                  const void *payload, size_t len)
+/* Appends a record with the next seq, its own commit batch, stating
+ * durable_seq (v3; what its writer knew durable); returns its offset. */
+static inline size_t seg_add_stating(struct seg *s, uint64_t ns, uint32_t device, const char *topic,
+                                     const void *payload, size_t len, uint64_t durable_seq)
 {
-    /* every record its own commit batch, as the engine writes a lone reading,
-     * one batch in flight: everything before it durable (v3's durable_seq) */
     struct record r = {.flags = RECORD_F_BATCH_START,
                        .proto = RECORD_PROTO_HTTP,
                        .ctype = RECORD_CTYPE_JSON,
@@ -188,9 +187,8 @@ static inline size_t seg_add_full(struct seg *s, uint64_t ns, uint32_t device, c
                        .device = device,
                        .version = (uint8_t)s->version,
                        .recv_ns = ns,
-                       .seq = s->next_seq,
-                       .durable_seq = s->next_seq};
-    s->next_seq++;
+                       .seq = s->next_seq++,
+                       .durable_seq = durable_seq};
     size_t off = s->len, hs = seg_rec_hdr(s);
     seg_reserve(s, hs + r.topic_len + len);
     record_encode(s->data + off, &r, s->seed, topic, payload, len);
@@ -199,6 +197,15 @@ static inline size_t seg_add_full(struct seg *s, uint64_t ns, uint32_t device, c
     s->len += hs + r.topic_len + len;
     if (s->nrec < 64) s->rec_off[s->nrec++] = off;
     return off;
+}
+
+/* Appends a record with the next seq; returns its offset. Every record is its
+ * own commit batch, as the engine writes a lone reading, with one batch in
+ * flight: everything before it durable (v3's durable_seq is its own seq). */
+static inline size_t seg_add_full(struct seg *s, uint64_t ns, uint32_t device, const char *topic,
+                                  const void *payload, size_t len)
+{
+    return seg_add_stating(s, ns, device, topic, payload, len, s->next_seq);
 }
 
 /* seg_add_full from device 1, without a topic. */
