@@ -358,12 +358,12 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
                 s->idle = 1;
                 return 0;
             }
-            /* v3 keeps several batches in flight: in the newest segment,
-             * verified batches after a record that does not verify are, unless
-             * one of them knew it durable, batches written ahead of a lost or
-             * unfinished one (a live writer's completions need not come in
-             * order), the torn tail the writer's recovery cuts: the end of the
-             * data for now */
+            /* v3, several batches in flight: in the newest segment, verified
+             * batches after a record that does not verify are, unless one of
+             * them knew that record durable, batches written along with a
+             * lost or unfinished one (a live writer's writes need not
+             * complete in order), which the writer's recovery cuts: the end
+             * of the data for now */
             struct log_scan_after after;
             if (newest && s->rd.hdr.version >= 3 &&
                 log_scan_after_damage(s->rd.fd, &s->rd.hdr, s->pos, s->next_seq, &after) ==

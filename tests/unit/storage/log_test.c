@@ -1874,3 +1874,53 @@ Test(log, v2_newest_segment_keeps_the_old_rule_damage_before_a_later_batch_is_ke
     cr_expect_gt(w.next_seq, 4);
     log_writer_close(&w);
 }
+
+/* A tail stuffed with record-like headers (a device's payloads after damage,
+ * each claiming a long body) would make looking at every later batch start
+ * quadratic; the work is bounded, and a tail that could not be decided is kept
+ * like damage in the middle: nothing proved it torn. */
+Test(log, S11_tail_of_record_like_bytes_is_bounded_and_kept_undecided)
+{
+    struct seg s;
+    uint8_t p[128];
+    seg_begin(&s, WORKER, ORG, 0);
+    for (unsigned i = 0; i < 3; i++)
+        seg_add_full(&s, NS0 + i, 1, NULL, p, payload_of(i, 0, p, sizeof p));
+    s.data[s.rec_off[2] + RECORD_HEADER_SIZE + 1] ^= 0x01; /* record 2 fails */
+    /* 1 MiB of v3 batch-start headers with plausible seqs, the wrong seed and
+     * bodies that run to the end of the file */
+    const size_t fakes = (1u << 20) / RECORD_HEADER_SIZE;
+    seg_reserve(&s, fakes * RECORD_HEADER_SIZE);
+    size_t at = s.len, end = s.len + fakes * RECORD_HEADER_SIZE;
+    for (size_t i = 0; i < fakes; i++, at += RECORD_HEADER_SIZE) {
+        size_t body = end - at - RECORD_HEADER_SIZE;
+        struct record r = {.flags = RECORD_F_BATCH_START, .seq = 2 + i, .durable_seq = 2 + i};
+        uint8_t hdr[RECORD_HEADER_SIZE];
+        record_encode(hdr, &r, 1, NULL, NULL, 0);
+        put_le(hdr + 4, body, 4);
+        memcpy(s.data + at, hdr, sizeof hdr);
+    }
+    s.len = end;
+    char path[300];
+    seg_write(&s, ORG, WORKER, 0, path);
+    free(s.data);
+
+    int fd = open(path, O_RDONLY);
+    cr_assert(fd >= 0);
+    struct log_scan sc;
+    cr_assert_eq(log_scan_segment(fd, &sc), 0);
+    struct log_scan_after a;
+    cr_expect_eq(log_scan_after_damage(fd, &sc.hdr, sc.valid_end, sc.next_seq, &a), -E2BIG);
+    cr_expect(a.undecided);
+    close(fd);
+
+    struct log_writer w;
+    char report[LOG_PATH_MAX + 256];
+    uint64_t size = file_size(path);
+    must_open(&w, root, report, sizeof report);
+    cr_expect(strstr(report, "left untouched") && strstr(report, "too many"), "report: '%s'",
+              report);
+    cr_expect_eq(file_size(path), size, "cut although nothing proved it torn");
+    cr_expect_str_neq(w.path, path);
+    log_writer_close(&w);
+}
