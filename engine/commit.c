@@ -308,7 +308,10 @@ int commit_wait(struct worker *w, struct commit_log *l, uint32_t slot, uint32_t 
 
 /* Assigns sequence numbers and computes checksums: done at submit time so a
  * failed batch gives its sequence numbers back and the log stays gap-free.
- * `durable` is the first seq not yet durable (the oldest batch in flight). */
+ * `durable` is the first seq not yet durable: the oldest batch in flight's,
+ * or with none this batch's own (--fsync interval|never: every record before
+ * it acknowledged, the writes going one at a time). Never past the batch's
+ * first seq: no writer knows its own batch durable (decode refuses that). */
 static void seal(struct commit_log *l, struct batch *b, uint64_t durable)
 {
     size_t off = 0;
@@ -318,7 +321,7 @@ static void seal(struct commit_log *l, struct batch *b, uint64_t durable)
         uint8_t *hdr = (uint8_t *)b->buf + off;
         memcpy(&r, hdr, sizeof r);
         r.seq = l->lw.next_seq++;
-        (void)durable; // MERGE: r.durable_seq = durable;
+        r.durable_seq = durable;
         if (off == 0) r.flags |= RECORD_F_BATCH_START;
         log_writer_note(&l->lw, l->lw.end + off, r.seq, r.recv_ns);
         const uint8_t *body = hdr + RECORD_HEADER_SIZE;

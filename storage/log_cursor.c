@@ -358,6 +358,19 @@ static int stream_advance(struct log_cursor *c, struct log_stream *s)
                 s->idle = 1;
                 return 0;
             }
+            /* v3, several batches in flight: in the newest segment, verified
+             * batches after a record that does not verify are, unless one of
+             * them knew that record durable, batches written along with a
+             * lost or unfinished one (a live writer's writes need not
+             * complete in order), which the writer's recovery cuts: the end
+             * of the data for now */
+            struct log_scan_after after;
+            if (newest && s->rd.hdr.version >= 3 &&
+                log_scan_after_damage(s->rd.fd, &s->rd.hdr, s->pos, s->next_seq, &after) ==
+                    LOG_SCAN_TORN) {
+                s->idle = 1;
+                return 0;
+            }
             /* damage: report it once, then go on at the next batch that
              * verifies in this segment (the readings after it are intact), or
              * with the next segment when there is none */

@@ -193,59 +193,111 @@ int log_scan_segment(int fd, struct log_scan *out)
     return rc;
 }
 
+/* The first record at or after *pos that decodes, starts a batch, has a seq
+ * in [next_seq, max_seq], fits in the file and verifies; *pos is left at it.
+ * *budget (when not NULL) is the number of bytes still allowed to be hashed
+ * for candidates, which payloads full of record-like bytes can otherwise make
+ * quadratic. Returns 1 with *r decoded, 0 when there is none, -E2BIG when the
+ * budget ran out first, -ENOMEM or -errno. */
+static int next_batch_start(struct log_scan_reader *rd, uint64_t *pos, uint64_t next_seq,
+                            uint64_t max_seq, struct record *r, uint64_t *budget)
+{
+    const size_t hs = record_header_size(rd->hdr.version);
+    const uint64_t size = rd->size;
+    while (*pos < size && size - *pos >= hs) {
+        int rc = log_scan_fill(rd, *pos, hs);
+        if (rc == -ENODATA) return 0;
+        if (rc < 0) return rc;
+        const uint8_t *p = rd->buf + (*pos - rd->boff);
+        size_t span = rd->blen - (size_t)(*pos - rd->boff) - (hs - 1);
+        const uint8_t *m = memchr(p, (uint8_t)(RECORD_MAGIC & 0xff), span);
+        if (!m) {
+            *pos += span;
+            continue;
+        }
+        *pos += (uint64_t)(m - p);
+        if (record_decode(m, rd->hdr.version, r) == 0 && (r->flags & RECORD_F_BATCH_START) &&
+            r->seq >= next_seq && r->seq <= max_seq && size - *pos - hs >= r->length) {
+            uint64_t cost = hs + (uint64_t)r->length;
+            if (budget && *budget < cost) return -E2BIG;
+            if (budget) *budget -= cost;
+            rc = log_scan_fill(rd, *pos, hs + (size_t)r->length);
+            if (rc < 0 && rc != -ENODATA) return rc;
+            const uint8_t *hdr = rd->buf + (*pos - rd->boff);
+            if (rc == 0 && record_verify(hdr, r, rd->hdr.seed, hdr + hs) == 0) return 1;
+        }
+        (*pos)++;
+    }
+    return 0;
+}
+
+/* The largest seq a record after `from` could carry: one per smallest header. */
+static uint64_t seq_bound(uint64_t size, uint64_t from, uint64_t next_seq, size_t hs)
+{
+    return next_seq + (size > from ? (size - from) / hs : 0);
+}
+
 /* Looks for a record that decodes, fits in the file and verifies at an offset
  * after `from` (where a scan stopped). Finding one means the damage at `from` is
- * followed by good data — corruption in the middle rather than a torn tail.
- * Candidates must carry a seq in [next_seq, next_seq + remaining/header size].
- * In a v1 segment that and the unkeyed checksum are all that stands between
- * record-like bytes inside payloads (client-chosen) and a forged record; in a
- * v2 segment the checksum is keyed with the segment's seed, which no client
- * knows, so payload bytes do not verify.
+ * followed by good data. Candidates must carry a seq in [next_seq, next_seq +
+ * remaining/header size]. In a v1 segment that and the unkeyed checksum are all
+ * that stands between record-like bytes inside payloads (client-chosen) and a
+ * forged record; in a v2/v3 segment the checksum is keyed with the segment's
+ * seed, which no client knows, so payload bytes do not verify.
  * Returns 1 with *found set, 0 when there is none, -ENOMEM or -errno. */
 int log_scan_resync(int fd, const struct segment_header *h, uint64_t from, uint64_t next_seq,
                     uint64_t *found)
 {
-    const size_t hs = record_header_size(h->version);
     struct log_scan_reader rd = {.fd = -1, .chunk = LOG_SCAN_CHUNK};
     struct stat st;
-    int rc;
+    struct record r;
 
     if (fstat(fd, &st) < 0) return -errno;
-    uint64_t size = (uint64_t)st.st_size;
-    uint64_t max_seq = next_seq + (size > from ? (size - from) / hs : 0);
+    uint64_t size = (uint64_t)st.st_size, pos = from + 1;
     log_scan_reader_init(&rd, fd, size, h);
-    uint64_t pos = from + 1;
-    rc = 0;
-    while (pos < size && size - pos >= hs) {
-        rc = log_scan_fill(&rd, pos, hs);
-        if (rc == -ENODATA) {
-            rc = 0;
+    int rc =
+        next_batch_start(&rd, &pos, next_seq,
+                         seq_bound(size, from, next_seq, record_header_size(h->version)), &r, NULL);
+    if (rc == 1) *found = pos;
+    free(rd.buf);
+    return rc;
+}
+
+/* v1/v2: the first later batch start decides (one batch in flight). v3: every
+ * later verified batch start is looked at until one carries a durable_seq past
+ * next_seq, since with K batches in flight the first K - 1 after a lost one
+ * may be verified and yet never acknowledged. Records are skipped whole once
+ * verified (bytes under a real record's checksum hold no other real record),
+ * so honest data is hashed about once; the budget stops a tail stuffed with
+ * record-like payloads from costing more than a few passes over the file. */
+int log_scan_after_damage(int fd, const struct segment_header *h, uint64_t from, uint64_t next_seq,
+                          struct log_scan_after *out)
+{
+    struct log_scan_reader rd = {.fd = -1, .chunk = LOG_SCAN_CHUNK};
+    const size_t hs = record_header_size(h->version);
+    struct stat st;
+    struct record r;
+    int rc;
+
+    memset(out, 0, sizeof *out);
+    if (fstat(fd, &st) < 0) return -errno;
+    uint64_t size = (uint64_t)st.st_size, pos = from + 1;
+    uint64_t max_seq = seq_bound(size, from, next_seq, hs);
+    uint64_t budget = 4 * size + 2 * ((uint64_t)RECORD_HEADER_SIZE + RECORD_MAX_BODY);
+    log_scan_reader_init(&rd, fd, size, h);
+    for (;;) {
+        rc = next_batch_start(&rd, &pos, next_seq, max_seq, &r, &budget);
+        if (rc <= 0) break;
+        if (out->batches++ == 0) out->first = pos;
+        if (h->version < 3 || r.durable_seq > next_seq) {
+            out->proof = pos;
+            out->durable_seq = r.durable_seq;
+            rc = LOG_SCAN_MIDDLE;
             break;
         }
-        if (rc < 0) break;
-        const uint8_t *p = rd.buf + (pos - rd.boff);
-        size_t span = rd.blen - (size_t)(pos - rd.boff) - (hs - 1);
-        const uint8_t *m = memchr(p, (uint8_t)(RECORD_MAGIC & 0xff), span);
-        if (!m) {
-            pos += span;
-            continue;
-        }
-        pos += (uint64_t)(m - p);
-        struct record r;
-        if (record_decode(m, h->version, &r) == 0 && (r.flags & RECORD_F_BATCH_START) &&
-            r.seq >= next_seq && r.seq <= max_seq && size - pos - hs >= r.length) {
-            rc = log_scan_fill(&rd, pos, hs + (size_t)r.length);
-            if (rc < 0 && rc != -ENODATA) break;
-            const uint8_t *hdr = rd.buf + (pos - rd.boff);
-            if (rc == 0 && record_verify(hdr, &r, h->seed, hdr + hs) == 0) {
-                *found = pos;
-                rc = 1;
-                break;
-            }
-            rc = 0;
-        }
-        pos++;
+        pos += hs + (uint64_t)r.length;
     }
+    if (rc == -E2BIG) out->undecided = true;
     free(rd.buf);
     return rc;
 }

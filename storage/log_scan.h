@@ -13,6 +13,7 @@
 #ifndef SLUICE_STORAGE_LOG_SCAN_H
 #define SLUICE_STORAGE_LOG_SCAN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -57,16 +58,45 @@ int log_scan_records(int fd, const struct segment_header *hdr, uint64_t from, ui
                      struct log_scan *out, log_scan_fn fn, void *ctx);
 
 /* After a scan of the segment with header hdr stopped at `from`, looks for a verifying record
- * further on that starts a commit batch (RECORD_F_BATCH_START) and whose seq is at least next_seq.
- * Returns 1 with its offset in *found: a later batch was written, so the damaged one had been
- * synced and the damage is in the middle of the file (do not truncate). Returns 0 when no later
- * batch follows: a torn tail, even if records of the torn batch itself survive past the hole (power
- * loss may keep any subset of an unsynced batch's sectors). -errno on a read error. In a version 2
- * segment a candidate must verify with the segment's secret seed, which bytes that arrived as a
- * payload cannot (docs/storage-format.md). In a version 1 segment it is a heuristic: a crafted
- * payload could imitate a record. */
+ * further on that starts a commit batch (RECORD_F_BATCH_START) and whose seq is at least next_seq:
+ * where readable data resumes after damage. Returns 1 with its offset in *found, 0 when no later
+ * batch follows, -errno on a read error. In v1/v2 (one batch in flight) finding one also proves
+ * the damaged batch synced, damage in the middle; 0 is a torn tail, even if records of the torn
+ * batch itself survive past the hole (power loss may keep any subset of an unsynced batch's
+ * sectors). In v3 several batches may be in flight, so a later batch alone proves nothing:
+ * log_scan_after_damage decides. In a v2/v3 segment a candidate must verify with the segment's
+ * secret seed, which bytes that arrived as a payload cannot (docs/storage-format.md). In a
+ * version 1 segment it is a heuristic: a crafted payload could imitate a record. */
 int log_scan_resync(int fd, const struct segment_header *hdr, uint64_t from, uint64_t next_seq,
                     uint64_t *found);
+
+/* What follows damage at a stop point (log_scan_after_damage). */
+struct log_scan_after {
+    uint64_t batches;     /* verified batch starts seen after the stop point (up to proof) */
+    uint64_t first;       /* offset of the first of them (batches > 0) */
+    uint64_t proof;       /* LOG_SCAN_MIDDLE: offset of the batch start that proves it */
+    uint64_t durable_seq; /* v3: that batch start's durable_seq */
+    bool undecided;       /* -E2BIG: too many record-like bytes to look at them all */
+};
+
+enum { LOG_SCAN_TORN = 0, LOG_SCAN_MIDDLE = 1 };
+
+/* After a scan of the newest segment with header hdr stopped at `from` (its next
+ * record expected to carry next_seq) with something other than zeros after it,
+ * tells damage in the middle of acknowledged data from a torn tail, by the
+ * recovery rule of the segment's version (docs/storage-format.md):
+ *  v1, v2: LOG_SCAN_MIDDLE when a later batch start verifies (log_scan_resync);
+ *  v3: LOG_SCAN_MIDDLE when a later verified batch start has durable_seq >
+ *      next_seq, i.e. its writer knew the damaged record durable; verified
+ *      batches after the stop that do not say so were in flight with the lost
+ *      one and never acknowledged.
+ * Returns LOG_SCAN_MIDDLE or LOG_SCAN_TORN with *out filled, -E2BIG (with
+ * out->undecided) when the bytes after the stop hold more record-like
+ * candidates than a bounded amount of hashing allows (the caller should keep
+ * the file: nothing proves it torn), -ENOMEM or -errno. Memory: one read
+ * buffer, at most RECORD_HEADER_SIZE + RECORD_MAX_BODY. */
+int log_scan_after_damage(int fd, const struct segment_header *hdr, uint64_t from,
+                          uint64_t next_seq, struct log_scan_after *out);
 
 /* Reads and decodes the segment header at offset 0 of fd. Returns 0, -EBADMSG
  * (short, undecodable, or a v2 header failing its checksum) or -errno. */

@@ -190,12 +190,13 @@ int log_writer_reserve(struct log_writer *w, uint64_t need, uint64_t cap)
     return -ENOSPC;
 }
 
-/* The newest segment is version 1 (written before format v2), now open in w
- * and recovered: the writer appends v2 records only, so it seals that segment
- * as it is and goes on in a new v2 one; an empty v1 segment is replaced by a
- * v2 one of the same base. Adds a line to report. Returns 0 or -errno (w is
- * closed then). */
-static int writer_upgrade(struct log_writer *w, const char *dir, char *report, size_t report_cap)
+/* The newest segment is of an older version (1 or 2), now open in w and
+ * recovered by its own version's rule: the writer appends records of the
+ * current version only, so it seals that segment as it is and goes on in a
+ * new one; an empty old segment is replaced by a current one of the same base.
+ * Adds a line to report. Returns 0 or -errno (w is closed then). */
+static int writer_upgrade(struct log_writer *w, const char *dir, unsigned old, char *report,
+                          size_t report_cap)
 {
     size_t used = strlen(report);
     int rc;
@@ -211,8 +212,8 @@ static int writer_upgrade(struct log_writer *w, const char *dir, char *report, s
         return rc;
     }
     snprintf(report + used, report_cap - used,
-             "%sversion 1 segment sealed; continuing in version 2 segment %s", used ? "; " : "",
-             w->path);
+             "%sversion %u segment sealed; continuing in version %u segment %s", used ? "; " : "",
+             old, SEGMENT_VERSION, w->path);
     return 0;
 }
 
@@ -284,35 +285,55 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
         /* space written ahead (log_writer_reserve) and not used yet: the log
          * ends at valid_end, nothing was cut */
     } else if (scan.valid_end < scan.file_size) {
-        uint64_t found = 0;
-        rc = log_scan_resync(fd, &scan.hdr, scan.valid_end, scan.next_seq, &found);
-        if (rc < 0) {
+        struct log_scan_after after;
+        rc = log_scan_after_damage(fd, &scan.hdr, scan.valid_end, scan.next_seq, &after);
+        if (rc < 0 && rc != -E2BIG) {
             close(fd);
             return rc;
         }
-        if (rc == 1) {
-            /* damage in the middle: verified records follow, so this is not a
-             * torn tail. Keep the file as it is for `sluice log verify` and the
+        if (rc != LOG_SCAN_TORN) {
+            /* damage in the middle: a later batch proves the damaged record
+             * durable (v1/v2: it was written at all; v3: its durable_seq
+             * passes the record), so it was acknowledged and this is no torn
+             * tail. Also when too many candidates left it undecided: nothing
+             * proves the tail torn, and cutting could lose acknowledged data.
+             * Keep the file as it is for `sluice log verify` and the
              * operator; continue in a new segment numbered past anything the
              * damaged one can hold. */
             uint64_t bound = scan.next_seq + (scan.file_size - scan.valid_end) / RECORD_HEADER_MIN;
+            char proof[96] = "";
+            if (after.undecided)
+                snprintf(proof, sizeof proof, "too many record-like bytes after it to tell");
+            else if (scan.hdr.version >= 3)
+                snprintf(proof, sizeof proof,
+                         "at %" PRIu64 ", written when seq %" PRIu64 " was durable", after.proof,
+                         after.durable_seq);
+            else
+                snprintf(proof, sizeof proof, "at %" PRIu64, after.proof);
             close(fd);
             snprintf(report, report_cap,
                      "%s: corrupt record at offset %" PRIu64 " (%s) with valid records after it "
-                     "(at %" PRIu64 "); left untouched, continuing in a new segment",
-                     w->path, scan.valid_end, scan.why ? scan.why : "bad record", found);
+                     "(%s); left untouched, continuing in a new segment",
+                     w->path, scan.valid_end, scan.why ? scan.why : "bad record", proof);
             return create_segment(w, dir, bound + 1, false);
         }
-        /* a torn tail: a batch that was being written when the process died;
-         * none of it was acknowledged (acks follow the fdatasync) */
+        /* a torn tail: batches that were being written when the process died;
+         * none of it was acknowledged (acks follow the fdatasync, in log
+         * order), including v3 batches after the hole that reached the disk
+         * whole while an earlier one did not */
         if (ftruncate(fd, (off_t)scan.valid_end) || fdatasync(fd)) {
             rc = -errno;
             close(fd);
             return rc;
         }
-        snprintf(report, report_cap, "%s: cut %" PRIu64 " bytes after offset %" PRIu64 " (%s)",
-                 w->path, scan.file_size - scan.valid_end, scan.valid_end,
-                 scan.why ? scan.why : "torn tail");
+        int n = snprintf(
+            report, report_cap, "%s: cut %" PRIu64 " bytes after offset %" PRIu64 " (%s)", w->path,
+            scan.file_size - scan.valid_end, scan.valid_end, scan.why ? scan.why : "torn tail");
+        if (after.batches && n > 0 && (size_t)n < report_cap)
+            snprintf(report + n, report_cap - (size_t)n,
+                     ", with %" PRIu64 " verified but never acknowledged batch%s from offset "
+                     "%" PRIu64,
+                     after.batches, after.batches == 1 ? "" : "es", after.first);
         alloc = scan.valid_end;
     }
     /* records written before this open are not in the in-memory index; the
@@ -320,7 +341,7 @@ int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, un
     writer_at(w, fd, base, scan.valid_end, alloc, scan.next_seq, scan.records == 0);
     w->seed = scan.hdr.seed;
     if (scan.hdr.version == SEGMENT_VERSION) return 0;
-    return writer_upgrade(w, dir, report, report_cap);
+    return writer_upgrade(w, dir, scan.hdr.version, report, report_cap);
 }
 
 void log_writer_note(struct log_writer *w, uint64_t offset, uint64_t seq, uint64_t recv_ns)

@@ -37,9 +37,11 @@ struct log_writer {
 /* Opens (creating directories and the first segment as needed, fsyncing the
  * directory after a create) the newest segment of (org, worker) for appending.
  * An existing segment's records are verified; a torn tail is truncated and
- * described in report (empty string when nothing was cut). New segments are
- * always format v2, each with a fresh seed (w->seed); when the newest segment
- * is v1 it is sealed (index written) and a v2 one started, also reported.
+ * described in report (empty string when nothing was cut), damage in the
+ * middle is left alone and reported, by the recovery rule of the segment's
+ * version (log_scan_after_damage). New segments are always format v3, each
+ * with a fresh seed (w->seed); when the newest segment is v1 or v2 it is
+ * sealed (index written) and a v3 one started, also reported.
  * Returns 0 or -errno / -EBADMSG. */
 int log_writer_open(struct log_writer *w, const char *data_dir, uint32_t org, unsigned worker,
                     char *report, size_t report_cap);

@@ -341,7 +341,7 @@ static void put_record_json(FILE *f, struct cat_ctx *x, const struct record *r, 
     }
     if (r->flags & RECORD_F_RETAIN) fputs_unlocked(",\"retain\":true", f);
     if (r->flags & RECORD_F_WILL) fputs_unlocked(",\"will\":true", f);
-    /* What the device itself said (format v2): only when it said it. The
+    /* What the device itself said (format v2 and later): only when it said it. The
      * cache of x->ts serves the receive times, which come in order; a device's
      * clock need not, so its time is formatted on its own. */
     if (r->device_ts_ns) {

@@ -318,14 +318,17 @@ def post_each(port, tok, tag, n):
 
 
 def seg_header_size(seg):
-    """The segment header's size (u16 at offset 6): 32 in format 1, 48 in 2."""
+    """The segment header's size (u16 at offset 6): 32 in format 1, 48 in 2 and 3."""
     with open(seg, "rb") as f:
         return int.from_bytes(f.read(8)[6:8], "little")
 
 
 def rec_header_size(seg):
-    """A record header's size in this segment: 40 in format 1, 56 in 2."""
-    return 40 if seg_header_size(seg) == 32 else 56
+    """A record header's size in this segment (its version, u16 at offset 4):
+    40 in format 1, 56 in 2, 64 in 3."""
+    with open(seg, "rb") as f:
+        version = int.from_bytes(f.read(6)[4:6], "little")
+    return {1: 40, 2: 56, 3: 64}[version]
 
 
 def first_record(seg):

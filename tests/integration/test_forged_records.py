@@ -3,8 +3,9 @@
 
 Device A posts a reading whose payload embeds well-formed records claiming
 device B: one laid out exactly as the format-1 writer laid out a valid record
-(unkeyed XXH3-64), one in format 2 checksummed with a guessed seed of 0 (the
-unseeded hash). Readings follow. With the daemon stopped, the header of the
+(unkeyed XXH3-64), one in format 2 and one in format 3 checksummed with a
+guessed seed of 0 (the unseeded hash; the format-3 one also claims everything
+before it durable, what would make recovery keep the file). Readings follow. With the daemon stopped, the header of the
 record carrying that payload is damaged, so recovery and readers resync past
 it — through the payload. After a restart neither `sluice log cat` nor
 `sluice log verify` may take the embedded bytes for a record: no reading of
@@ -13,8 +14,8 @@ readings after the damage are all still there (mid-file damage is kept, not
 truncated).
 
 The payload goes as application/octet-stream (docs/http-api.md): a record
-header cannot sit inside a JSON string, its version byte (1 or 2) is a control
-character. XXH3-64 comes from the system libxxhash through ctypes.
+header cannot sit inside a JSON string, its version byte (1, 2 or 3) is a
+control character. XXH3-64 comes from the system libxxhash through ctypes.
 Exits 77 when $SLUICED / $SLUICE_CLI, curl or libxxhash are missing.
 """
 import ctypes
@@ -72,13 +73,25 @@ def forged_v2_seed0(device, seq, recv_ns, payload):
     return head + struct.pack("<Q", XXH3(head + payload)) + payload
 
 
+def forged_v3_seed0(device, seq, recv_ns, payload):
+    """A format-3 record with a guessed seed of 0, its durable_seq claiming
+    every earlier record durable: XXH3 of header[0,56) and the body."""
+    head = struct.pack("<HBBIIBBHQQQQQ", 0x5253, 3, F_BATCH_START, len(payload), device,
+                       PROTO_HTTP, CTYPE_JSON, 0, recv_ns, seq, 0, 0, seq)
+    return head + struct.pack("<Q", XXH3(head + payload)) + payload
+
+
+# record header bytes by segment version
+REC_HEADER = {1: 40, 2: 56, 3: 64}
+
+
 def records(seg):
     """(offset, header size, seq, device, body) of each record of a segment
-    file, in order, as far as they parse (either format)."""
+    file, in order, as far as they parse (any format)."""
     with open(seg, "rb") as f:
         data = f.read()
     version, hsize = struct.unpack_from("<HH", data, 4)
-    rh = 40 if version == 1 else 56
+    rh = REC_HEADER[version]
     out, off = [], hsize
     while off + rh <= len(data):
         magic, _, _, length, device = struct.unpack_from("<HBBII", data, off)
@@ -125,7 +138,8 @@ def _():
     fake = json.dumps({"id": "forged", "by": "dev-b"}).encode()
     marker = b"CARRIER-" + os.urandom(8).hex().encode()
     body = (marker + b"|" + forged_v1(dev_b, 4, now, fake) + b"|" +
-            forged_v2_seed0(dev_b, 4, now, fake) + b"|")
+            forged_v2_seed0(dev_b, 4, now, fake) + b"|" +
+            forged_v3_seed0(dev_b, 4, now, fake) + b"|")
     r = post(d.http, tok_a, body, ctype="application/octet-stream")
     check_eq(r.status, 202, "POST of the carrier reading")
     for i in range(3, 6):

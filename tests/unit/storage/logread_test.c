@@ -1436,6 +1436,173 @@ Test(logread, v1_segment_still_reads_through_scan_cursor_and_index)
     free(s.data);
 }
 
+/* A segment written before format v3 reads as it did: 56-byte record headers,
+ * no durable_seq (0), through scan, cursor, verify and index build. */
+Test(logread, v2_segment_still_reads_through_scan_cursor_verify_and_index)
+{
+    struct seg s;
+    seg_begin_v2(&s, 0, ORG, 0);
+    seg_add(&s, 100, "\"a\"");
+    seg_add(&s, 200, "\"b\"");
+    seg_add_full(&s, 300, 1, "t/1", "\"c\"", 3);
+    cr_assert_eq(s.rec_off[0], SEGMENT_HEADER_SIZE);
+    cr_assert_eq(s.rec_off[1], SEGMENT_HEADER_SIZE + RECORD_HEADER_SIZE_V2 + 3);
+
+    struct log_scan sc;
+    cr_assert_eq(scan_bytes(s.data, s.len, &sc), 0);
+    cr_expect_null(sc.why, "%s", sc.why);
+    cr_expect_eq(sc.hdr.version, 2);
+    cr_expect_eq(sc.records, 3);
+    cr_expect_eq(sc.valid_end, s.len);
+
+    char path[300];
+    seg_write(&s, ORG, 0, 0, path);
+    struct log_cursor *c;
+    cr_assert_eq(log_cursor_open(root, ORG, &c), 0);
+    static const char *const want[] = {"\"a\"", "\"b\"", "t/1\"c\""};
+    for (int i = 0; i < 3; i++) {
+        struct record r;
+        const uint8_t *body;
+        cr_assert_eq(log_cursor_next(c, &r, &body), 1);
+        cr_expect_eq(r.version, 2);
+        cr_expect_eq(r.seq, (uint64_t)i);
+        cr_expect_eq(r.durable_seq, 0, "v2 has no durable_seq");
+        cr_expect_eq(r.length, strlen(want[i]));
+        cr_expect(memcmp(body, want[i], r.length) == 0, "record %d", i);
+    }
+    struct record r;
+    const uint8_t *body;
+    cr_expect_eq(log_cursor_next(c, &r, &body), 0);
+    log_cursor_close(c);
+
+    struct log_verify_stats st = {0};
+    cr_expect_eq(log_verify_org(root, ORG, NULL, NULL, &st), 0);
+    cr_expect_eq(st.records, 3);
+    cr_expect_eq(st.warnings, 0);
+
+    cr_assert_eq(log_index_build(path), 0);
+    struct log_index x;
+    cr_assert_eq(log_index_read(path, &x), 0);
+    cr_assert_geq(x.n, 1);
+    cr_expect_eq(x.e[0].offset, SEGMENT_HEADER_SIZE);
+    cr_expect_eq(x.max_ns, 300);
+    free(x.e);
+    free(s.data);
+}
+
+/* Records 0..2 acknowledged, record 3 lost (a hole), records 4 and 5 on disk,
+ * written while 3 was in flight: they state durable_seq 3, or (proved) the
+ * last one states 4, which only a writer that saw 3 durable could. */
+static void hole_then_later_batches(unsigned version, bool proved, char *path)
+{
+    struct seg s;
+    seg_begin_version(&s, version, 0, ORG, 0);
+    for (unsigned i = 0; i < 6; i++) {
+        char p[16];
+        snprintf(p, sizeof p, "\"r%u\"", i);
+        seg_add_stating(&s, 100 * (i + 1), 1, NULL, p, strlen(p),
+                        i < 4              ? i
+                        : proved && i == 5 ? 4
+                                           : 3);
+    }
+    memset(s.data + s.rec_off[3], 0, s.rec_off[4] - s.rec_off[3]);
+    seg_write(&s, ORG, 0, 0, path);
+    free(s.data);
+}
+
+/* S11: with several batches in flight, verified batches after a hole that no
+ * later batch knew durable are a torn tail of the newest segment for every
+ * reader too (the writer's recovery cuts them): not corruption, the end of the
+ * data for now. */
+Test(logread, S11_v3_newest_batches_after_a_hole_not_known_durable_are_a_torn_tail)
+{
+    char path[300];
+    hole_then_later_batches(3, false, path);
+    int fd = open(path, O_RDONLY);
+    cr_assert(fd >= 0);
+    struct log_scan sc;
+    cr_assert_eq(log_scan_segment(fd, &sc), 0);
+    cr_expect_eq(sc.records, 3);
+    uint64_t found;
+    cr_expect_eq(log_scan_resync(fd, &sc.hdr, sc.valid_end, sc.next_seq, &found), 1,
+                 "the later batches verify");
+    struct log_scan_after a;
+    cr_expect_eq(log_scan_after_damage(fd, &sc.hdr, sc.valid_end, sc.next_seq, &a), LOG_SCAN_TORN);
+    cr_expect_eq(a.batches, 2, "both later batches were looked at");
+    cr_expect_eq(a.first, found);
+    close(fd);
+
+    struct log_cursor *c;
+    unsigned bad;
+    cr_assert_eq(log_cursor_open(root, ORG, &c), 0);
+    cr_expect_eq(drain(c, &bad), 3);
+    cr_expect_eq(bad, 0, "a torn tail reported as corruption");
+    log_cursor_close(c);
+    struct log_verify_stats st = {0};
+    cr_expect_eq(log_verify_org(root, ORG, NULL, NULL, &st), 0);
+    cr_expect_eq(st.warnings, 1, "the torn tail is a warning");
+}
+
+/* The same hole, but the last batch states durable_seq 4: record 3 had been
+ * durable, so this is damage in the middle, reported, and reading goes on
+ * after it. */
+Test(logread, S11_v3_newest_damage_a_later_batch_knew_durable_is_corruption)
+{
+    char path[300];
+    hole_then_later_batches(3, true, path);
+    int fd = open(path, O_RDONLY);
+    cr_assert(fd >= 0);
+    struct log_scan sc;
+    cr_assert_eq(log_scan_segment(fd, &sc), 0);
+    struct log_scan_after a;
+    cr_expect_eq(log_scan_after_damage(fd, &sc.hdr, sc.valid_end, sc.next_seq, &a),
+                 LOG_SCAN_MIDDLE);
+    cr_expect_eq(a.batches, 2);
+    cr_expect_eq(a.durable_seq, 4);
+    cr_expect_gt(a.proof, a.first, "the proof is the second later batch");
+    close(fd);
+
+    struct log_cursor *c;
+    unsigned bad;
+    cr_assert_eq(log_cursor_open(root, ORG, &c), 0);
+    cr_expect_eq(drain(c, &bad), 5, "the records on both sides of the damage");
+    cr_expect_eq(bad, 1);
+    log_cursor_close(c);
+    struct log_verify_stats st = {0};
+    cr_expect_eq(log_verify_org(root, ORG, NULL, NULL, &st), 1);
+    cr_expect_eq(st.records, 5);
+}
+
+/* v2 keeps its rule: a later verified batch start is proof enough (one batch
+ * was in flight), so the same bytes in a v2 segment are corruption. */
+Test(logread, v2_newest_hole_then_a_later_batch_is_corruption_as_before)
+{
+    char path[300];
+    hole_then_later_batches(2, false, path);
+    struct log_cursor *c;
+    unsigned bad;
+    cr_assert_eq(log_cursor_open(root, ORG, &c), 0);
+    cr_expect_eq(drain(c, &bad), 5);
+    cr_expect_eq(bad, 1);
+    log_cursor_close(c);
+    cr_expect_eq(log_verify_org(root, ORG, NULL, NULL, NULL), 1);
+}
+
+/* A record that claims more than its writer could know (durable_seq above
+ * its own seq) is a bad record header, not proof of anything. */
+Test(logread, S11_v3_durable_seq_above_seq_is_a_bad_record_header)
+{
+    struct seg s;
+    seg_begin(&s, 0, ORG, 0);
+    seg_add(&s, 100, "\"a\"");
+    seg_add_stating(&s, 200, 1, NULL, "\"b\"", 3, 2);
+    struct log_scan sc;
+    cr_assert_eq(scan_bytes(s.data, s.len, &sc), 0);
+    cr_expect_eq(sc.records, 1);
+    cr_expect_eq(sc.why, log_scan_why_bad_hdr);
+    free(s.data);
+}
+
 #define FORGED_DEVICE 99u
 
 /* Record 1 of a segment of `version` carries, as its payload, a record that

@@ -1,5 +1,5 @@
-/* tests/unit/storage/record_test.c — record and segment header codec (format v2, and
- * the v1 it still reads).
+/* tests/unit/storage/record_test.c — record and segment header codec (format v3, and
+ * the v2 and v1 it still reads).
  *
  * The byte layout is pinned here on purpose: records written by one build must be
  * readable by the next, so a layout change has to break a test, not just round-trip. */
@@ -33,6 +33,7 @@ static struct record sample(void)
         .seq = 0xfedcba9876543210ull,
         .device_ts_ns = 0x0a0b0c0d0e0f1011ull,
         .device_seq = 0x2122232425262728ull,
+        .durable_seq = 0xfedcba9876543200ull, /* the batch's durable end, below seq */
     };
     return r;
 }
@@ -66,6 +67,7 @@ Test(record, round_trip_all_fields)
     cr_expect_eq(out.seq, in.seq);
     cr_expect_eq(out.device_ts_ns, in.device_ts_ns);
     cr_expect_eq(out.device_seq, in.device_seq);
+    cr_expect_eq(out.durable_seq, in.durable_seq);
     cr_expect_eq(record_verify(hdr, &out, seed, body), 0);
 }
 
@@ -76,12 +78,13 @@ Test(record, header_layout_is_pinned)
     struct record r = sample();
     size_t n = sample_body(body);
 
-    cr_expect_eq(RECORD_HEADER_SIZE, 56);
+    cr_expect_eq(RECORD_HEADER_SIZE, 64);
     cr_expect_eq(RECORD_HEADER_SIZE % 8, 0, "8-byte aligned fields and size");
-    record_encode(hdr, &r, seed, topic, payload, sizeof payload - 1);
+    cr_expect_eq(record_header_size(3), 64);
+    cr_expect_eq(record_encode(hdr, &r, seed, topic, payload, sizeof payload - 1), 64);
     cr_expect_eq(hdr[0], 'S');
     cr_expect_eq(hdr[1], 'R');
-    cr_expect_eq(hdr[2], 2);
+    cr_expect_eq(hdr[2], 3);
     cr_expect_eq(hdr[3], r.flags);
     cr_expect_eq(le(hdr + 4, 4), n);
     cr_expect_eq(le(hdr + 8, 4), r.device);
@@ -92,15 +95,82 @@ Test(record, header_layout_is_pinned)
     cr_expect_eq(le(hdr + 24, 8), r.seq);
     cr_expect_eq(le(hdr + 32, 8), r.device_ts_ns);
     cr_expect_eq(le(hdr + 40, 8), r.device_seq);
+    cr_expect_eq(le(hdr + 48, 8), r.durable_seq);
 
-    /* The checksum is XXH3-64 seeded with the segment's seed, of header[0,48)
+    /* The checksum is XXH3-64 seeded with the segment's seed, of header[0,56)
      * followed by the body, computed here in one shot so the streaming code in
      * record.c is checked, not trusted. */
+    uint8_t all[56 + 128];
+    memcpy(all, hdr, 56);
+    memcpy(all + 56, body, n);
+    cr_expect_eq(le(hdr + 56, 8), XXH3_64bits_withSeed(all, 56 + n, seed));
+    cr_expect_neq(le(hdr + 56, 8), XXH3_64bits(all, 56 + n), "the seed is used");
+}
+
+/* Version-2 records (written before format v3) still read and encode exactly as
+ * before: 56-byte header, no durable_seq (read as 0), the checksum over [0,48). */
+Test(record, v2_layout_still_reads)
+{
+    uint8_t hdr[RECORD_HEADER_SIZE], body[128];
+    struct record r = sample(), d;
+    size_t n = sample_body(body);
+
+    r.version = 2;
+    memset(hdr, 0xee, sizeof hdr);
+    cr_expect_eq(record_header_size(2), RECORD_HEADER_SIZE_V2);
+    cr_expect_eq(record_encode(hdr, &r, seed, topic, payload, sizeof payload - 1), 56);
+    cr_expect_eq(hdr[56], 0xee, "nothing written past a v2 header");
+    cr_expect_eq(hdr[2], 2);
+    cr_expect_eq(le(hdr + 24, 8), r.seq);
+    cr_expect_eq(le(hdr + 32, 8), r.device_ts_ns);
+    cr_expect_eq(le(hdr + 40, 8), r.device_seq);
     uint8_t all[48 + 128];
     memcpy(all, hdr, 48);
     memcpy(all + 48, body, n);
     cr_expect_eq(le(hdr + 48, 8), XXH3_64bits_withSeed(all, 48 + n, seed));
-    cr_expect_neq(le(hdr + 48, 8), XXH3_64bits(all, 48 + n), "the seed is used");
+
+    memset(&d, 0xaa, sizeof d);
+    cr_assert_eq(record_decode(hdr, 2, &d), 0);
+    cr_expect_eq(d.version, 2);
+    cr_expect_eq(d.seq, r.seq);
+    cr_expect_eq(d.device_ts_ns, r.device_ts_ns);
+    cr_expect_eq(d.device_seq, r.device_seq);
+    cr_expect_eq(d.durable_seq, 0, "v2 has no durable_seq");
+    cr_expect_eq(record_verify(hdr, &d, seed, body), 0);
+    body[3] ^= 1;
+    cr_expect_eq(record_verify(hdr, &d, seed, body), -EBADMSG);
+    /* versions do not mix: a v3 reader refuses a v2 record and the other way round */
+    cr_expect_eq(record_decode(hdr, 3, &d), -EBADMSG);
+    r.version = 0;
+    record_encode(hdr, &r, seed, topic, payload, sizeof payload - 1);
+    cr_expect_eq(record_decode(hdr, 2, &d), -EBADMSG);
+}
+
+/* durable_seq is covered by the checksum, and a header claiming its own batch
+ * durable (durable_seq above its seq) is impossible: no writer knows a batch
+ * durable before writing it, so such a header is damage, never proof. */
+Test(record, v3_durable_seq_is_checked_and_bounded_by_seq)
+{
+    uint8_t hdr[RECORD_HEADER_SIZE], body[128];
+    struct record r = sample(), d;
+    sample_body(body);
+
+    r.durable_seq = r.seq; /* a batch's first record: everything before it durable */
+    record_encode(hdr, &r, seed, topic, payload, sizeof payload - 1);
+    cr_assert_eq(record_decode(hdr, RECORD_VERSION, &d), 0);
+    cr_expect_eq(d.durable_seq, r.seq);
+    cr_expect_eq(record_verify(hdr, &d, seed, body), 0);
+    r.durable_seq = 0; /* nothing durable yet */
+    record_encode(hdr, &r, seed, topic, payload, sizeof payload - 1);
+    cr_assert_eq(record_decode(hdr, RECORD_VERSION, &d), 0);
+    cr_expect_eq(d.durable_seq, 0);
+    /* moved past the record's seq: refused before any checksum */
+    put_le(hdr + 48, r.seq + 1, 8);
+    cr_expect_eq(record_decode(hdr, RECORD_VERSION, &d), -EBADMSG);
+    /* changed within bounds: the checksum catches it */
+    put_le(hdr + 48, r.seq - 5, 8);
+    cr_assert_eq(record_decode(hdr, RECORD_VERSION, &d), 0);
+    cr_expect_eq(record_verify(hdr, &d, seed, body), -EBADMSG);
 }
 
 /* D8: the v2 checksum is keyed. A record built byte for byte right but with
@@ -122,7 +192,7 @@ Test(record, D8_forged_with_wrong_seed_is_rejected)
                      guesses[i]);
         cr_expect_eq(record_verify(hdr, &d, guesses[i], body), 0);
     }
-    /* a valid v1 record (unkeyed checksum) is not a record of a v2 segment at all */
+    /* a valid v1 record (unkeyed checksum) is not a record of a v3 segment at all */
     struct record v1 = sample();
     v1.version = 1;
     cr_expect_eq(record_encode(hdr, &v1, 0, topic, payload, sizeof payload - 1),
@@ -195,7 +265,7 @@ Test(record, empty_topic_and_payload)
     cr_expect_eq(out.length, 0);
     cr_expect_eq(out.topic_len, 0);
     cr_expect_eq(record_verify(hdr, &out, seed, NULL), 0);
-    cr_expect_eq(le(hdr + 48, 8), XXH3_64bits_withSeed(hdr, 48, seed));
+    cr_expect_eq(le(hdr + 56, 8), XXH3_64bits_withSeed(hdr, 56, seed));
 
     /* topic only (an MQTT publish with an empty payload) */
     in.topic_len = sizeof topic - 1;
@@ -223,7 +293,7 @@ Test(record, topic_boundary_is_covered)
     record_encode(a, &r, seed, body, body + r.topic_len, n - r.topic_len);
     r.topic_len--;
     record_encode(b, &r, seed, body, body + r.topic_len, n - r.topic_len);
-    cr_expect_neq(le(a + 48, 8), le(b + 48, 8));
+    cr_expect_neq(le(a + 56, 8), le(b + 56, 8));
 }
 
 /* Format doc: the checksum detects a torn or flipped record. Every single-bit flip
@@ -288,7 +358,7 @@ Test(record, bad_version_rejected)
 {
     uint8_t hdr[RECORD_HEADER_SIZE];
     struct record r = sample(), d;
-    static const uint8_t versions[] = {0, 1, 3, 0x81, 0xff};
+    static const uint8_t versions[] = {0, 1, 2, 4, 0x81, 0xff};
 
     record_encode(hdr, &r, seed, topic, payload, sizeof payload - 1);
     for (size_t i = 0; i < sizeof versions; i++) {
@@ -296,8 +366,8 @@ Test(record, bad_version_rejected)
         cr_expect_eq(record_decode(hdr, RECORD_VERSION, &d), -EBADMSG, "version %u", versions[i]);
     }
     /* nor does a reader accept a version no segment has */
-    hdr[2] = 3;
-    cr_expect_eq(record_decode(hdr, 3, &d), -EBADMSG);
+    hdr[2] = 4;
+    cr_expect_eq(record_decode(hdr, 4, &d), -EBADMSG);
 }
 
 Test(record, length_over_max_body_rejected)
@@ -357,7 +427,7 @@ Test(segment, round_trip_and_layout)
     cr_expect_eq(segment_header_encode(b, &seg_sample), SEGMENT_HEADER_SIZE);
     cr_expect_eq(b[SEGMENT_HEADER_SIZE], 0xee, "nothing written past the header");
     cr_expect(memcmp(b, "SLSG", 4) == 0, "magic bytes on disk spell SLSG");
-    cr_expect_eq(le(b + 4, 2), 2);
+    cr_expect_eq(le(b + 4, 2), 3);
     cr_expect_eq(le(b + 6, 2), 48);
     cr_expect_eq(le(b + 8, 4), seg_sample.worker);
     cr_expect_eq(le(b + 12, 4), seg_sample.org);
@@ -368,7 +438,7 @@ Test(segment, round_trip_and_layout)
 
     memset(&out, 0, sizeof out);
     cr_assert_eq(segment_header_decode(b, SEGMENT_HEADER_SIZE, &out), 0);
-    cr_expect_eq(out.version, 2);
+    cr_expect_eq(out.version, 3);
     cr_expect_eq(out.worker, seg_sample.worker);
     cr_expect_eq(out.org, seg_sample.org);
     cr_expect_eq(out.base_seq, seg_sample.base_seq);
@@ -398,6 +468,28 @@ Test(segment, every_bit_flip_is_detected)
     z.seed = 0;
     segment_header_encode(b, &z);
     cr_expect_eq(segment_header_decode(b, sizeof b, &out), -EBADMSG);
+}
+
+/* v3's segment header is v2's with version 3; a v2 one still reads and
+ * encodes byte for byte as before. */
+Test(segment, v2_header_still_reads)
+{
+    uint8_t b[SEGMENT_HEADER_SIZE], v3[SEGMENT_HEADER_SIZE];
+    struct segment_header out, v2 = seg_sample;
+
+    v2.version = 2;
+    cr_expect_eq(segment_header_encode(b, &v2), SEGMENT_HEADER_SIZE);
+    cr_expect_eq(le(b + 4, 2), 2);
+    cr_expect_eq(le(b + 6, 2), 48);
+    cr_expect_eq(le(b + 32, 8), v2.seed);
+    cr_expect_eq(le(b + 40, 8), XXH3_64bits(b, 40));
+    cr_assert_eq(segment_header_decode(b, sizeof b, &out), 0);
+    cr_expect_eq(out.version, 2);
+    cr_expect_eq(out.seed, v2.seed);
+    cr_expect_eq(segment_header_size(&out), SEGMENT_HEADER_SIZE);
+    segment_header_encode(v3, &seg_sample);
+    cr_expect(memcmp(b + 6, v3 + 6, 34) == 0, "v2 and v3 differ in version and checksum only");
+    cr_expect_neq(le(b + 40, 8), le(v3 + 40, 8));
 }
 
 Test(segment, v1_header_still_reads)
@@ -433,7 +525,7 @@ Test(segment, rejects_bad_magic_version_and_size)
         b[i] ^= 0x01;
         cr_expect_eq(segment_header_decode(b, sizeof b, &out), -EBADMSG, "magic byte %d", i);
     }
-    static const uint16_t versions[] = {0, 1, 3, 0x100, 0xffff};
+    static const uint16_t versions[] = {0, 1, 2, 4, 0x100, 0xffff};
     for (size_t i = 0; i < sizeof versions / sizeof versions[0]; i++) {
         memcpy(b, good, sizeof b);
         b[4] = (uint8_t)versions[i];

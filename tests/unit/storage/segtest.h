@@ -105,14 +105,14 @@ static inline void idx_path(char *buf, size_t cap, const char *seg)
 
 /* ---- building segments ---- */
 
-/* The seed of the v2 segments the tests build (any value but 0). */
+/* The seed of the v2/v3 segments the tests build (any value but 0). */
 #define SEGTEST_SEED 0x5eed5eed12345678ull
 
 struct seg {
     uint8_t *data;
     size_t len, cap;
-    unsigned version; /* 1 or 2 (seg_begin: 2, seg_begin_v1: 1) */
-    uint64_t seed;    /* v2: keys the records' checksums */
+    unsigned version; /* 1, 2 or 3 (seg_begin: 3, seg_begin_v2: 2, seg_begin_v1: 1) */
+    uint64_t seed;    /* v2, v3: keys the records' checksums */
     uint64_t next_seq;
     size_t rec_off[64]; /* offsets of the first records, for damaging them */
     size_t nrec;
@@ -145,8 +145,14 @@ static inline void seg_begin_version(struct seg *s, unsigned version, uint32_t w
     s->next_seq = base;
 }
 
-/* A segment as the writer writes it now (v2, seeded with SEGTEST_SEED). */
+/* A segment as the writer writes it now (v3, seeded with SEGTEST_SEED). */
 static inline void seg_begin(struct seg *s, uint32_t worker, uint32_t org, uint64_t base)
+{
+    seg_begin_version(s, 3, worker, org, base);
+}
+
+/* A segment as a writer of format v2 (before v3) wrote it. */
+static inline void seg_begin_v2(struct seg *s, uint32_t worker, uint32_t org, uint64_t base)
 {
     seg_begin_version(s, 2, worker, org, base);
 }
@@ -169,11 +175,11 @@ static inline size_t seg_rec_hdr(const struct seg *s)
     return record_header_size(s->version);
 }
 
-/* Appends a record with the next seq; returns its offset. */
-static inline size_t seg_add_full(struct seg *s, uint64_t ns, uint32_t device, const char *topic,
-                                  const void *payload, size_t len)
+/* Appends a record with the next seq, its own commit batch, stating
+ * durable_seq (v3; what its writer knew durable); returns its offset. */
+static inline size_t seg_add_stating(struct seg *s, uint64_t ns, uint32_t device, const char *topic,
+                                     const void *payload, size_t len, uint64_t durable_seq)
 {
-    /* every record its own commit batch, as the engine writes a lone reading */
     struct record r = {.flags = RECORD_F_BATCH_START,
                        .proto = RECORD_PROTO_HTTP,
                        .ctype = RECORD_CTYPE_JSON,
@@ -181,7 +187,8 @@ static inline size_t seg_add_full(struct seg *s, uint64_t ns, uint32_t device, c
                        .device = device,
                        .version = (uint8_t)s->version,
                        .recv_ns = ns,
-                       .seq = s->next_seq++};
+                       .seq = s->next_seq++,
+                       .durable_seq = durable_seq};
     size_t off = s->len, hs = seg_rec_hdr(s);
     seg_reserve(s, hs + r.topic_len + len);
     record_encode(s->data + off, &r, s->seed, topic, payload, len);
@@ -190,6 +197,15 @@ static inline size_t seg_add_full(struct seg *s, uint64_t ns, uint32_t device, c
     s->len += hs + r.topic_len + len;
     if (s->nrec < 64) s->rec_off[s->nrec++] = off;
     return off;
+}
+
+/* Appends a record with the next seq; returns its offset. Every record is its
+ * own commit batch, as the engine writes a lone reading, with one batch in
+ * flight: everything before it durable (v3's durable_seq is its own seq). */
+static inline size_t seg_add_full(struct seg *s, uint64_t ns, uint32_t device, const char *topic,
+                                  const void *payload, size_t len)
+{
+    return seg_add_stating(s, ns, device, topic, payload, len, s->next_seq);
 }
 
 /* seg_add_full from device 1, without a topic. */
