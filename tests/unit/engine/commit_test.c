@@ -442,6 +442,38 @@ Test(commit, direct_writes_with_k_in_flight_keep_every_batch)
 }
 
 
+/* Each record carries the log's durable end when its batch was sealed (the
+ * oldest batch in flight's first seq): what recovery trusts to tell a batch
+ * lost in flight from damage to durable data. */
+Test(commit, records_carry_the_durable_end_their_batch_was_sealed_with)
+{
+    eng.cfg.commits_in_flight = 4;
+    struct io_uring_cqe s1 = batch_in_flight(1, 2, 1); /* seqs 0, 1 */
+    struct io_uring_cqe s2 = batch_in_flight(1, 3, 2); /* 2..4, batch 1 in flight */
+    deliver(s1);
+    struct io_uring_cqe s3 = batch_in_flight(1, 1, 3); /* 5, batch 2 the oldest in flight */
+    deliver(s2);
+    deliver(s3);
+    cr_assert_eq(request(1, 1, 4), 0); /* 6, nothing in flight */
+    settle_all();
+    cr_assert_eq(seen.calls, 4);
+    const uint64_t want[] = {0, 0, 0, 0, 0, 2, 6};
+    struct log_cursor *c;
+    cr_assert_eq(log_cursor_open(root, 1, &c), 0);
+    struct record r;
+    const uint8_t *body;
+    size_t n = 0;
+    while (log_cursor_next(c, &r, &body) == 1) {
+        cr_assert_lt(n, 7);
+        cr_expect_eq(r.seq, n);
+        cr_expect_eq(r.durable_seq, want[n], "seq %zu: durable_seq %llu, want %llu", n,
+                     (unsigned long long)r.durable_seq, (unsigned long long)want[n]);
+        n++;
+    }
+    log_cursor_close(c);
+    cr_expect_eq(n, 7);
+}
+
 Test(commit, no_more_than_k_batches_are_in_flight)
 {
     eng.cfg.commits_in_flight = 2;
