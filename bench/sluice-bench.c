@@ -379,6 +379,7 @@ struct bench {
     bool stopping;          /* past the deadline: send nothing new */
     bool drained;           /* the end's wait for acks is over: what is unacked is an error */
     int64_t t0;             /* --rate: the schedule's origin, the first connection's open */
+    int64_t until;          /* --rate: the end of the run; nothing due after it is sent */
     uint64_t issued;        /* --rate: requests started, in schedule order */
     long rr;                /* --rate: the connection to try first */
     bool backlogged;        /* --rate: a due request found no connection with room */
@@ -2625,6 +2626,9 @@ static void rate_dispatch(struct bench *b, int64_t now)
 {
     long nc = b->o.connections;
     b->backlogged = false;
+    /* the loop wakes a little after the end of the run: what fell due since
+     * is not part of the schedule */
+    if (b->until && now > b->until) now = b->until;
     while (!b->stopping && due_ns(b, b->issued) <= now) {
         struct conn *c = NULL;
         for (long k = 0; k < nc && !c; k++) {
@@ -2646,6 +2650,7 @@ static void rate_dispatch(struct bench *b, int64_t now)
 /* --rate: requests due by the end that never went out. */
 static uint64_t unsent(const struct bench *b, int64_t end)
 {
+    if (b->until && end > b->until) end = b->until;
     if (b->o.rate <= 0 || end <= b->t0) return 0;
     uint64_t due = (uint64_t)((double)(end - b->t0) * b->o.rate / 1e9) + 1;
     return due > b->issued ? due - b->issued : 0;
@@ -3135,6 +3140,7 @@ int main(int argc, char **argv)
 
     int64_t t0 = now_ns(), now;
     int64_t deadline = t0 + (int64_t)(b->o.duration * (double)NS_PER_S);
+    b->until = deadline;
     for (long i = 0; i < b->o.connections; i++)
         conn_open(b, &b->conns[i]);
 
