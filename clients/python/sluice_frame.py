@@ -20,7 +20,9 @@ unacknowledged than WELCOME's window, and never sends a frame above max_frame.
 Over UDP (§6), UdpFrameClient has the same shape (connect, send, flush, close,
 the same counters): readings numbered explicitly, resent from the oldest not
 acknowledged when no ACK comes, a new handshake when the server lost the
-session; rebind() moves it to a new source port, as a NAT may.
+session; rebind() moves it to a new source port, as a NAT may. With
+tcp_handshake=(host, port) its handshakes go over TCP instead (§6, "Handshake
+over TCP"; the CLI's --udp-via-tcp), and only the readings in datagrams.
 
 CLI:
     sluice_frame.py --host H --port P --token T --count N --payload TEXT
@@ -1641,7 +1643,7 @@ def main(argv=None):
     if a.udp_via_tcp is not None:
         hs_host, _, hs_port = a.udp_via_tcp.rpartition(":")
         try:
-            tcp_hs = (hs_host or a.host, int(hs_port))
+            tcp_hs = (hs_host.strip("[]") or a.host, int(hs_port))  # [::1]:7000 too
         except ValueError:
             tcp_hs = None
         if not a.udp or tcp_hs is None or not 0 < tcp_hs[1] < 65536:
