@@ -87,6 +87,7 @@ struct sluice_frame_client {
     struct frame_client_keys keys;
     int udp;
     uint32_t dgram_max;
+    unsigned tcp_port; /* UDP: the handshake over TCP to this port (0: over UDP) */
 
     /* the connection: fd -1 when there is none; a live one is past WELCOME */
     int fd;
@@ -631,6 +632,9 @@ static int dgram_recv(struct sluice_frame_client *c)
     }
 }
 
+static void udp_session_begin(struct sluice_frame_client *c, const uint8_t *auth, size_t n,
+                              uint64_t window, uint64_t max_frame, uint64_t d);
+
 /* The handshake over UDP on a fresh socket: 00x8|HELLO, then
  * 00x8|HELLO|CHALLENGE|PROOF, each repeated after HS_FIRST doubling while no
  * answer comes (a lost datagram, a server still ending our older session),
@@ -732,11 +736,26 @@ static int udp_handshake(struct sluice_frame_client *c, int64_t deadline)
         }
     }
 welcome:
-    c->window = f.u.welcome.window;
-    c->max_frame = f.u.welcome.max_frame;
+    udp_session_begin(c, auth, n, f.u.welcome.window, f.u.welcome.max_frame,
+                      f.u.welcome.durable_seq);
+    sha256_wipe(dg, sizeof dg);
+    return 0;
+fail:
+    sha256_wipe(dg, sizeof dg);
+    drop_conn(c);
+    return rc;
+}
+
+/* The session of a verified WELCOME (over UDP or TCP): its key and id from
+ * auth (HELLO | CHALLENGE | PROOF, n bytes), numbering as after any
+ * handshake, c->fd the session's datagram socket. */
+static void udp_session_begin(struct sluice_frame_client *c, const uint8_t *auth, size_t n,
+                              uint64_t window, uint64_t max_frame, uint64_t d)
+{
+    c->window = window;
+    c->max_frame = max_frame;
     frame_client_session_key(&c->keys, auth, n, c->skey);
     frame_client_session_id(c->skey, c->sid);
-    sha256_wipe(dg, sizeof dg);
     c->out_dseq = c->in_max = c->in_seen = c->rtt_seq = 0;
     c->rto_at = 0;
     c->rto_n = c->unanswered = c->flight_n = c->redo = 0;
@@ -747,7 +766,6 @@ welcome:
     c->st.connects++;
     c->backoff_ms = BACKOFF_MIN;
     c->last_failure = 0;
-    uint64_t d = f.u.welcome.durable_seq;
     if (!c->numbered) {
         /* we said 0: ours are numbered after the server's final mark */
         c->numbered = 1;
@@ -761,9 +779,65 @@ welcome:
     }
     if (d > c->st.durable_seq) c->st.durable_seq = d;
     c->top = d;
+}
+
+/* §6 over TCP (cfg.tcp_port): HELLO with flags bit 1, CHALLENGE, PROOF and
+ * WELCOME on a stream from cfg.dial to host:tcp_port, which the server closes
+ * after WELCOME (we close ours at once: nothing more is said there); the
+ * session's datagrams then go on a fresh socket from cfg.dial_dgram, as after
+ * a UDP handshake. Returns 0 with the session live, or an error with every
+ * socket closed. */
+static int udp_handshake_tcp(struct sluice_frame_client *c, int64_t deadline)
+{
+    uint8_t auth[AUTH_MAX], nonce[FRAME_NONCE_LEN], proof[SHA256_LEN], sig[SHA256_LEN];
+    size_t n, hello_n, chal_n;
+    struct frame f;
+    int rc, fd;
+    uint64_t next_seq = c->numbered ? c->first_seq : 0;
+
+    if (c->random(c->arg, nonce, sizeof nonce)) return SLUICE_FRAME_ERANDOM;
+    fd = c->dial(c->arg, c->host, c->tcp_port, (unsigned)remaining(deadline));
+    if (fd < 0) return fd;
+    c->fd = fd;
+    if ((rc = set_nonblocking(fd))) goto fail;
+    hello_n = frame_encode_hello_flags(auth, sizeof auth, FRAME_HELLO_UDP, c->keys.token_id, nonce,
+                                       next_seq, NULL, 0);
+    if ((rc = write_all(c, auth, hello_n, deadline))) goto fail;
+    if ((rc = read_frame(c, FRAME_CHALLENGE, &f, deadline))) goto fail;
+    chal_n = f.total;
+    if (hello_n + chal_n + 2 + SHA256_LEN > sizeof auth) {
+        rc = SLUICE_FRAME_EBADFRAME;
+        goto fail;
+    }
+    memcpy(auth + hello_n, c->rx, chal_n);
+    consume(c, chal_n);
+    frame_client_proof(&c->keys, auth, hello_n + chal_n, NULL, proof);
+    n = hello_n + chal_n;
+    n += frame_encode_proof(auth + n, sizeof auth - n, proof);
+    if ((rc = write_all(c, auth + hello_n + chal_n, n - hello_n - chal_n, deadline))) goto fail;
+    if ((rc = read_frame(c, FRAME_WELCOME, &f, deadline))) goto fail;
+    frame_client_server_signature(&c->keys, auth, n, sig);
+    if (!sha256_equal(sig, f.u.welcome.server_signature, SHA256_LEN)) {
+        rc = SLUICE_FRAME_ESIGNATURE;
+        goto fail;
+    }
+    uint64_t window = f.u.welcome.window, max_frame = f.u.welcome.max_frame;
+    uint64_t d = f.u.welcome.durable_seq;
+    close(c->fd);
+    c->fd = -1;
+    c->rx_n = 0;
+    fd = c->dial_dgram(c->arg, c->host, c->port, (unsigned)remaining(deadline));
+    if (fd < 0) {
+        rc = fd;
+        goto fail;
+    }
+    c->fd = fd;
+    if ((rc = set_nonblocking(fd))) goto fail;
+    udp_session_begin(c, auth, n, window, max_frame, d);
+    sha256_wipe(auth, sizeof auth);
     return 0;
 fail:
-    sha256_wipe(dg, sizeof dg);
+    sha256_wipe(auth, sizeof auth);
     drop_conn(c);
     return rc;
 }
@@ -778,7 +852,7 @@ static int handshake(struct sluice_frame_client *c, int64_t deadline)
     int rc, fd;
     uint64_t next_seq = c->numbered ? c->first_seq : 0;
 
-    if (c->udp) return udp_handshake(c, deadline);
+    if (c->udp) return c->tcp_port ? udp_handshake_tcp(c, deadline) : udp_handshake(c, deadline);
     if (c->random(c->arg, nonce, sizeof nonce)) return SLUICE_FRAME_ERANDOM;
     fd = c->dial(c->arg, c->host, c->port, (unsigned)remaining(deadline));
     if (fd < 0) return fd;
@@ -1360,7 +1434,8 @@ int sluice_frame_client_init(sluice_frame_client **out, void *mem, size_t memlen
 {
     struct layout l;
     if (!out || !mem || layout(cfg, &l) || memlen < l.total || !cfg->host || !cfg->token ||
-        !cfg->token[0] || strlen(cfg->host) >= HOST_MAX || !cfg->port || cfg->port > 65535)
+        !cfg->token[0] || strlen(cfg->host) >= HOST_MAX || !cfg->port || cfg->port > 65535 ||
+        cfg->tcp_port > 65535 || (cfg->tcp_port && !cfg->udp))
         return SLUICE_FRAME_EINVAL;
     size_t skip = (alignof(struct sluice_frame_client) -
                    (uintptr_t)mem % alignof(struct sluice_frame_client)) %
@@ -1381,6 +1456,7 @@ int sluice_frame_client_init(sluice_frame_client **out, void *mem, size_t memlen
     c->arg = cfg->arg;
     c->udp = cfg->udp != 0;
     c->dgram_max = cfg->dgram_max ? cfg->dgram_max : DGRAM_DEFAULT;
+    c->tcp_port = cfg->tcp_port;
     frame_client_keys(&c->keys, cfg->token, strlen(cfg->token), NULL);
     c->fd = -1;
     c->ent = (struct entry *)(base + l.ent);

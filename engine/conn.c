@@ -717,6 +717,14 @@ void conn_kick(struct worker *w, uint32_t slot, uint32_t gen)
     conn_post(w, c);
 }
 
+void conn_wake(struct worker *w, uint32_t slot, uint32_t gen)
+{
+    if (slot >= w->nconns) return;
+    struct conn *c = &w->conns[slot];
+    if (c->gen != gen || c->closing || !c->ops) return;
+    conn_post(w, c);
+}
+
 void conn_durable(struct worker *w, uint32_t slot, uint32_t gen, uint64_t cookie, int err)
 {
     if (slot == CONN_SLOT_NONE) {

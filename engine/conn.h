@@ -187,6 +187,10 @@ void conn_set_deadline(struct worker *w, struct conn *c, uint64_t deadline_ms);
  * takeover op runs, unless it is gone already. */
 void conn_kick(struct worker *w, uint32_t slot, uint32_t gen);
 
+/* Another thread has news for the connection (slot, gen): its session runs
+ * again after this turn's completions, unless it is gone already. */
+void conn_wake(struct worker *w, uint32_t slot, uint32_t gen);
+
 /* Runs c's session again after this turn's completions. */
 void conn_post(struct worker *w, struct conn *c);
 

@@ -137,6 +137,20 @@ done:
     return rc;
 }
 
+bool devseq_hand(struct devseq *d, uint32_t device, struct conn_ref from, struct conn_ref to,
+                 uint64_t *durable)
+{
+    pthread_mutex_lock(&d->lock);
+    struct devseq_entry *e = find(d, device);
+    bool ok = e && e->owned && !e->kicked && same_ref(e->owner, from);
+    if (ok) {
+        e->owner = to;
+        *durable = e->durable;
+    }
+    pthread_mutex_unlock(&d->lock);
+    return ok;
+}
+
 void devseq_release(struct devseq *d, uint32_t device, struct conn_ref me)
 {
     pthread_mutex_lock(&d->lock);

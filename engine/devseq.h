@@ -48,6 +48,14 @@ uint64_t devseq_durable(struct devseq *d, uint32_t device);
  * readings between were lost on the device's side). */
 int devseq_claim(struct devseq *d, uint32_t device, struct conn_ref me, uint64_t next_seq,
                  uint64_t *durable, struct conn_ref *kick, bool *must_kick, uint64_t *gap);
+/* The owner `from` passes device to `to` (a TCP handshake handing the device
+ * to the UDP session it made, docs/frame-protocol.md §6): true, with
+ * *durable the mark, when from owned it and no newer connection has asked
+ * for it (a kicked owner must end: handing on what the newer one waits for
+ * would leave it waiting on an owner nobody ends). Nothing changes when
+ * false. */
+bool devseq_hand(struct devseq *d, uint32_t device, struct conn_ref from, struct conn_ref to,
+                 uint64_t *durable);
 /* The connection no longer speaks for device (closed, taken over). */
 void devseq_release(struct devseq *d, uint32_t device, struct conn_ref me);
 

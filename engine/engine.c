@@ -471,6 +471,7 @@ static void engine_free(struct sluice_engine *e)
     if (e->clients.ready && e->store) clients_write(e);
     clients_free(&e->clients);
     devseq_free(&e->devseq);
+    udp_mail_free(e);
     if (e->auth_ready) auth_swap_destroy(&e->auth); /* every worker has been joined */
     if (e->store) store_close(e->store);
     tls_ctx_free(e->tls);
@@ -670,7 +671,8 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
     e->auth_ready = true;
 
     e->workers = calloc(e->nworkers, sizeof *e->workers);
-    if (!e->workers || clients_init(&e->clients) || devseq_init(&e->devseq)) {
+    if (!e->workers || clients_init(&e->clients) || devseq_init(&e->devseq) ||
+        (cfg->udp[0] && udp_mail_init(e))) {
         rc = SLUICE_ENOMEM;
         goto fail;
     }

@@ -210,6 +210,12 @@ static void on_wake(struct worker *w, struct io_uring_cqe *cqe)
                 udp_kick(w, kicks[i].slot, kicks[i].gen);
             else
                 conn_kick(w, kicks[i].slot, kicks[i].gen);
+    /* UDP sessions made over TCP: worker 0 makes those offered, and the
+     * connections whose answer came run again */
+    udp_take_offers(w);
+    while ((nk = udp_take_answers(w, kicks, 32)))
+        for (size_t i = 0; i < nk; i++)
+            conn_wake(w, kicks[i].slot, kicks[i].gen);
     if (!w->draining && atomic_load_explicit(&w->eng->stopping, memory_order_acquire))
         begin_drain(w);
     if (cqe->res >= 0 || cqe->res == -EINTR || cqe->res == -EAGAIN) arm_wake(w);

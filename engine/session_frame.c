@@ -22,6 +22,12 @@
  * --max-body (0x04), bad input (0x07), no HELLO or PROOF within the header
  * deadline (0x09), idle past --idle-timeout (0x09), a failed commit (0x05,
  * after the ACKs due), draining (0x08, after the ACKs due).
+ *
+ * A HELLO with flags bit 1 makes a UDP session instead (§6, "over TCP"): the
+ * same handshake and claim, then the session (its key and id derived from
+ * the recovered ClientKey) is offered to worker 0's UDP table (engine/udp.h)
+ * and WELCOME waits for its answer; after WELCOME the connection closes.
+ * Nothing after PROOF is read as a frame: bytes there are ERROR 0x07.
  */
 #include "engine/session_frame.h"
 
@@ -35,6 +41,7 @@
 #include "engine/conn.h"
 #include "engine/devseq.h"
 #include "engine/ingest.h"
+#include "engine/udp.h"
 #include "protocols/frame.h"
 #include "protocols/frame_auth.h"
 
@@ -54,13 +61,14 @@
     (2 + 27 + FRAME_VARINT_MAX + FRAME_VARINT_MAX + FRAME_TICKET_MAX + 3 + 16 + FRAME_VARINT_MAX + \
      2 + FRAME_MAC_LEN)
 
-enum { FS_HELLO, FS_PROOF, FS_CLAIM, FS_READY };
+enum { FS_HELLO, FS_PROOF, FS_CLAIM, FS_HANDOFF, FS_READY };
 
 /* Only during the handshake (freed at WELCOME): idle connections stay small. */
 struct frame_hs {
     bool known; /* the token id has verifiers (else the proof fails whatever it is) */
     struct auth_keys keys;
-    size_t len; /* bytes of msg: HELLO, CHALLENGE, then PROOF */
+    uint8_t skey[FRAME_KEY_LEN], sid[8]; /* a UDP session's (HELLO flags bit 1) */
+    size_t len;                          /* bytes of msg: HELLO, CHALLENGE, then PROOF */
     uint8_t msg[HS_MAX];
 };
 
@@ -72,6 +80,9 @@ struct frame_sess {
     bool draining;   /* the engine is stopping */
     bool ack_due;    /* a commit completed: the durable mark may have moved */
     bool final_sent; /* the closing frames (ERROR, or the last ACK) are queued */
+    bool udp;        /* HELLO asked for a UDP session: no readings here */
+    bool offered;    /* the session is in worker 0's mailbox: ticket names it */
+    uint32_t ticket;
     uint32_t device, org;
     uint64_t auth_gen;
     uint8_t token_id[FRAME_TOKEN_ID_LEN];
@@ -119,6 +130,11 @@ static void fail(struct worker *w, struct conn *c, uint8_t code, uint64_t seq, c
 {
     struct frame_sess *s = sess(c);
     if (!seq && s->state == FS_READY) seq = s->next;
+    if (s->offered) {
+        /* no WELCOME will say the session exists: it must not either */
+        udp_offer_cancel(w->eng, s->ticket);
+        s->offered = false;
+    }
     uint8_t out[2 + FRAME_VARINT_MAX + 1 + FRAME_VARINT_MAX + FRAME_MESSAGE_MAX];
     if (!s->final_sent) send_frame(w, c, out, frame_encode_error(out, sizeof out, code, seq, msg));
     s->final_sent = true;
@@ -165,6 +181,14 @@ static void on_hello(struct worker *w, struct conn *c, const struct frame *f, co
         fail(w, c, 0x01, 0, "speaks 1");
         return;
     }
+    if (f->u.hello.flags & FRAME_HELLO_UDP) {
+        /* said before any CHALLENGE: it costs nothing and tells of no token */
+        if (!w->eng->udp_mail) {
+            fail(w, c, 0x07, 0, "no udp listener");
+            return;
+        }
+        s->udp = true;
+    }
     if (!(s->hs = calloc(1, sizeof *s->hs))) {
         fail(w, c, 0x05, 0, "out of memory");
         return;
@@ -204,6 +228,73 @@ static void on_hello(struct worker *w, struct conn *c, const struct frame *f, co
     s->state = FS_PROOF;
 }
 
+/* The device is this connection's: its UDP session goes to worker 0, and
+ * WELCOME waits for the answer (on_answer), at most CLAIM_WAIT_MS. */
+static void offer(struct worker *w, struct conn *c)
+{
+    struct frame_sess *s = sess(c);
+    struct udp_offer o = {.from = ref_of(w, c), .device = s->device, .org = s->org};
+    memcpy(o.token_id, s->token_id, sizeof o.token_id);
+    memcpy(o.sid, s->hs->sid, sizeof o.sid);
+    memcpy(o.key, s->hs->skey, sizeof o.key);
+    explicit_bzero(s->hs->skey, sizeof s->hs->skey); /* worker 0's to keep now */
+    int rc = udp_offer_post(w->eng, &o, &s->ticket); /* wipes o.key */
+    if (rc) {
+        fail(w, c, rc == -ENOSPC ? 0x05 : 0x07, 0,
+             rc == -ENOSPC ? "server busy" : "no udp listener");
+        return;
+    }
+    s->offered = true;
+    s->state = FS_HANDOFF;
+    s->claim_since_ms = w->now_ms;
+    conn_set_deadline(w, c, w->now_ms + CLAIM_WAIT_MS);
+}
+
+/* Worker 0's answer, if it came: WELCOME and the close, or the ERROR that
+ * says why there is no session. pending: bytes the device sent after PROOF. */
+static void on_answer(struct worker *w, struct conn *c, bool pending)
+{
+    struct frame_sess *s = sess(c);
+    uint64_t durable = 0;
+    struct conn_ref session;
+    enum udp_answer a = udp_offer_answer(w->eng, s->ticket, &durable, &session);
+    if (a == UDP_PENDING) return;
+    s->offered = false;
+    if (a != UDP_MADE) {
+        static const struct {
+            uint8_t code;
+            const char *msg;
+        } why[] = {
+            [UDP_FULL] = {0x05, "server busy"},
+            [UDP_REVOKED] = {0x02, "token revoked"},
+            [UDP_GONE] = {0x06, "taken over by a newer connection"},
+            [UDP_STOPPING] = {0x08, "server shutting down"},
+        };
+        fail(w, c, why[a].code, 0, why[a].msg);
+        return;
+    }
+    s->owned = false; /* the session's now (devseq_hand) */
+    uint8_t sig[FRAME_MAC_LEN];
+    if (pending ||
+        frame_auth_server_signature(s->hs->keys.server_key, s->hs->msg, s->hs->len, sig)) {
+        /* the session was made, and no WELCOME will tell of it: ended */
+        clients_kick(w->eng, session);
+        fail(w, c, pending ? 0x07 : 0x05, 0,
+             pending ? "nothing may follow PROOF: readings go over udp" : "signature failed");
+        return;
+    }
+    uint8_t out[2 + FRAME_MAC_LEN + 4 * FRAME_VARINT_MAX];
+    send_frame(
+        w, c, out,
+        frame_encode_welcome(out, sizeof out, sig, durable, UDP_DGRAM_MAX, UDP_WINDOW, NULL, 0));
+    drop_handshake(s);
+    worker_count(&w->st.frame_sessions, 1);
+    /* said everything: FIN after WELCOME (conn lingers so no reset eats it) */
+    s->final_sent = true;
+    conn_stop(w, c);
+    conn_set_deadline(w, c, w->now_ms + w->eng->cfg.header_timeout_ms);
+}
+
 /* Takes the device for this connection, or arranges to ask again. */
 static void try_claim(struct worker *w, struct conn *c)
 {
@@ -229,6 +320,10 @@ static void try_claim(struct worker *w, struct conn *c)
     s->durable = s->acked = s->dup_upto = durable;
     s->next = s->hello_next ? s->hello_next : durable + 1;
     if (gap) worker_count(&w->st.frame_gaps, gap);
+    if (s->udp) {
+        offer(w, c);
+        return;
+    }
     uint8_t out[2 + FRAME_MAC_LEN + 4 * FRAME_VARINT_MAX];
     uint8_t sig[FRAME_MAC_LEN];
     if (frame_auth_server_signature(s->hs->keys.server_key, s->hs->msg, s->hs->len, sig)) {
@@ -247,8 +342,10 @@ static void on_proof(struct worker *w, struct conn *c, const struct frame *f, co
 {
     struct frame_sess *s = sess(c);
     struct frame_hs *hs = s->hs;
-    bool ok =
-        hs->known && frame_auth_verify(hs->keys.stored_key, hs->msg, hs->len, f->u.proof.proof);
+    uint8_t ck[FRAME_KEY_LEN];
+    /* a UDP session's key comes from the ClientKey the proof gives back */
+    bool ok = hs->known &&
+              frame_auth_verify_key(hs->keys.stored_key, hs->msg, hs->len, f->u.proof.proof, ck);
     if (!ok) {
         /* the limiter only ever slows failing attempts (as for HTTP tokens) */
         bool allowed = ratelimit_allow(w->authrl, c->peer, w->now_ms);
@@ -259,6 +356,12 @@ static void on_proof(struct worker *w, struct conn *c, const struct frame *f, co
     }
     memcpy(hs->msg + hs->len, raw, f->total);
     hs->len += f->total;
+    int rc = s->udp ? frame_auth_session_key(ck, hs->msg, hs->len, hs->skey, hs->sid) : 0;
+    explicit_bzero(ck, sizeof ck);
+    if (rc) {
+        fail(w, c, 0x05, 0, "session key failed");
+        return;
+    }
     s->state = FS_CLAIM;
     s->claim_since_ms = w->now_ms;
     try_claim(w, c);
@@ -352,8 +455,9 @@ static void finish_if_done(struct worker *w, struct conn *c)
 static void set_deadline(struct worker *w, struct conn *c)
 {
     struct frame_sess *s = sess(c);
-    if (s->final_sent || s->state == FS_CLAIM) return; /* set by fail() / try_claim() */
-    if (s->state != FS_READY) return;                  /* the handshake deadline from accept */
+    if (s->final_sent || s->state == FS_CLAIM || s->state == FS_HANDOFF)
+        return;                       /* set by fail() / try_claim() / offer() */
+    if (s->state != FS_READY) return; /* the handshake deadline from accept */
     if (s->inflight || c->on_room || c->blocked)
         conn_set_deadline(w, c, 0); /* the server, not the device, is what is slow */
     else
@@ -369,11 +473,17 @@ static size_t input(struct worker *w, struct conn *c, char *p, size_t *np)
 
     send_ack(w, c);
     if (s->state == FS_CLAIM && !s->final_sent) try_claim(w, c);
+    if (s->state == FS_HANDOFF && !s->final_sent) on_answer(w, c, n > 0);
     if (s->state == FS_READY && !s->final_sent && !still_authorized(w, c))
         fail(w, c, 0x02, s->next, "token revoked");
     while (off < n && !c->stopped && !c->closing && !s->final_sent) {
         if (s->failed || s->bye || s->draining) break;
         if (conn_output_full(c)) break; /* resumed when the device has read */
+        if (s->udp && s->state >= FS_CLAIM) {
+            /* a UDP session's readings go in datagrams: nothing follows PROOF here */
+            fail(w, c, 0x07, 0, "nothing may follow PROOF: readings go over udp");
+            break;
+        }
         if (s->state == FS_CLAIM) {
             conn_block(c); /* readings wait for WELCOME's mark */
             break;
@@ -517,6 +627,9 @@ static void timeout(struct worker *w, struct conn *c)
         conn_post(w, c); /* look again */
         conn_set_deadline(w, c, w->now_ms + CLAIM_POLL_MS);
         break;
+    case FS_HANDOFF:
+        fail(w, c, 0x09, 0, "the udp listener did not take the session in time");
+        break;
     default:
         fail(w, c, 0x09, s->next, "idle timeout");
         break;
@@ -555,6 +668,8 @@ static void takeover(struct worker *w, struct conn *c)
 static void close_conn(struct worker *w, struct conn *c)
 {
     struct frame_sess *s = sess(c);
+    if (s->offered) udp_offer_cancel(w->eng, s->ticket); /* gone before its WELCOME */
+    s->offered = false;
     release(w, c);
     drop_handshake(s);
 }

@@ -3,6 +3,7 @@
 #include "engine/udp.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,13 +20,11 @@
 #include "protocols/frame_auth.h"
 
 #define UDP_BUF_GROUP 1
-#define UDP_BUFS      256   /* a power of two */
-#define UDP_DGRAM_MAX 8192u /* the largest datagram taken (WELCOME's max_frame) */
+#define UDP_BUFS      256 /* a power of two */
 #define UDP_BUF_SIZE                                                                               \
     (UDP_DGRAM_MAX + sizeof(struct io_uring_recvmsg_out) + sizeof(struct sockaddr_storage))
 #define UDP_SESSIONS 16384u /* sessions at once; past it a handshake gets ERROR 0x05 */
 #define UDP_REPLAY   1024u
-#define UDP_WINDOW   4096u
 #define UDP_BUCKET_S 16u /* the handshake nonce's clock step; 3 steps are accepted */
 /* Handshakes completed in the last UDP_USED_MS (a CHALLENGE's life and more):
  * a step 3 seen again is a replay, and must not make a session again (it
@@ -140,7 +139,7 @@ static void send_raw(struct udp *u, const struct sockaddr_storage *to, socklen_t
 static void send_session(struct udp *u, struct udp_sess *s, const uint8_t *f, size_t n)
 {
     uint8_t out[SID_LEN + FRAME_VARINT_MAX + 256 + MAC8];
-    if (n > 256) return;
+    if (n > 256 || !s->peer_len) return; /* made over TCP, no datagram yet: nowhere to send */
     memcpy(out, s->id, SID_LEN);
     size_t h = SID_LEN + frame_put_varint(out + SID_LEN, ++s->out_seq);
     memcpy(out + h, f, n);
@@ -181,6 +180,36 @@ static void end_session(struct worker *w, struct udp_sess *s)
     s->gen++;
     explicit_bzero(s->key, sizeof s->key);
     u->free_slots[u->nfree++] = me;
+}
+
+/* Slot s (the last free one, whose devseq ref the device's claim named)
+ * becomes the live session sid of device, its readings expected from
+ * durable + 1 (a next_seq past it was recorded as a gap by the claim). No
+ * address yet: the caller's, or the first verified datagram's. */
+static void open_session(struct worker *w, struct udp_sess *s, const uint8_t sid[SID_LEN],
+                         const uint8_t key[FRAME_KEY_LEN], uint32_t device, uint32_t org,
+                         const uint8_t token_id[FRAME_TOKEN_ID_LEN], uint64_t durable)
+{
+    struct udp *u = w->udp;
+    uint32_t me = idx_of(u, s);
+    u->nfree--;
+    uint32_t gen = s->gen;
+    memset(s, 0, sizeof *s);
+    s->gen = gen;
+    s->used = true;
+    memcpy(s->id, sid, SID_LEN);
+    memcpy(s->key, key, FRAME_KEY_LEN);
+    s->device = device;
+    s->org = org;
+    s->auth_gen = w->auth_gen;
+    memcpy(s->token_id, token_id, FRAME_TOKEN_ID_LEN);
+    s->last_rx_ms = w->now_ms; /* the idle timeout runs from the making */
+    s->durable = s->acked = durable;
+    s->expected = durable + 1;
+    s->next_id = u->by_id[bucket_of(sid)];
+    u->by_id[bucket_of(sid)] = me + 1;
+    s->next_dev = u->by_dev[dev_bucket(device)];
+    u->by_dev[dev_bucket(device)] = me + 1;
 }
 
 /* ---- the handshake ---- */
@@ -343,29 +372,15 @@ static void on_proof(struct worker *w, const struct sockaddr_storage *peer, sock
         udp_kick(w, kick.slot, kick.gen);
     }
     if (rc < 0) send_error(u, NULL, peer, plen, 0x05, 0, "out of memory");
-    if (rc <= 0) return; /* an older connection is ending: the device asks again */
-    u->nfree--;
-    uint32_t gen = s->gen;
-    memset(s, 0, sizeof *s);
-    s->gen = gen;
-    s->used = true;
-    memcpy(s->id, sid, SID_LEN);
-    memcpy(s->key, key, sizeof key);
+    if (rc <= 0) {
+        explicit_bzero(key, sizeof key);
+        return; /* an older connection is ending: the device asks again */
+    }
+    open_session(w, s, sid, key, e->device, e->org, h->u.hello.token_id, durable);
     explicit_bzero(key, sizeof key);
-    s->device = e->device;
-    s->org = e->org;
-    s->auth_gen = w->auth_gen;
-    memcpy(s->token_id, h->u.hello.token_id, FRAME_TOKEN_ID_LEN);
     s->peer = *peer;
     s->peer_len = plen;
-    s->last_rx_ms = w->now_ms;
-    s->durable = s->acked = durable;
-    s->expected = durable + 1; /* a next_seq past it was recorded as a gap by the claim */
     if (gap) worker_count(&w->st.frame_gaps, gap);
-    s->next_id = u->by_id[bucket_of(sid)];
-    u->by_id[bucket_of(sid)] = me + 1;
-    s->next_dev = u->by_dev[dev_bucket(s->device)];
-    u->by_dev[dev_bucket(s->device)] = me + 1;
     uint8_t sig[FRAME_MAC_LEN];
     if (frame_auth_server_signature(k->server_key, raw, all, sig)) {
         end_session(w, s);
@@ -674,7 +689,9 @@ void udp_flush(struct worker *w)
 void udp_tick(struct worker *w)
 {
     struct udp *u = w->udp;
-    if (!u || w->now_ms < u->sweep_ms + 1000) return;
+    if (!u) return;
+    udp_take_offers(w); /* a wake lost to nothing, in case: no offer waits past a tick */
+    if (w->now_ms < u->sweep_ms + 1000) return;
     u->sweep_ms = w->now_ms;
     used_sweep(u, w->now_ms);
     for (uint32_t i = 0; i < UDP_SESSIONS; i++) {
@@ -780,4 +797,190 @@ int udp_start(struct worker *w)
     io_uring_sqe_set_data64(sqe, op_pack(OP_UDP_RECV, 0, 0));
     u->armed = true;
     return 0;
+}
+
+/* ---- sessions made over TCP (udp.h) ---- */
+
+enum { MAIL_FREE, MAIL_POSTED, MAIL_ANSWERED };
+
+struct mail_entry {
+    uint8_t state;
+    uint8_t answer;
+    bool noticed;    /* its connection's worker was told (udp_take_answers) */
+    uint32_t serial; /* with the index, the ticket: a reused entry is not the old one */
+    struct udp_offer o;
+    uint64_t durable;
+    struct conn_ref sess; /* UDP_MADE: the session, ended if the connection cancels */
+};
+
+struct udp_mail {
+    pthread_mutex_t lock;
+    uint32_t posted, serial;
+    struct mail_entry v[UDP_MAIL_MAX];
+};
+
+#define TICKET_INDEX(t) ((t) % UDP_MAIL_MAX)
+
+int udp_mail_init(struct sluice_engine *e)
+{
+    struct udp_mail *m = calloc(1, sizeof *m);
+    if (!m || pthread_mutex_init(&m->lock, NULL)) {
+        free(m);
+        return SLUICE_ENOMEM;
+    }
+    e->udp_mail = m;
+    return 0;
+}
+
+void udp_mail_free(struct sluice_engine *e)
+{
+    struct udp_mail *m = e->udp_mail;
+    if (!m) return;
+    pthread_mutex_destroy(&m->lock);
+    explicit_bzero(m, sizeof *m); /* keys of offers worker 0 never took */
+    free(m);
+    e->udp_mail = NULL;
+}
+
+static void wake(struct worker *w)
+{
+    uint64_t one = 1;
+    if (write(w->wake_fd, &one, sizeof one) < 0) {
+        /* an eventfd counter does not overflow in practice */
+    }
+}
+
+int udp_offer_post(struct sluice_engine *e, struct udp_offer *o, uint32_t *ticket)
+{
+    struct udp_mail *m = e->udp_mail;
+    int rc = -ENOTCONN;
+    if (!m) goto done;
+    rc = -ENOSPC;
+    pthread_mutex_lock(&m->lock);
+    for (uint32_t i = 0; i < UDP_MAIL_MAX; i++) {
+        struct mail_entry *x = &m->v[i];
+        if (x->state != MAIL_FREE) continue;
+        /* serials step by UDP_MAIL_MAX so that index + serial is one number */
+        m->serial += UDP_MAIL_MAX;
+        *x = (struct mail_entry){.state = MAIL_POSTED, .serial = m->serial, .o = *o};
+        *ticket = m->serial + i;
+        m->posted++;
+        rc = 0;
+        break;
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (rc == 0) wake(&e->workers[0]);
+done:
+    explicit_bzero(o->key, sizeof o->key);
+    return rc;
+}
+
+/* The entry of ticket, or NULL when it is not that one any more (under the lock). */
+static struct mail_entry *entry_of(struct udp_mail *m, uint32_t ticket)
+{
+    struct mail_entry *x = &m->v[TICKET_INDEX(ticket)];
+    return x->state != MAIL_FREE && x->serial + TICKET_INDEX(ticket) == ticket ? x : NULL;
+}
+
+enum udp_answer udp_offer_answer(struct sluice_engine *e, uint32_t ticket, uint64_t *durable,
+                                 struct conn_ref *session)
+{
+    struct udp_mail *m = e->udp_mail;
+    enum udp_answer a = UDP_GONE;
+    if (!m) return a;
+    pthread_mutex_lock(&m->lock);
+    struct mail_entry *x = entry_of(m, ticket);
+    if (x && x->state == MAIL_POSTED) {
+        a = UDP_PENDING;
+    } else if (x) {
+        a = (enum udp_answer)x->answer;
+        *durable = x->durable;
+        *session = x->sess;
+        explicit_bzero(x, sizeof *x); /* MAIL_FREE */
+    }
+    pthread_mutex_unlock(&m->lock);
+    return a;
+}
+
+void udp_offer_cancel(struct sluice_engine *e, uint32_t ticket)
+{
+    struct udp_mail *m = e->udp_mail;
+    if (!m) return;
+    struct conn_ref end = {0, 0, 0};
+    bool made = false;
+    pthread_mutex_lock(&m->lock);
+    struct mail_entry *x = entry_of(m, ticket);
+    if (x) {
+        if (x->state == MAIL_POSTED) m->posted--;
+        made = x->state == MAIL_ANSWERED && x->answer == UDP_MADE;
+        end = x->sess;
+        explicit_bzero(x, sizeof *x);
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (made) clients_kick(e, end); /* worker 0 ends it (udp_kick), at its next wake */
+}
+
+/* One offer (under the mailbox lock): the session made, or why not. */
+static enum udp_answer make_offered(struct worker *w, struct mail_entry *x)
+{
+    struct udp *u = w->udp;
+    struct udp_offer *o = &x->o;
+    if (u->draining) return UDP_STOPPING;
+    /* the token table may have changed since the connection's proof */
+    if (!auth_id_still_names(w->auth, o->token_id, o->device, o->org)) return UDP_REVOKED;
+    if (find_id(u, o->sid)) return UDP_GONE; /* an id made twice: never, with fresh nonces */
+    if (!u->nfree) return UDP_FULL;
+    /* recorded as any handshake's, so that no session of this id is made again */
+    int rc = use_handshake(u, o->sid, w->now_ms);
+    if (rc < 0) return UDP_FULL;
+    if (rc == 1) return UDP_GONE;
+    struct udp_sess *s = &u->s[u->free_slots[u->nfree - 1]];
+    struct conn_ref ref = {w->id, UDP_SLOT_BIT | idx_of(u, s), s->gen};
+    uint64_t durable;
+    if (!devseq_hand(&w->eng->devseq, o->device, o->from, ref, &durable)) return UDP_GONE;
+    open_session(w, s, o->sid, o->key, o->device, o->org, o->token_id, durable);
+    x->durable = durable;
+    x->sess = ref;
+    return UDP_MADE;
+}
+
+void udp_take_offers(struct worker *w)
+{
+    struct sluice_engine *e = w->eng;
+    struct udp_mail *m = e->udp_mail;
+    if (!m || !w->udp) return;
+    uint32_t tell[UDP_MAIL_MAX]; /* the workers to wake (one twice is harmless) */
+    size_t nt = 0;
+    pthread_mutex_lock(&m->lock);
+    for (uint32_t i = 0; m->posted && i < UDP_MAIL_MAX; i++) {
+        struct mail_entry *x = &m->v[i];
+        if (x->state != MAIL_POSTED) continue;
+        x->answer = (uint8_t)make_offered(w, x);
+        explicit_bzero(x->o.key, sizeof x->o.key); /* the session's copy is all there is now */
+        x->state = MAIL_ANSWERED;
+        m->posted--;
+        if (x->o.from.worker < e->nworkers) tell[nt++] = x->o.from.worker;
+    }
+    pthread_mutex_unlock(&m->lock);
+    for (size_t i = 0; i < nt; i++) {
+        atomic_store_explicit(&e->workers[tell[i]].udp_answers, true, memory_order_release);
+        wake(&e->workers[tell[i]]);
+    }
+}
+
+size_t udp_take_answers(struct worker *w, struct conn_ref *out, size_t cap)
+{
+    struct udp_mail *m = w->eng->udp_mail;
+    size_t n = 0;
+    if (!m || !atomic_exchange_explicit(&w->udp_answers, false, memory_order_acq_rel)) return 0;
+    pthread_mutex_lock(&m->lock);
+    for (uint32_t i = 0; i < UDP_MAIL_MAX && n < cap; i++) {
+        struct mail_entry *x = &m->v[i];
+        if (x->state != MAIL_ANSWERED || x->noticed || x->o.from.worker != w->id) continue;
+        x->noticed = true;
+        out[n++] = x->o.from;
+    }
+    pthread_mutex_unlock(&m->lock);
+    if (n == cap) atomic_store(&w->udp_answers, true); /* more, perhaps: the next call */
+    return n;
 }

@@ -184,6 +184,9 @@ struct worker {
 
     void *http;      /* protocol state shared by the worker's HTTP sessions (session_http.c) */
     struct udp *udp; /* worker 0 with --udp: its sessions (engine/udp.c) */
+    /* worker 0 answered a UDP session this worker's TCP connection offered
+     * (engine/udp.h, "made over TCP"): look in the mailbox at the next wake */
+    _Atomic bool udp_answers;
 
     int wake_fd; /* eventfd: sluice_engine_stop (async-signal-safe) and storage jobs */
     /* connections other workers asked this one to end (clients.c; under the
@@ -232,6 +235,7 @@ struct clients {
 /* The frame protocol's per-device durable marks and live connections
  * (engine/devseq.c). */
 struct devseq_entry;
+struct udp_mail;
 struct devseq {
     pthread_mutex_t lock;
     struct devseq_entry *v; /* open addressing by device id */
@@ -260,6 +264,7 @@ struct sluice_engine {
     struct auth_swap auth; /* one reader slot per worker; the control thread writes */
     struct clients clients;
     struct devseq devseq;
+    struct udp_mail *udp_mail; /* --udp: sessions made over TCP, on their way to worker 0 */
     bool auth_ready;
     uint64_t store_gen;
 

@@ -2,10 +2,12 @@
  * protocol, with the device client of include/sluice.h alone.
  *
  *   sluice-frame-send --host H --port P --token T --count N --payload TEXT
- *                     [--batch B] [--timeout S] [--udp]
+ *                     [--batch B] [--timeout S] [--udp [--udp-via-tcp PORT]]
  *
  * --udp: over sluiced's --udp listener (docs/frame-protocol.md §6), with
  * --batch readings a datagram at most; the same summary line and exit codes.
+ * --udp-via-tcp PORT: the handshake over TCP to that port of --host (sluiced
+ * --frame), then the readings in datagrams to --port (cfg.tcp_port).
  *
  * The same command line as clients/python/sluice_frame.py. Exits 0 only when
  * every reading is acknowledged durable, printing one summary line; 1 with
@@ -27,7 +29,7 @@
 
 static const char usage[] =
     "usage: sluice-frame-send --host H --port P --token T --count N --payload TEXT\n"
-    "                         [--batch B] [--timeout S] [--udp]\n";
+    "                         [--batch B] [--timeout S] [--udp [--udp-via-tcp PORT]]\n";
 
 static int bad_usage(const char *why, const char *arg)
 {
@@ -63,7 +65,7 @@ static int fail(sluice_frame_client *c, const char *what, int rc)
 int main(int argc, char **argv)
 {
     const char *host = NULL, *token = NULL, *payload = NULL;
-    uint64_t port = 0, count = 0, batch = 1, timeout_ms = 10000;
+    uint64_t port = 0, tcp_port = 0, count = 0, batch = 1, timeout_ms = 10000;
     int have_count = 0, udp = 0;
 
     for (int i = 1; i < argc; i++) {
@@ -87,6 +89,9 @@ int main(int argc, char **argv)
             payload = v;
         } else if (!strcmp(a, "--port")) {
             if (parse_u64(v, 1, 65535, &port)) return bad_usage("--port must be 1..65535", v);
+        } else if (!strcmp(a, "--udp-via-tcp")) {
+            if (parse_u64(v, 1, 65535, &tcp_port))
+                return bad_usage("--udp-via-tcp must be a port, 1..65535", v);
         } else if (!strcmp(a, "--count")) {
             if (parse_u64(v, 0, UINT64_MAX / 2, &count))
                 return bad_usage("--count must be a whole number", v);
@@ -107,6 +112,7 @@ int main(int argc, char **argv)
     }
     if (!host || !port || !token || !have_count || !payload)
         return bad_usage("--host, --port, --token, --count and --payload are required", NULL);
+    if (tcp_port && !udp) return bad_usage("--udp-via-tcp goes with --udp", NULL);
 
     size_t plen = strlen(payload);
     sluice_frame_config cfg;
@@ -117,6 +123,7 @@ int main(int argc, char **argv)
     cfg.timeout_ms = (unsigned)timeout_ms;
     cfg.batch = (uint32_t)batch;
     cfg.udp = udp;
+    cfg.tcp_port = (unsigned)tcp_port;
     if (cfg.max_readings < batch) cfg.max_readings = (uint32_t)batch;
     if (plen > cfg.max_reading) cfg.max_reading = (uint32_t)plen;
     if (cfg.ring_bytes < 4 * cfg.max_reading) cfg.ring_bytes = 4 * cfg.max_reading;

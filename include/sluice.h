@@ -213,6 +213,11 @@ SLUICE_API const char *sluice_strerror(int code);
  * final); a handshake's ERROR carries no MAC, as the protocol has it. Held
  * readings that a WELCOME covers are taken as acknowledged and the rest go on
  * under their numbers (§4: SEQ numbers them explicitly, so nothing shifts).
+ * With cfg.tcp_port the handshake goes over TCP instead (HELLO, CHALLENGE,
+ * PROOF, WELCOME on a stream that the server then closes; no repeats, and an
+ * ERROR there, such as 0x07 from a server without --udp, is final as any
+ * handshake's), and the session's datagrams as above; a lost session shakes
+ * hands over TCP again.
  * Timers only run inside the calls: a device that stops calling resends
  * nothing, and a session idle past the server's --idle-timeout is found lost
  * by the next call's resends.
@@ -281,6 +286,11 @@ typedef struct sluice_frame_config {
      * read) or -errno. NULL: UDP to host:port (an address literal directly, a
      * name by getaddrinfo()). */
     int (*dial_dgram)(void *arg, const char *host, unsigned port, unsigned timeout_ms);
+    /* UDP: shake hands over TCP instead, on this port of host (sluiced
+     * --frame; §6 "Handshake over TCP"), with cfg.dial; the readings still
+     * go in datagrams to host:port. 0 (default): over UDP. Only with cfg.udp
+     * (else init says EINVAL). */
+    unsigned tcp_port;
 } sluice_frame_config;
 
 typedef struct sluice_frame_client sluice_frame_client;

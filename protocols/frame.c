@@ -142,8 +142,10 @@ int frame_parse(const uint8_t *p, size_t n, struct frame *f)
         f->u.hello.token_id = take(&r, FRAME_TOKEN_ID_LEN);
         f->u.hello.client_nonce = take(&r, FRAME_NONCE_LEN);
         f->u.hello.next_seq = num(&r);
-        if (!r.bad && (f->u.hello.flags & 1)) f->u.hello.ticket = counted(&r, FRAME_TICKET_MAX);
-        if (!r.bad && (f->u.hello.flags & ~1u)) r.bad = 1; /* unknown flags */
+        if (!r.bad && (f->u.hello.flags & FRAME_HELLO_TICKET))
+            f->u.hello.ticket = counted(&r, FRAME_TICKET_MAX);
+        if (!r.bad && (f->u.hello.flags & ~(FRAME_HELLO_TICKET | FRAME_HELLO_UDP)))
+            r.bad = 1; /* unknown flags */
         break;
     }
     case FRAME_CHALLENGE:
@@ -284,12 +286,21 @@ size_t frame_encode_hello(uint8_t *out, size_t cap, const uint8_t token_id[FRAME
                           const uint8_t nonce[FRAME_NONCE_LEN], uint64_t next_seq,
                           const uint8_t *ticket, size_t ticket_len)
 {
+    return frame_encode_hello_flags(out, cap, 0, token_id, nonce, next_seq, ticket, ticket_len);
+}
+
+size_t frame_encode_hello_flags(uint8_t *out, size_t cap, uint8_t flags,
+                                const uint8_t token_id[FRAME_TOKEN_ID_LEN],
+                                const uint8_t nonce[FRAME_NONCE_LEN], uint64_t next_seq,
+                                const uint8_t *ticket, size_t ticket_len)
+{
     if (ticket_len > FRAME_TICKET_MAX) return 0;
     size_t blen = 2 + FRAME_TOKEN_ID_LEN + FRAME_NONCE_LEN + varint_len(next_seq) +
                   (ticket_len ? varint_len(ticket_len) + ticket_len : 0);
     struct wr w = {out, cap, 0};
     size_t total = head(&w, FRAME_HELLO, blen);
-    uint8_t vf[2] = {FRAME_VERSION, ticket_len ? 1 : 0};
+    flags = (uint8_t)(flags & ~FRAME_HELLO_TICKET);
+    uint8_t vf[2] = {FRAME_VERSION, (uint8_t)(flags | (ticket_len ? FRAME_HELLO_TICKET : 0))};
     put(&w, vf, 2);
     put(&w, token_id, FRAME_TOKEN_ID_LEN);
     put(&w, nonce, FRAME_NONCE_LEN);

@@ -54,6 +54,10 @@ enum frame_type {
 #define FRAME_NONCE_LEN    16
 #define FRAME_MAC_LEN      32
 #define FRAME_TICKET_MAX   96
+/* HELLO's flags (§2): a ticket follows (§5); the handshake, over TCP, makes a
+ * UDP session (§6) instead of a TCP one. */
+#define FRAME_HELLO_TICKET 0x01u
+#define FRAME_HELLO_UDP    0x02u
 #define FRAME_MESSAGE_MAX  200
 #define FRAME_VARINT_MAX   10
 
@@ -72,7 +76,7 @@ struct frame {
             const uint8_t *token_id;     /* FRAME_TOKEN_ID_LEN bytes */
             const uint8_t *client_nonce; /* FRAME_NONCE_LEN bytes */
             uint64_t next_seq;
-            struct frame_slice ticket; /* flags bit 0 */
+            struct frame_slice ticket; /* flags FRAME_HELLO_TICKET */
         } hello;
         struct {
             const uint8_t *server_nonce;
@@ -144,6 +148,12 @@ int frame_readings(const struct frame *f, struct frame_clock *clk, frame_reading
 size_t frame_encode_hello(uint8_t *out, size_t cap, const uint8_t token_id[FRAME_TOKEN_ID_LEN],
                           const uint8_t nonce[FRAME_NONCE_LEN], uint64_t next_seq,
                           const uint8_t *ticket, size_t ticket_len);
+/* The same with flags besides the ticket's (FRAME_HELLO_UDP); the ticket bit
+ * follows ticket_len whatever flags says. */
+size_t frame_encode_hello_flags(uint8_t *out, size_t cap, uint8_t flags,
+                                const uint8_t token_id[FRAME_TOKEN_ID_LEN],
+                                const uint8_t nonce[FRAME_NONCE_LEN], uint64_t next_seq,
+                                const uint8_t *ticket, size_t ticket_len);
 size_t frame_encode_challenge(uint8_t *out, size_t cap, const uint8_t nonce[FRAME_NONCE_LEN],
                               uint64_t durable_seq);
 size_t frame_encode_proof(uint8_t *out, size_t cap, const uint8_t proof[FRAME_MAC_LEN]);

@@ -20,11 +20,13 @@ unacknowledged than WELCOME's window, and never sends a frame above max_frame.
 Over UDP (§6), UdpFrameClient has the same shape (connect, send, flush, close,
 the same counters): readings numbered explicitly, resent from the oldest not
 acknowledged when no ACK comes, a new handshake when the server lost the
-session; rebind() moves it to a new source port, as a NAT may.
+session; rebind() moves it to a new source port, as a NAT may. With
+tcp_handshake=(host, port) its handshakes go over TCP instead (§6, "Handshake
+over TCP"; the CLI's --udp-via-tcp), and only the readings in datagrams.
 
 CLI:
     sluice_frame.py --host H --port P --token T --count N --payload TEXT
-                    [--batch B] [--timeout S] [--udp]
+                    [--batch B] [--timeout S] [--udp [--udp-via-tcp [HOST:]PORT]]
     sluice_frame.py --selftest
 Exit status: 0 when every reading is acknowledged as durable, 1 on failure
 (one line on stderr saying why), 2 on bad usage.
@@ -128,8 +130,13 @@ def split_frame(buf, limit=SERVER_FRAME_MAX):
     return buf[0], bytes(buf[off:off + length]), off + length
 
 
-def hello_frame(token_id, client_nonce, next_seq, ticket=None):
-    body = bytes([VERSION, 1 if ticket else 0]) + token_id + client_nonce + varint(next_seq)
+# HELLO's flags (§2): a ticket follows (§5); over TCP, make a UDP session (§6)
+HELLO_TICKET, HELLO_UDP = 0x01, 0x02
+
+
+def hello_frame(token_id, client_nonce, next_seq, ticket=None, flags=0):
+    flags = (flags & ~HELLO_TICKET) | (HELLO_TICKET if ticket else 0)
+    body = bytes([VERSION, flags]) + token_id + client_nonce + varint(next_seq)
     if ticket:
         body += varint(len(ticket)) + ticket
     return frame(HELLO, body)
@@ -830,8 +837,16 @@ class UdpFrameClient(_Holding):
     acknowledged (0 when it holds none; its readings are then numbered after
     WELCOME's durable_seq).
 
+    tcp_handshake=(host, port): shake hands over TCP instead (§6, "over TCP":
+    HELLO with flags bit 1 to sluiced --frame), where nothing is lost or
+    repeated; WELCOME there says the session is live, the server closes the
+    connection, and the readings go in datagrams to host:port as after a UDP
+    handshake. Each new handshake (a lost session) goes over TCP again. An
+    ERROR there is handled as a handshake's (0x07 "no udp listener": the
+    server serves no UDP, raised as FrameError).
+
     Counters as FrameClient's (bytes_sent and bytes_received count every
-    datagram's bytes), and dgrams_sent, dgrams_received, resends (go-back-N
+    datagram's bytes, and the TCP handshakes' too), and dgrams_sent, dgrams_received, resends (go-back-N
     passes), lost_sessions (sessions given up for silence), dropped (datagrams
     that were not a valid answer: forged, replayed, another session's).
     connections counts handshakes completed. ERRORs as FrameClient: 0x02,
@@ -840,12 +855,13 @@ class UdpFrameClient(_Holding):
     thread drives a client."""
 
     def __init__(self, host, port, token, batch=None, attempts=8, timeout=10.0,
-                 dgram_max=UDP_SAFE_DGRAM, inflight=512, on_ack=None):
+                 dgram_max=UDP_SAFE_DGRAM, inflight=512, on_ack=None, tcp_handshake=None):
         if batch is not None and batch < 1:
             raise ValueError("batch must be at least 1")
         if dgram_max < UDP_OVERHEAD + 3:
             raise ValueError("dgram_max %d is too small for a reading" % dgram_max)
         self.host, self.port = host, port
+        self.tcp_handshake = tcp_handshake
         self.keys = Keys(token)
         self.batch = batch
         self.attempts = attempts
@@ -1011,7 +1027,9 @@ class UdpFrameClient(_Holding):
 
     def _handshake(self):
         """One handshake within self.timeout: HELLO and HELLO|CHALLENGE|PROOF,
-        each repeated after 1 s, doubling."""
+        each repeated after 1 s, doubling; or over TCP (tcp_handshake)."""
+        if self.tcp_handshake is not None:
+            return self._handshake_tcp()
         self._end_session()
         # a socket of its own for each session: host and port may have been
         # changed, and datagrams of the session before must not be read as this one's
@@ -1091,6 +1109,78 @@ class UdpFrameClient(_Holding):
                     self._start_session(auth, proof, durable, max_frame, window)
                     return
                 self.dropped += 1  # a repeated CHALLENGE, a late WELCOME, ...
+
+    def _handshake_tcp(self):
+        """§6 over TCP: HELLO (flags bit 1), CHALLENGE, PROOF, WELCOME on a TCP
+        connection that the server then closes; the session's datagrams go on
+        a fresh UDP socket, as after a UDP handshake."""
+        self._end_session()
+        self._close_sock()
+        next_seq = self._held[0][0] if self._held and self._held[0][0] else 0
+        deadline = time.monotonic() + self.timeout
+        host, port = self.tcp_handshake
+        try:
+            sock = socket.create_connection((host, port), timeout=self.timeout)
+        except OSError as e:
+            raise ConnectionLost("TCP handshake with %s:%d: %s" % (host, port, e))
+        rbuf = bytearray()
+
+        def next_frame():
+            while True:
+                got = split_frame(rbuf)
+                if got is not None:
+                    ftype, body, n = got
+                    del rbuf[:n]
+                    if ftype == ERROR:
+                        self._error(body)  # raises
+                    return ftype, body, bytes(frame(ftype, body))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise ConnectionLost("no answer to the TCP handshake within %.1fs" %
+                                         self.timeout)
+                sock.settimeout(left)
+                try:
+                    data = sock.recv(4096)
+                except (ConnectionResetError, socket.timeout) as e:
+                    raise ConnectionLost("recv: %s" % e)
+                if not data:
+                    raise ConnectionLost("the server closed the connection during the handshake")
+                self.bytes_received += len(data)
+                rbuf.extend(data)
+
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            hello = hello_frame(self.keys.token_id, secrets.token_bytes(NONCE_LEN), next_seq,
+                                flags=HELLO_UDP)
+            sent_at = time.monotonic()
+            sock.sendall(hello)
+            self.bytes_sent += len(hello)
+            ftype, body, chal = next_frame()
+            if ftype != CHALLENGE:
+                raise ProtocolError("expected CHALLENGE, got frame type 0x%02x" % ftype)
+            parse_challenge(body)
+            self._srtt = self._srtt or max(0.0005, time.monotonic() - sent_at)
+            auth = hello + chal
+            proof = proof_frame(client_proof(self.keys.client_key, self.keys.stored_key, auth))
+            # nothing follows PROOF on this connection (§6): the server would refuse it
+            sock.sendall(proof)
+            self.bytes_sent += len(proof)
+            ftype, body, _ = next_frame()
+            if ftype != WELCOME:
+                raise ProtocolError("expected WELCOME, got frame type 0x%02x" % ftype)
+            sig, durable, max_frame, window, _ticket = parse_welcome(body)
+        except OSError as e:
+            raise ConnectionLost("TCP handshake: %s" % e)
+        finally:
+            sock.close()  # the server closes its side after WELCOME
+        if not hmac.compare_digest(sig, server_signature(self.keys.server_key, auth, proof)):
+            raise ServerNotAuthenticated(
+                "the server's signature does not verify: refusing %s:%d (not the server this "
+                "token belongs to)" % (host, port))
+        if window < 1 or max_frame < UDP_OVERHEAD + 3:
+            raise ProtocolError("WELCOME with window %d, max_frame %d" % (window, max_frame))
+        self._open_sock()
+        self._start_session(auth, proof, durable, max_frame, window)
 
     def _start_session(self, auth, proof, durable=0, max_frame=UDP_SAFE_DGRAM, window=4096):
         """The session of a verified WELCOME: its key and id (§6), numbering
@@ -1463,6 +1553,27 @@ def selftest(out=sys.stdout):
     u2._on_dgram(ackd)
     eq("UDP ACK datagram handled: acked_seq 1, nothing held",
        bytes([u2.acked_seq, u2.held()]), bytes([1, 0]))
+    # §6 over TCP: HELLO flags bit 1 is part of AuthMessage, so the session differs
+    hello_u = hello_frame(k.token_id, bytes(range(16)), 1, flags=HELLO_UDP)
+    eq("HELLO, UDP session over TCP", hello_u,
+       h("011b0102" "4347b7175225e316" "000102030405060708090a0b0c0d0e0f" "01"))
+    auth_u = hello_u + chal
+    proof_u = proof_frame(client_proof(k.client_key, k.stored_key, auth_u))
+    eq("PROOF, UDP session over TCP", proof_u,
+       h("0320" "066019ede37c28ac888c3b168569fee711302e319ce2b10c7efcf6b513ea2025"))
+    sig_u = server_signature(k.server_key, auth_u, proof_u)
+    eq("server_signature, UDP session over TCP", sig_u,
+       h("d7d9b16122fc15efe704426a60bae75f7e038e43d7d3424111997213d81422a4"))
+    eq("WELCOME, UDP session over TCP", welcome_frame(sig_u, 0, 8192, 4096),
+       h("0426" "d7d9b16122fc15efe704426a60bae75f7e038e43d7d3424111997213d81422a4" "00" "8040"
+         "8020" "00"))
+    u3 = UdpFrameClient("127.0.0.1", 9, VECTOR_TOKEN)
+    u3._start_session(auth_u, proof_u)
+    eq("session_key, UDP session over TCP", u3._skey,
+       h("aaba4ac7fa268bf79a989de2f647abb458743e53861d6495401f0b80f065e6a2"))
+    eq("session_id, UDP session over TCP", u3.session_id, h("283bf90bd84365b6"))
+    eq("first datagram, UDP session over TCP", u3._encode(udp_readings_frames(1, [b'{"t":21.5}'])),
+       h("283bf90bd84365b6" "01" "150101" "100a7b2274223a32312e357d" "026f3fbd041e369d"))
     # §1: minimal varints only
     for bad, why in ((b"\x80\x00", "a trailing 0x80 0x00"), (b"\xff" * 10 + b"\x01", "11 bytes"),
                      (b"\xff" * 9 + b"\x02", "past 64 bits")):
@@ -1508,6 +1619,10 @@ def main(argv=None):
     ap.add_argument("--udp", action="store_true",
                     help="frames over UDP (§6; sluiced --udp): resends what is not acknowledged, "
                          "shakes hands again when the server lost the session")
+    ap.add_argument("--udp-via-tcp", metavar="[HOST:]PORT", default=None,
+                    help="with --udp: shake hands over TCP on this frame port (sluiced --frame; "
+                         "HOST defaults to --host), then send the readings in datagrams to "
+                         "--host:--port (§6, the handshake over TCP)")
     ap.add_argument("--selftest", action="store_true",
                     help="check the spec's test vectors (docs/frame-protocol.md §9) and exit")
     a = ap.parse_args(argv)
@@ -1524,12 +1639,23 @@ def main(argv=None):
         print("sluice_frame: --count >= 0, --batch >= 1, --timeout > 0, --port 1..65535",
               file=sys.stderr)
         return 2
+    tcp_hs = None
+    if a.udp_via_tcp is not None:
+        hs_host, _, hs_port = a.udp_via_tcp.rpartition(":")
+        try:
+            tcp_hs = (hs_host.strip("[]") or a.host, int(hs_port))  # [::1]:7000 too
+        except ValueError:
+            tcp_hs = None
+        if not a.udp or tcp_hs is None or not 0 < tcp_hs[1] < 65536:
+            ap.print_usage(sys.stderr)
+            print("sluice_frame: --udp-via-tcp [HOST:]PORT goes with --udp", file=sys.stderr)
+            return 2
     payload = a.payload.encode("utf-8")
     if a.udp:
         # handshakes of up to 10 s each, as many as --timeout holds
         hs = min(10.0, a.timeout)
         c = UdpFrameClient(a.host, a.port, a.token, batch=a.batch, timeout=hs,
-                           attempts=max(1, int(a.timeout // hs)))
+                           attempts=max(1, int(a.timeout // hs)), tcp_handshake=tcp_hs)
     else:
         c = FrameClient(a.host, a.port, a.token, batch=a.batch or 1,
                         timeout=min(10.0, a.timeout))

@@ -4,7 +4,8 @@
 Every acknowledged reading is in the log exactly once with its device_seq, a
 second run goes on after the first, a kill -9 of the server mid-run is
 survived by resending what was not acknowledged, and the command line keeps
-its promises (exit 0 / 1 with one line / 2). The same over UDP (--udp, §6),
+its promises (exit 0 / 1 with one line / 2). The same over UDP (--udp, §6, the
+handshake over UDP or, with --udp-via-tcp, over TCP),
 plus a seeded lossy relay between client and server. Exits 77 when the
 binaries are not built.
 """
@@ -60,7 +61,7 @@ class Server:
         self.cli.add_org(self.org)
         self.token = self.cli.add_device(self.org, "d")
         self.udp_tokens = {}
-        for org in ("u", "lossy", "ukill"):
+        for org in ("u", "lossy", "ukill", "uvt"):
             self.cli.add_org(org)
             self.udp_tokens[org] = self.cli.add_device(org, "dev-" + org)
         self.daemon = None
@@ -208,6 +209,25 @@ def udp_second_run():
     check(out < 1000 * 12, "a datagram of 50 costs less than READINGs: %d bytes out" % out)
     seqs, _ = srv.seqs("u", "udp")
     check_eq(sorted(seqs), list(range(1, 3001)), "device_seq")
+
+
+@suite.case("--udp --udp-via-tcp: the handshake over TCP (§6), 1000 readings in datagrams, "
+            "exit 0, proto udp, device_seq 1..1000 once each; a second run (--batch 50) goes "
+            "on at 1001; --udp-via-tcp without --udp exits 2")
+def udp_via_tcp():
+    tok = srv.udp_tokens["uvt"]
+    via = ("--udp", "--udp-via-tcp", str(srv.port))
+    sent, resent, acked, out, _, lo, hi = summary(send(srv.udp_port, tok, 1000, '{"v":1}', *via))
+    check_eq((sent, resent, acked, lo, hi), (1000, 0, 1000, 1, 1000), "summary")
+    sent, _, acked, _, _, lo, hi = summary(
+        send(srv.udp_port, tok, 1000, '{"v":1}', *(via + ("--batch", "50"))))
+    check_eq((sent, acked, lo, hi), (1000, 1000, 1001, 2000), "second summary")
+    seqs, rows = srv.seqs("uvt", "udp")
+    check_eq(len(rows), len(srv.cli.log_cat("uvt")), "every record says proto udp")
+    check_eq(sorted(seqs), list(range(1, 2001)), "device_seq")
+    check(all(r["payload"] == {"v": 1} for r in rows), "payloads as sent")
+    p = send(srv.port, tok, 3, "x", "--udp-via-tcp", str(srv.port))
+    check_eq(p.returncode, 2, "--udp-via-tcp without --udp exit")
 
 
 class LossyRelay:

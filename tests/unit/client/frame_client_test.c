@@ -1140,3 +1140,103 @@ Test(frame_client_udp, s6_ack_that_does_not_move_resends_at_once)
     sluice_frame_client_stats(c, &st);
     cr_assert(st.sent == 4 && st.resent == 2 && st.acked == 2);
 }
+
+/* ---- §6 "Handshake over TCP" (cfg.tcp_port): the handshake on a stream,
+ * then §9's session of it in datagrams ---- */
+
+static const char HELLO_UDP[] = "01 1b 01 02 4347b7175225e316 000102030405060708090a0b0c0d0e0f 01";
+static const char PROOF_UDP[] =
+    "03 20 066019ede37c28ac888c3b168569fee711302e319ce2b10c7efcf6b513ea2025";
+static const char WELCOME_UDP[] =
+    "04 26 d7d9b16122fc15efe704426a60bae75f7e038e43d7d3424111997213d81422a4 00 8040 8020 00";
+
+/* One net, two kinds of dial: the first (TCP) a stream peer, the second a
+ * datagram peer. */
+static sluice_frame_client *tcp_udp_client(struct net *net)
+{
+    sluice_frame_config cfg;
+    sluice_frame_client *c;
+    sluice_frame_config_init(&cfg);
+    cfg.host = "peer";
+    cfg.port = 7001;
+    cfg.tcp_port = 7000;
+    cfg.token = TOKEN;
+    cfg.first_seq = 1;
+    cfg.max_readings = 16;
+    cfg.ring_bytes = 4096;
+    cfg.timeout_ms = net->timeout_ms ? net->timeout_ms : 3000;
+    cfg.random = fixed_nonce;
+    cfg.udp = 1;
+    cfg.dial = test_dial;
+    cfg.dial_dgram = test_dial_dgram;
+    cfg.arg = net;
+    cr_assert_eq(sluice_frame_client_init(&c, mem + 1, sizeof mem - 1, &cfg), 0);
+    return c;
+}
+
+/* §9: HELLO with flags bit 1 and PROOF over it are the vectors; after WELCOME
+ * the client closes the stream and its first datagram is dgram_seq 1 of the
+ * session those frames make, byte for byte, on the datagram socket. */
+Test(frame_client_udp, s6_handshake_over_tcp_then_the_sessions_datagrams)
+{
+    static const struct step tcp[] = {
+        {'r', HELLO_UDP},   {'w', CHALLENGE}, {'r', PROOF_UDP},
+        {'w', WELCOME_UDP}, {'e', NULL},      {0, NULL},
+    };
+    static const struct step udp[] = {
+        {'r', "283bf90bd84365b6 01 150101 100a7b2274223a32312e357d 026f3fbd041e369d"},
+        {'w', "283bf90bd84365b6 01 200101 97d8cc1ff4fb11ff"},
+        {'r', "283bf90bd84365b6 02 4000 50e1858d345af00c"},
+        {'w', "283bf90bd84365b6 02 200101 5d43b62beeac5bd0"},
+        {0, NULL},
+    };
+    struct net net = {.scripts = {tcp, udp}};
+    sluice_frame_client *c = tcp_udp_client(&net);
+    cr_assert_eq(sluice_frame_client_send(c, T215, 10), 0);
+    cr_assert_eq(sluice_frame_client_flush(c), 0);
+    cr_assert_eq(sluice_frame_client_close(c), 0);
+    join(&net);
+    cr_assert_eq(net.dials, 2);
+    sluice_frame_stats st;
+    sluice_frame_client_stats(c, &st);
+    cr_assert(st.acked == 1 && st.held == 0 && st.connects == 1 && st.ignored == 0);
+    cr_assert(st.first_seq == 1 && st.last_seq == 1 && st.durable_seq == 1);
+    cr_assert_eq(st.window, 4096);
+}
+
+/* A server without --udp answers the HELLO with ERROR 0x07: final, and no
+ * datagram socket is opened. */
+Test(frame_client_udp, s6_no_udp_listener_is_a_final_error)
+{
+    static const struct step tcp[] = {
+        {'r', HELLO_UDP},
+        {'w', "7f 11 07 00 6e6f20756470206c697374656e6572"},
+        {'e', NULL},
+        {0, NULL},
+    };
+    struct net net = {.scripts = {tcp}};
+    sluice_frame_client *c = tcp_udp_client(&net);
+    cr_assert_eq(sluice_frame_client_connect(c), SLUICE_FRAME_EPROTOCOL);
+    join(&net);
+    cr_assert_eq(net.dials, 1);
+    const char *msg;
+    uint64_t seq;
+    cr_assert_eq(sluice_frame_client_last_error(c, &seq, &msg), 0x07);
+    cr_assert_str_eq(msg, "no udp listener");
+}
+
+/* cfg.tcp_port is UDP's: without cfg.udp it is a bad config. */
+Test(frame_client_udp, s6_tcp_port_without_udp_is_refused)
+{
+    sluice_frame_config cfg;
+    sluice_frame_client *c;
+    sluice_frame_config_init(&cfg);
+    cfg.host = "peer";
+    cfg.port = 7001;
+    cfg.tcp_port = 7000;
+    cfg.token = TOKEN;
+    cr_assert_eq(sluice_frame_client_init(&c, mem, sizeof mem, &cfg), SLUICE_FRAME_EINVAL);
+    cfg.udp = 1;
+    cfg.tcp_port = 70000;
+    cr_assert_eq(sluice_frame_client_init(&c, mem, sizeof mem, &cfg), SLUICE_FRAME_EINVAL);
+}

@@ -123,3 +123,44 @@ Test(devseq, tickets_carry_device_and_count)
     cr_assert_eq((uint32_t)t, 0xfffffffeu);
     cr_assert_eq((t >> 32) & 0x7fffffffu, 4096);
 }
+
+/* §6 over TCP: the TCP connection that claimed the device hands it to its UDP
+ * session; the session is the owner then (the TCP connection's release is a
+ * no-op, a newer claim kicks the session). */
+Test(devseq, a_handshake_over_tcp_hands_the_device_to_its_udp_session)
+{
+    const struct conn_ref U = {0, 1u << 31 | 5, 2}, C = {2, 9, 4};
+    uint64_t dur;
+    bool kicked;
+    struct conn_ref k;
+    cr_assert_eq(devseq_seed(&d, 42, 12), 0);
+    cr_assert_eq(claim(A, 0, &dur, &kicked, &k), 1);
+    dur = 0;
+    cr_assert(devseq_hand(&d, 42, A, U, &dur));
+    cr_assert_eq(dur, 12);
+    devseq_release(&d, 42, A); /* the TCP connection closes: the session stays the owner */
+    cr_assert_eq(claim(C, 0, &dur, &kicked, &k), 0);
+    cr_assert(kicked && k.worker == U.worker && k.slot == U.slot && k.gen == U.gen);
+    /* only the owner can hand the device on */
+    cr_assert(!devseq_hand(&d, 42, A, B, &dur));
+    cr_assert(!devseq_hand(&d, 43, A, B, &dur));
+}
+
+/* A newer connection asked the owner to end (and waits for that): the owner
+ * must not hand the device on, or the newer one would wait on a session no
+ * one ends. */
+Test(devseq, a_kicked_owner_cannot_hand_the_device_on)
+{
+    const struct conn_ref U = {0, 1u << 31 | 5, 2};
+    uint64_t dur = 77;
+    bool kicked;
+    struct conn_ref k;
+    cr_assert_eq(claim(A, 0, &dur, &kicked, &k), 1);
+    cr_assert_eq(claim(B, 0, &dur, &kicked, &k), 0);
+    cr_assert(kicked);
+    dur = 77;
+    cr_assert(!devseq_hand(&d, 42, A, U, &dur));
+    cr_assert_eq(dur, 77);
+    devseq_release(&d, 42, A);
+    cr_assert_eq(claim(B, 0, &dur, &kicked, &k), 1);
+}

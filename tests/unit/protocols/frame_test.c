@@ -167,6 +167,11 @@ Test(frame, encoders_reproduce_the_vectors)
     same("31 00", out, frame_encode_empty(out, sizeof out, FRAME_PONG));
     same("40 00", out, frame_encode_empty(out, sizeof out, FRAME_BYE));
     same(ERROR, out, frame_encode_error(out, sizeof out, 2, 0, "token not recognised"));
+    same("01 1b 01 02 4347b7175225e316 000102030405060708090a0b0c0d0e0f 01", out,
+         frame_encode_hello_flags(out, sizeof out, FRAME_HELLO_UDP, id, nonce, 1, NULL, 0));
+    /* the ticket bit follows the ticket, whatever flags says */
+    same(HELLO, out,
+         frame_encode_hello_flags(out, sizeof out, FRAME_HELLO_TICKET, id, nonce, 1, NULL, 0));
     /* too small a buffer: 0, never a partial frame */
     cr_assert_eq(frame_encode_reading(out, 11, "{\"t\":21.5}", 10), 0);
     cr_assert_eq(frame_encode_hello(out, 28, id, nonce, 1, NULL, 0), 0);
@@ -233,6 +238,13 @@ Test(frame, malformed_frames_refused)
     cr_assert_eq(
         parse_hex("01 1b 02 00 4347b7175225e316 000102030405060708090a0b0c0d0e0f 01", &f, &b, &n),
         FRAME_E_VERSION);
+    free(b);
+    /* §6 over TCP: HELLO flags bit 1 asks for a UDP session; no ticket follows */
+    cr_assert_eq(
+        parse_hex("01 1b 01 02 4347b7175225e316 000102030405060708090a0b0c0d0e0f 01", &f, &b, &n),
+        0);
+    cr_assert(f.u.hello.flags == FRAME_HELLO_UDP && f.u.hello.ticket.n == 0 &&
+              f.u.hello.next_seq == 1);
     free(b);
     /* unknown HELLO flags */
     cr_assert_eq(
