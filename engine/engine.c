@@ -715,6 +715,9 @@ int sluice_engine_start(const sluice_config *cfg, sluice_engine **out, char *err
     if ((rc = parse_fault(e, err, errcap))) goto fail;
     e->dsync = cfg->dsync == SLUICE_DSYNC_ON ||
                (cfg->dsync == SLUICE_DSYNC_AUTO && device_has_fua(cfg->data_dir));
+    if (e->dsync && (cfg->fsync == SLUICE_FSYNC_BATCH || cfg->fsync == SLUICE_FSYNC_ALWAYS))
+        fprintf(stderr, "sluiced: log batches are made durable by RWF_DSYNC writes (%s)\n",
+                cfg->dsync == SLUICE_DSYNC_ON ? "--dsync on" : "the data dir's device has FUA");
 
     /* every worker gets its own SO_REUSEPORT socket on the HTTP port; the admin
      * listener is served by worker 0 alone */

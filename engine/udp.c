@@ -334,23 +334,20 @@ static void on_proof(struct worker *w, const struct sockaddr_storage *peer, sock
     }
     int rc = frame_auth_session_key(ck, raw, all, key, sid);
     explicit_bzero(ck, sizeof ck);
-    if (rc) return;
-    struct udp_sess *s = find_id(u, sid);
-    if (s) {
+    struct udp_sess *s;
+    /* every way out before the session holds the key wipes it (at wipe:) */
+    if (rc) goto wipe;
+    if ((s = find_id(u, sid))) {
         /* our WELCOME was lost, or this is a replay: the same answer again,
          * to the session's address (only a MACed datagram moves it) */
         send_handshake(u, &s->peer, s->peer_len, s->welcome, s->welcome_len);
-        return;
+        goto wipe;
     }
     rc = use_handshake(u, sid, w->now_ms);
-    if (rc == 1) return; /* the step 3 of a session that has ended: a replay, no answer */
-    if (rc < 0) {
+    if (rc == 1) goto wipe; /* the step 3 of a session that has ended: a replay, no answer */
+    if (rc < 0 || !u->nfree) {
         send_error(u, NULL, peer, plen, 0x05, 0, "server busy");
-        return;
-    }
-    if (!u->nfree) {
-        send_error(u, NULL, peer, plen, 0x05, 0, "server busy");
-        return;
+        goto wipe;
     }
     uint32_t me;
     struct conn_ref ref, kick;
@@ -372,10 +369,7 @@ static void on_proof(struct worker *w, const struct sockaddr_storage *peer, sock
         udp_kick(w, kick.slot, kick.gen);
     }
     if (rc < 0) send_error(u, NULL, peer, plen, 0x05, 0, "out of memory");
-    if (rc <= 0) {
-        explicit_bzero(key, sizeof key);
-        return; /* an older connection is ending: the device asks again */
-    }
+    if (rc <= 0) goto wipe; /* an older connection is ending: the device asks again */
     open_session(w, s, sid, key, e->device, e->org, h->u.hello.token_id, durable);
     explicit_bzero(key, sizeof key);
     s->peer = *peer;
@@ -390,6 +384,9 @@ static void on_proof(struct worker *w, const struct sockaddr_storage *peer, sock
                                                    UDP_DGRAM_MAX, UDP_WINDOW, NULL, 0);
     send_handshake(u, peer, plen, s->welcome, s->welcome_len);
     worker_count(&w->st.frame_sessions, 1);
+    return;
+wipe:
+    explicit_bzero(key, sizeof key);
 }
 
 static void on_handshake(struct worker *w, const struct sockaddr_storage *peer, socklen_t plen,

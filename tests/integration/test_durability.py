@@ -207,6 +207,10 @@ def crash_loop(name, flags, rounds):
         # the default path is O_DIRECT: a silent fallback would test the other one
         check(not any("O_DIRECT" in x.stderr() for x in started),
               "sluiced fell back from O_DIRECT: %s" % started[0].stderr()[-300:])
+    if "--dsync" in flags:
+        check("made durable by RWF_DSYNC writes" in started[0].stderr(),
+              "--dsync on, but sluiced did not say it writes with RWF_DSYNC: %s"
+              % started[0].stderr()[-300:])
     ids = audit.check_log(cli, "acme")
     segs = glob.glob(os.path.join(data, "logs", "*", "w*", "*.seg"))
     note("%s: %d rounds, %d requests, %d acked readings, %d of %d in-flight readings stored, "
@@ -227,11 +231,11 @@ def _():
 # Several commits in flight per log (issue S11): a kill -9 then finds batches
 # whose writes or syncs were still running, possibly a later one complete
 # behind an earlier one cut short; every acknowledged reading must be there once.
-for _k, _flags in ((1, []), (4, []), (4, ["--direct-io", "off"])):
+for _k, _flags in ((1, []), (4, []), (4, ["--direct-io", "off"]), (2, ["--dsync", "on"])):
     @suite.case("crash loop, --commits-in-flight %d%s: 3 × kill -9 under load, every 202 stored "
                 "exactly once" % (_k, " " + " ".join(_flags) if _flags else ""))
     def _(k=_k, flags=_flags):
-        crash_loop("k%d%s" % (k, "b" if flags else ""),
+        crash_loop("k%d%s" % (k, "".join(f[2] for f in flags[::2])),
                    ["--fsync", "batch", "--commits-in-flight", str(k)] + flags, 3)
 
 
