@@ -560,8 +560,14 @@ static bool ready_to_write(struct worker *w, struct commit_log *l)
     }
     /* one write at a time, at most K batches in flight, none after a failed
      * one until all are back, nothing while a background sync of the file
-     * runs (--fsync interval, which a roll must not overtake) */
-    if (l->writing || l->failing || l->inflight >= l->nb - 1 || l->bgsync) return false;
+     * runs (--fsync interval, which a roll must not overtake). Through the
+     * page cache the syncs must not overlap: Linux reports a writeback error
+     * once per open file, to whichever fdatasync looks first, so a later
+     * batch's sync could take an earlier batch's error and let that one be
+     * acknowledged. A direct write reports its own error, and its sync is a
+     * cache flush that answers each caller. */
+    unsigned k = l->lw.dfd >= 0 ? l->nb - 1 : 1;
+    if (l->writing || l->failing || l->inflight >= k || l->bgsync) return false;
     if (l->truncate_pending) {
         /* a failed batch's bytes may remain past end: nothing may be written
          * after them (a later batch start would make them look durable to

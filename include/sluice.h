@@ -98,7 +98,8 @@ typedef struct sluice_config {
                                     a chunked one is answered 503 */
     uint64_t log_idle_timeout_ms; /* an org log unwritten this long is closed (0: never) */
     unsigned commits_in_flight;   /* per log: batches being written and synced at once, each
-                                     acknowledged only after every earlier one (1..16) */
+                                     acknowledged only after every earlier one (1..16); direct
+                                     writes only, through the page cache one is in flight */
     enum sluice_dsync dsync;      /* how a batch is made durable */
 } sluice_config;
 

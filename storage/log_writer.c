@@ -526,7 +526,9 @@ void log_writer_close(struct log_writer *w)
 
 int log_writer_cut(struct log_writer *w)
 {
-    if (ftruncate(w->fd, (off_t)w->end)) return -errno;
+    /* durably: a crash before the next batch's sync must not bring back
+     * batches whose requests were answered as failed */
+    if (ftruncate(w->fd, (off_t)w->end) || fdatasync(w->fd)) return -errno;
     w->alloc = w->end; /* the space ahead went too */
     if (w->dfd < 0) return 0;
     uint64_t at = w->end & ~(uint64_t)(LOG_DIO_ALIGN - 1);

@@ -113,7 +113,7 @@ uint64_t log_writer_dio_need(const struct log_writer *w, size_t len);
 void log_writer_dio_done(struct log_writer *w, size_t len);
 
 /* Cuts the segment back to w->end (a failed batch, and those written after
- * it, lie past it) and drops the space written ahead with them; a direct
+ * it, lie past it), durably, and drops the space written ahead with them; a direct
  * writer reads the block holding end again, since the batches staged after
  * the failed one had moved its copy on. Returns 0 or -errno. */
 int log_writer_cut(struct log_writer *w);

@@ -231,6 +231,8 @@ def _():
 # Several commits in flight per log (issue S11): a kill -9 then finds batches
 # whose writes or syncs were still running, possibly a later one complete
 # behind an earlier one cut short; every acknowledged reading must be there once.
+# (Through the page cache, --direct-io off, a log keeps one in flight whatever
+# K says: the case checks that the flag changes nothing there.)
 for _k, _flags in ((1, []), (4, []), (4, ["--direct-io", "off"]), (2, ["--dsync", "on"])):
     @suite.case("crash loop, --commits-in-flight %d%s: 3 × kill -9 under load, every 202 stored "
                 "exactly once" % (_k, " " + " ".join(_flags) if _flags else ""))

@@ -10,6 +10,7 @@
 #include <criterion/criterion.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <poll.h>
 #include <stdio.h>
@@ -64,7 +65,7 @@ static bool t_idle(const struct conn *c)
 static const struct session_ops test_ops = {
     .name = "test", .max_input = t_max_input, .durable = t_durable, .idle = t_idle};
 
-static char root[64];
+static char root[512];
 static struct sluice_engine eng;
 static struct worker wk;
 static struct conn conns[2];
@@ -73,7 +74,12 @@ static int sync_cqes, write_cqes;
 
 static void setup(void)
 {
-    snprintf(root, sizeof root, "/tmp/commit-test-XXXXXX");
+    /* in the working directory (meson's: the build dir, on a real disk), so
+     * that the cases with several commits in flight get O_DIRECT, which a
+     * tmpfs /tmp would refuse */
+    char cwd[400];
+    cr_assert_not_null(getcwd(cwd, sizeof cwd));
+    snprintf(root, sizeof root, "%s/commit-test-XXXXXX", cwd);
     cr_assert_not_null(mkdtemp(root));
     memset(&eng, 0, sizeof eng);
     memset(&wk, 0, sizeof wk);
@@ -367,6 +373,19 @@ Test(commit, fsync_always_syncs_each_request_alone)
 
 /* ---- several commits in flight (--commits-in-flight) ---- */
 
+/* Several commits in flight need direct writes (through the page cache a log
+ * keeps one in flight): where this directory refuses O_DIRECT, skip. */
+static void want_direct(void)
+{
+    char p[600];
+    snprintf(p, sizeof p, "%s/probe", root);
+    int fd = open(p, O_CREAT | O_RDWR | O_DIRECT | O_CLOEXEC, 0600);
+    if (fd < 0) cr_skip_test("O_DIRECT refused in %s (%s)", root, strerror(errno));
+    close(fd);
+    unlink(p);
+    eng.cfg.direct_io = true;
+}
+
 /* Waits for the next completion and hands back a copy, marked seen: the test
  * dispatches it when it chooses, to play the kernel completing syncs out of
  * order. */
@@ -407,6 +426,7 @@ static struct io_uring_cqe batch_in_flight(uint32_t org, int n, uint64_t cookie)
 
 static void out_of_order(void)
 {
+    want_direct(); /* through the page cache syncs never overlap (below) */
     eng.cfg.commits_in_flight = 4;
     struct io_uring_cqe s1 = batch_in_flight(1, 2, 1);
     struct io_uring_cqe s2 = batch_in_flight(1, 3, 2);
@@ -431,22 +451,31 @@ Test(commit, with_syncs_completing_out_of_order_acknowledgements_leave_in_log_or
     out_of_order();
 }
 
-/* Direct writes rewrite the block holding the previous batch's end: the next
- * write goes only once the previous one has completed, and the syncs overlap.
- * (Where the filesystem refuses O_DIRECT the log falls back to the page cache
- * and this repeats the test above.) */
-Test(commit, direct_writes_with_k_in_flight_keep_every_batch)
+/* Through the page cache a log keeps one batch in flight whatever K: Linux
+ * reports a writeback error once per open file, to whichever fdatasync looks
+ * first, so overlapping syncs on one descriptor could hand an earlier batch's
+ * error to a later one and let the earlier be acknowledged. */
+Test(commit, through_the_page_cache_syncs_never_overlap)
 {
-    eng.cfg.direct_io = true;
-    out_of_order();
+    eng.cfg.commits_in_flight = 4; /* direct_io off (setup) */
+    struct io_uring_cqe s1 = batch_in_flight(1, 1, 1);
+    cr_assert_eq(request(1, 1, 2), 0);
+    commit_submit(&wk);
+    io_uring_submit(&wk.ring);
+    struct io_uring_cqe *cqe;
+    cr_expect_neq(io_uring_peek_cqe(&wk.ring, &cqe), 0,
+                  "a second buffered batch went while the first one's sync ran");
+    cr_expect_eq(wk.logs_busy, 1);
+    deliver(s1);
+    settle_all();
+    cr_expect_eq(seen.calls, 2);
+    cr_expect_eq(seen.err, 0);
+    cr_expect_eq(stored(1), 2);
 }
 
-
-/* Each record carries the log's durable end when its batch was sealed (the
- * oldest batch in flight's first seq): what recovery trusts to tell a batch
- * lost in flight from damage to durable data. */
 Test(commit, records_carry_the_durable_end_their_batch_was_sealed_with)
 {
+    want_direct();
     eng.cfg.commits_in_flight = 4;
     struct io_uring_cqe s1 = batch_in_flight(1, 2, 1); /* seqs 0, 1 */
     struct io_uring_cqe s2 = batch_in_flight(1, 3, 2); /* 2..4, batch 1 in flight */
@@ -476,6 +505,7 @@ Test(commit, records_carry_the_durable_end_their_batch_was_sealed_with)
 
 Test(commit, no_more_than_k_batches_are_in_flight)
 {
+    want_direct();
     eng.cfg.commits_in_flight = 2;
     struct io_uring_cqe s1 = batch_in_flight(1, 1, 1);
     struct io_uring_cqe s2 = batch_in_flight(1, 1, 2);
@@ -506,6 +536,7 @@ Test(commit, no_more_than_k_batches_are_in_flight)
  * first), and none of them is acknowledged; what was before n stays. */
 static void failing_batch(int n_fail)
 {
+    want_direct();
     eng.cfg.commits_in_flight = 4;
     eng.fault = (struct fault){.op = FAULT_SYNC, .err = EIO, .after = (uint64_t)n_fail - 1,
                                .count = 1};
@@ -554,6 +585,7 @@ Test(commit, a_failed_middle_sync_keeps_the_batch_before_and_fails_the_rest)
 
 Test(commit, a_failed_write_in_flight_fails_it_and_the_later_batches)
 {
+    want_direct();
     eng.cfg.commits_in_flight = 3;
     struct io_uring_cqe s1 = batch_in_flight(1, 1, 1);
     eng.fault = (struct fault){.op = FAULT_WRITE, .err = ENOSPC, .count = 1};
@@ -589,10 +621,4 @@ Test(commit, dsync_writes_make_a_batch_durable_without_an_fdatasync)
     settle_all();
     cr_expect_eq(seen.err, -EIO, "a failed RWF_DSYNC write was acknowledged");
     cr_expect_eq(stored(1), 3);
-}
-
-Test(commit, direct_writes_cut_back_after_a_failed_batch_and_go_on)
-{
-    eng.cfg.direct_io = true;
-    failing_batch(2);
 }
