@@ -781,6 +781,45 @@ static void udp_session_begin(struct sluice_frame_client *c, const uint8_t *auth
     c->top = d;
 }
 
+/* HELLO (with flags), CHALLENGE, PROOF and WELCOME over a fresh stream from
+ * cfg.dial to host:port, the WELCOME's signature checked (anyone can answer
+ * HELLO; only the server holding ServerKey can sign). Leaves c->fd open, the
+ * AuthMessage and PROOF in auth[0..*n) and the WELCOME in *f, still in c->rx;
+ * on an error the caller wipes auth and drops the connection. */
+static int stream_handshake(struct sluice_frame_client *c, unsigned port, uint8_t flags,
+                            uint8_t auth[AUTH_MAX], size_t *n, struct frame *f, int64_t deadline)
+{
+    uint8_t nonce[FRAME_NONCE_LEN], proof[SHA256_LEN], sig[SHA256_LEN];
+    uint64_t next_seq = c->numbered ? c->first_seq : 0;
+    int rc;
+
+    if (c->random(c->arg, nonce, sizeof nonce)) return SLUICE_FRAME_ERANDOM;
+    int fd = c->dial(c->arg, c->host, port, (unsigned)remaining(deadline));
+    if (fd < 0) return fd;
+    c->fd = fd;
+    if ((rc = set_nonblocking(fd))) return rc;
+    size_t hello_n = frame_encode_hello_flags(auth, AUTH_MAX, flags, c->keys.token_id, nonce,
+                                              next_seq, NULL, 0);
+    if ((rc = write_all(c, auth, hello_n, deadline))) return rc;
+
+    if ((rc = read_frame(c, FRAME_CHALLENGE, f, deadline))) return rc;
+    size_t chal_n = f->total;
+    if (hello_n + chal_n + 2 + SHA256_LEN > AUTH_MAX)
+        return SLUICE_FRAME_EBADFRAME; /* a CHALLENGE padded past its fields cannot parse */
+    memcpy(auth + hello_n, c->rx, chal_n);
+    consume(c, chal_n);
+    frame_client_proof(&c->keys, auth, hello_n + chal_n, NULL, proof);
+    *n = hello_n + chal_n;
+    *n += frame_encode_proof(auth + *n, AUTH_MAX - *n, proof);
+    if ((rc = write_all(c, auth + hello_n + chal_n, *n - hello_n - chal_n, deadline))) return rc;
+
+    if ((rc = read_frame(c, FRAME_WELCOME, f, deadline))) return rc;
+    frame_client_server_signature(&c->keys, auth, *n, sig);
+    if (!sha256_equal(sig, f->u.welcome.server_signature, SHA256_LEN))
+        return SLUICE_FRAME_ESIGNATURE;
+    return 0;
+}
+
 /* §6 over TCP (cfg.tcp_port): HELLO with flags bit 1, CHALLENGE, PROOF and
  * WELCOME on a stream from cfg.dial to host:tcp_port, which the server closes
  * after WELCOME (we close ours at once: nothing more is said there); the
@@ -789,38 +828,12 @@ static void udp_session_begin(struct sluice_frame_client *c, const uint8_t *auth
  * socket closed. */
 static int udp_handshake_tcp(struct sluice_frame_client *c, int64_t deadline)
 {
-    uint8_t auth[AUTH_MAX], nonce[FRAME_NONCE_LEN], proof[SHA256_LEN], sig[SHA256_LEN];
-    size_t n, hello_n, chal_n;
+    uint8_t auth[AUTH_MAX];
+    size_t n;
     struct frame f;
     int rc, fd;
-    uint64_t next_seq = c->numbered ? c->first_seq : 0;
 
-    if (c->random(c->arg, nonce, sizeof nonce)) return SLUICE_FRAME_ERANDOM;
-    fd = c->dial(c->arg, c->host, c->tcp_port, (unsigned)remaining(deadline));
-    if (fd < 0) return fd;
-    c->fd = fd;
-    if ((rc = set_nonblocking(fd))) goto fail;
-    hello_n = frame_encode_hello_flags(auth, sizeof auth, FRAME_HELLO_UDP, c->keys.token_id, nonce,
-                                       next_seq, NULL, 0);
-    if ((rc = write_all(c, auth, hello_n, deadline))) goto fail;
-    if ((rc = read_frame(c, FRAME_CHALLENGE, &f, deadline))) goto fail;
-    chal_n = f.total;
-    if (hello_n + chal_n + 2 + SHA256_LEN > sizeof auth) {
-        rc = SLUICE_FRAME_EBADFRAME;
-        goto fail;
-    }
-    memcpy(auth + hello_n, c->rx, chal_n);
-    consume(c, chal_n);
-    frame_client_proof(&c->keys, auth, hello_n + chal_n, NULL, proof);
-    n = hello_n + chal_n;
-    n += frame_encode_proof(auth + n, sizeof auth - n, proof);
-    if ((rc = write_all(c, auth + hello_n + chal_n, n - hello_n - chal_n, deadline))) goto fail;
-    if ((rc = read_frame(c, FRAME_WELCOME, &f, deadline))) goto fail;
-    frame_client_server_signature(&c->keys, auth, n, sig);
-    if (!sha256_equal(sig, f.u.welcome.server_signature, SHA256_LEN)) {
-        rc = SLUICE_FRAME_ESIGNATURE;
-        goto fail;
-    }
+    if ((rc = stream_handshake(c, c->tcp_port, FRAME_HELLO_UDP, auth, &n, &f, deadline))) goto fail;
     uint64_t window = f.u.welcome.window, max_frame = f.u.welcome.max_frame;
     uint64_t d = f.u.welcome.durable_seq;
     close(c->fd);
@@ -846,41 +859,13 @@ fail:
  * connection live, or an error with it closed. */
 static int handshake(struct sluice_frame_client *c, int64_t deadline)
 {
-    uint8_t auth[AUTH_MAX], nonce[FRAME_NONCE_LEN], proof[SHA256_LEN], sig[SHA256_LEN];
-    size_t n, hello_n, chal_n;
+    uint8_t auth[AUTH_MAX];
+    size_t n;
     struct frame f;
-    int rc, fd;
-    uint64_t next_seq = c->numbered ? c->first_seq : 0;
+    int rc;
 
     if (c->udp) return c->tcp_port ? udp_handshake_tcp(c, deadline) : udp_handshake(c, deadline);
-    if (c->random(c->arg, nonce, sizeof nonce)) return SLUICE_FRAME_ERANDOM;
-    fd = c->dial(c->arg, c->host, c->port, (unsigned)remaining(deadline));
-    if (fd < 0) return fd;
-    c->fd = fd;
-    if ((rc = set_nonblocking(fd))) goto fail;
-    hello_n = frame_encode_hello(auth, sizeof auth, c->keys.token_id, nonce, next_seq, NULL, 0);
-    if ((rc = write_all(c, auth, hello_n, deadline))) goto fail;
-
-    if ((rc = read_frame(c, FRAME_CHALLENGE, &f, deadline))) goto fail;
-    chal_n = f.total;
-    if (hello_n + chal_n + 2 + SHA256_LEN > sizeof auth) {
-        rc = SLUICE_FRAME_EBADFRAME; /* a CHALLENGE padded past its fields cannot parse */
-        goto fail;
-    }
-    memcpy(auth + hello_n, c->rx, chal_n);
-    consume(c, chal_n);
-    frame_client_proof(&c->keys, auth, hello_n + chal_n, NULL, proof);
-    n = hello_n + chal_n;
-    n += frame_encode_proof(auth + n, sizeof auth - n, proof);
-    if ((rc = write_all(c, auth + hello_n + chal_n, n - hello_n - chal_n, deadline))) goto fail;
-
-    if ((rc = read_frame(c, FRAME_WELCOME, &f, deadline))) goto fail;
-    frame_client_server_signature(&c->keys, auth, n, sig);
-    if (!sha256_equal(sig, f.u.welcome.server_signature, SHA256_LEN)) {
-        /* anyone can answer HELLO; only the server holding ServerKey can sign */
-        rc = SLUICE_FRAME_ESIGNATURE;
-        goto fail;
-    }
+    if ((rc = stream_handshake(c, c->port, 0, auth, &n, &f, deadline))) goto fail;
     c->window = f.u.welcome.window;
     c->max_frame = f.u.welcome.max_frame;
     uint64_t d = f.u.welcome.durable_seq;
