@@ -287,10 +287,9 @@ int sluice_config_set(sluice_config *cfg, const char *key, const char *value, ch
         return SLUICE_OK;
     }
     if (!strcmp(k, "commits-in-flight")) {
-        char *end;
-        errno = 0;
-        unsigned long v = strtoul(value, &end, 10);
-        if (errno || end == value || *end || v < 1 || v > SLUICE_COMMITS_IN_FLIGHT_MAX) {
+        uint64_t v;
+        int n = parse_u64(value, &v);
+        if (n <= 0 || value[n] || v < 1 || v > SLUICE_COMMITS_IN_FLIGHT_MAX) {
             why = "expected a number from 1 to 16";
             goto fail;
         }
