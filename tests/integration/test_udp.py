@@ -339,6 +339,18 @@ class Tcp:
             check(f[0] == sf.ACK, "%s: frame 0x%02x %r, want ERROR" % (what, f[0], f[1]))
 
 
+def tcp_acked(keys, n, payload):
+    """A plain TCP connection of keys, logged in, with readings 1..n (payload % i)
+    sent and acknowledged as durable."""
+    t = Tcp()
+    t.login(keys)
+    t.send(b"".join(sf.reading_frame(payload % i) for i in range(1, n + 1)))
+    acked = 0
+    while acked < n:
+        acked = sf.parse_num(t.expect(sf.ACK, "TCP ACK"), "ACK")
+    return t
+
+
 # ---- a lossy relay ----
 
 class Relay:
@@ -821,12 +833,7 @@ def _():
 def _():
     tok = device("mix-1")
     keys = sf.Keys(tok)
-    t = Tcp()
-    t.login(keys)
-    t.send(b"".join(sf.reading_frame(b'{"tcp":%d}' % i) for i in range(1, 21)))
-    acked = 0
-    while acked < 20:
-        acked = sf.parse_num(t.expect(sf.ACK, "TCP ACK"), "ACK")
+    t = tcp_acked(keys, 20, b'{"tcp":%d}')
     u = client(tok, batch=10)
     u.connect()
     check_eq(u.acked_seq, 20, "the UDP WELCOME's durable_seq after 20 TCP readings")

@@ -29,7 +29,7 @@ from sluicetest import (  # noqa: E402
     CaseFailed, Daemon, Cli, Suite, binaries, check, check_eq, skip, tmpdir, wait_token_live)
 from test_udp import (  # noqa: E402
     S, Raw, RawSession, Tcp, check_rows, client, device, no_answer, rows_of, run_client,
-    summary)
+    summary, tcp_acked)
 
 SLUICED, SLUICE_CLI = binaries()
 suite = Suite(limit=170)
@@ -253,12 +253,7 @@ def _():
 def _():
     tok = device("own-2")
     keys = sf.Keys(tok)
-    p = Tcp()
-    p.login(keys)
-    p.send(b"".join(sf.reading_frame(b'{"q":%d}' % i) for i in range(1, 21)))
-    acked = 0
-    while acked < 20:
-        acked = sf.parse_num(p.expect(sf.ACK, "TCP ACK"), "ACK")
+    p = tcp_acked(keys, 20, b'{"q":%d}')
     c = tcp_client(tok, batch=10)
     c.connect()
     check_eq(c.acked_seq, 20, "WELCOME's durable_seq")
