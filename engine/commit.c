@@ -138,12 +138,9 @@ static void log_free(struct commit_log *l)
     free(l);
 }
 
-static struct batch *filling(struct commit_log *l)
-{
-    return &l->b[(l->head + l->inflight) % l->nb];
-}
-
-static const struct batch *filling_c(const struct commit_log *l)
+/* The batch after those in flight: the one readings go to now. (The ring
+ * is not part of the log's const-ness: a const log still names its batch.) */
+static struct batch *filling(const struct commit_log *l)
 {
     return &l->b[(l->head + l->inflight) % l->nb];
 }
@@ -179,7 +176,7 @@ static void start_job(struct worker *w, struct commit_log *l, enum iojob_kind ki
 static bool log_idle(const struct commit_log *l)
 {
     return l->open && !l->job && !l->inflight && !l->bgsync && !l->ahead && !l->unsynced &&
-           !filling_c(l)->len && !l->truncate_pending;
+           !filling(l)->len && !l->truncate_pending;
 }
 
 static void suspend(struct worker *w, struct commit_log *l)
@@ -239,7 +236,7 @@ void commit_rollback(struct commit_log *l, const struct commit_mark *m)
 
 size_t commit_since(const struct commit_log *l, const struct commit_mark *m)
 {
-    return filling_c(l)->len - m->len;
+    return filling(l)->len - m->len;
 }
 
 /* Appends one record with an unsealed header (the struct record parked in the
