@@ -407,6 +407,20 @@ int log_writer_roll(struct log_writer *w)
     return 0;
 }
 
+/* Reads the LOG_DIO_ALIGN-byte block holding w->end into w->tail through fd,
+ * as it is on disk up to end; past end is zeros on disk (written ahead) or
+ * nothing: kept zeros here. Returns 0 or -errno. */
+static int read_tail(struct log_writer *w, int fd)
+{
+    uint64_t at = w->end & ~(uint64_t)(LOG_DIO_ALIGN - 1);
+    size_t head = (size_t)(w->end - at);
+    memset(w->tail, 0, LOG_DIO_ALIGN);
+    ssize_t got = pread(fd, w->tail, LOG_DIO_ALIGN, (off_t)at);
+    if (got < 0 || (size_t)got < head) return got < 0 ? -errno : -EIO;
+    memset(w->tail + head, 0, LOG_DIO_ALIGN - head);
+    return 0;
+}
+
 int log_writer_direct(struct log_writer *w)
 {
     if (!w->tail) {
@@ -430,17 +444,11 @@ int log_writer_direct(struct log_writer *w)
             return -why;
         }
     }
-    uint64_t at = w->end & ~(uint64_t)(LOG_DIO_ALIGN - 1);
-    size_t head = (size_t)(w->end - at);
-    memset(w->tail, 0, LOG_DIO_ALIGN);
-    ssize_t got = pread(fd, w->tail, LOG_DIO_ALIGN, (off_t)at);
-    if (got < 0 || (size_t)got < head) {
-        int err = got < 0 ? errno : EIO;
+    int rc = read_tail(w, fd);
+    if (rc) {
         close(fd);
-        return -err;
+        return rc;
     }
-    /* past end is zeros on disk (written ahead) or nothing; keep it zeros here */
-    memset(w->tail + head, 0, LOG_DIO_ALIGN - head);
     w->dfd = fd;
     return 0;
 }
@@ -530,12 +538,5 @@ int log_writer_cut(struct log_writer *w)
      * batches whose requests were answered as failed */
     if (ftruncate(w->fd, (off_t)w->end) || fdatasync(w->fd)) return -errno;
     w->alloc = w->end; /* the space ahead went too */
-    if (w->dfd < 0) return 0;
-    uint64_t at = w->end & ~(uint64_t)(LOG_DIO_ALIGN - 1);
-    size_t head = (size_t)(w->end - at);
-    memset(w->tail, 0, LOG_DIO_ALIGN);
-    ssize_t got = head ? pread(w->dfd, w->tail, LOG_DIO_ALIGN, (off_t)at) : 0;
-    if (got < 0 || (size_t)got < head) return got < 0 ? -errno : -EIO;
-    memset(w->tail + head, 0, LOG_DIO_ALIGN - head);
-    return 0;
+    return w->dfd < 0 ? 0 : read_tail(w, w->dfd);
 }
